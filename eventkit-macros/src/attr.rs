@@ -1,0 +1,110 @@
+//! Attribute arguments: `key = value` pairs, each key once, unknown keys rejected with the
+//! list of valid ones (lookahead errors name them).
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::{Ident, LitInt, LitStr, Token};
+
+pub mod kw {
+    syn::custom_keyword!(topic);
+    syn::custom_keyword!(key);
+    syn::custom_keyword!(version);
+    syn::custom_keyword!(group);
+    syn::custom_keyword!(name);
+}
+
+fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(key_span, format!("duplicate `{key}` argument")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// Parses `= value` after a key.
+fn value<T: Parse>(input: ParseStream<'_>) -> syn::Result<T> {
+    input.parse::<Token![=]>()?;
+    input.parse()
+}
+
+/// Arguments of `#[integration_event(...)]`.
+#[derive(Default)]
+pub struct EventArgs {
+    pub topic: Option<LitStr>,
+    pub key: Option<Ident>,
+    pub version: Option<LitInt>,
+    pub event_type: Option<LitStr>,
+}
+
+impl Parse for EventArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = EventArgs::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::topic) {
+                let k: kw::topic = input.parse()?;
+                set_once(&mut args.topic, "topic", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::key) {
+                let k: kw::key = input.parse()?;
+                set_once(&mut args.key, "key", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::version) {
+                let k: kw::version = input.parse()?;
+                set_once(&mut args.version, "version", k.span, value(input)?)?;
+            } else if lookahead.peek(Token![type]) {
+                let k: Token![type] = input.parse()?;
+                set_once(&mut args.event_type, "type", k.span, value(input)?)?;
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Arguments of `#[handler(...)]`.
+#[derive(Default)]
+pub struct HandlerArgs {
+    pub group: Option<LitStr>,
+    pub name: Option<LitStr>,
+}
+
+impl Parse for HandlerArgs {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = HandlerArgs::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::group) {
+                let k: kw::group = input.parse()?;
+                set_once(&mut args.group, "group", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::name) {
+                let k: kw::name = input.parse()?;
+                set_once(&mut args.name, "name", k.span, value(input)?)?;
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+/// Collects errors so that all of them are reported at once.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(e) => e.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+    pub fn to_compile_error(&self) -> proc_macro2::TokenStream {
+        self.0.as_ref().map(syn::Error::to_compile_error).unwrap_or_default()
+    }
+}

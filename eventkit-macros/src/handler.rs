@@ -1,0 +1,167 @@
+//! `#[handler]`: parse → validate → expand.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, Type};
+
+use crate::attr::{Errors, HandlerArgs};
+
+/// How one argument after the event is obtained.
+enum Extract {
+    /// `&T`: `&Context` or a reference into app state.
+    Ref(Type),
+    /// `T: FromContext`.
+    Value(Type),
+}
+
+struct Handler {
+    item: ItemFn,
+    event: Type,
+    args: Vec<Extract>,
+    group: Option<String>,
+    name: Option<String>,
+}
+
+pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item: ItemFn = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let e = syn::Error::new(Span::call_site(), "`#[handler]` applies to an `async fn`");
+            let e = e.to_compile_error();
+            return quote! { #item #e };
+        }
+    };
+    let mut errors = Errors::default();
+    let args = match syn::parse2::<HandlerArgs>(args) {
+        Ok(args) => args,
+        Err(e) => {
+            errors.push(e);
+            HandlerArgs::default()
+        }
+    };
+    match validate(args, item.clone(), &mut errors) {
+        Some(handler) if errors.to_compile_error().is_empty() => generate(&handler),
+        _ => {
+            let errors = errors.to_compile_error();
+            quote! { #item #errors }
+        }
+    }
+}
+
+fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Handler> {
+    let sig = &item.sig;
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new(sig.fn_token.span, "`#[handler]` functions must be `async fn`"));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new(sig.generics.span(), "`#[handler]` functions cannot be generic"));
+    }
+    let group = args.group.map(|g| {
+        let value = g.value();
+        if value.trim().is_empty() {
+            errors.push(syn::Error::new(g.span(), "`group` must not be empty"));
+        }
+        value
+    });
+    let name = args.name.map(|n| n.value());
+    let mut inputs = sig.inputs.iter();
+    let event = match inputs.next() {
+        Some(FnArg::Typed(arg)) => match &*arg.ty {
+            Type::Reference(r) => {
+                errors.push(syn::Error::new(r.span(), "a handler takes its event by value, e.g. `event: UserCreated`"));
+                None
+            }
+            ty => Some(ty.clone()),
+        },
+        Some(FnArg::Receiver(r)) => {
+            errors.push(syn::Error::new(r.span(), "`#[handler]` functions cannot take `self`"));
+            None
+        }
+        None => {
+            errors.push(syn::Error::new(
+                sig.paren_token.span.join(),
+                "a handler's first argument is the event it handles, e.g. `event: UserCreated`",
+            ));
+            None
+        }
+    };
+    let args = inputs
+        .filter_map(|arg| match arg {
+            FnArg::Typed(arg) => Some(match &*arg.ty {
+                Type::Reference(r) if r.mutability.is_none() => Extract::Ref((*r.elem).clone()),
+                Type::Reference(r) => {
+                    errors.push(syn::Error::new(r.span(), "handler arguments cannot be `&mut`"));
+                    return None;
+                }
+                ty => Extract::Value(ty.clone()),
+            }),
+            FnArg::Receiver(r) => {
+                errors.push(syn::Error::new(r.span(), "`#[handler]` functions cannot take `self`"));
+                None
+            }
+        })
+        .collect();
+    Some(Handler { event: event?, args, group, name, item })
+}
+
+fn generate(handler: &Handler) -> TokenStream {
+    let Handler { item, event, args, group, name } = handler;
+    let fn_ident = &item.sig.ident;
+    let fn_name = fn_ident.to_string();
+    let name = match name {
+        Some(n) => quote!(#n),
+        None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
+    };
+    let group = match group {
+        Some(g) => quote!(::core::option::Option::Some(#g)),
+        None => quote!(::core::option::Option::None),
+    };
+    let idents: Vec<_> = (0..args.len()).map(|i| format_ident!("__arg{}", i)).collect();
+    let extracts = args.iter().zip(&idents).map(|(arg, ident)| match arg {
+        Extract::Ref(ty) => quote_spanned! {ty.span()=>
+            let #ident = ::eventkit::__private::extract_ref::<#ty>(&__ctx).map_err(::eventkit::__private::extract_failed)?;
+        },
+        Extract::Value(ty) => quote_spanned! {ty.span()=>
+            let #ident = <#ty as ::eventkit::FromContext>::from_context(&__ctx).map_err(::eventkit::__private::extract_failed)?;
+        },
+    });
+    let requires = args.iter().map(|arg| match arg {
+        Extract::Ref(ty) => quote_spanned! {ty.span()=> ::eventkit::__private::require_ref::<#ty>(__requirements); },
+        Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as ::eventkit::FromContext>::requirements(__requirements); },
+    });
+    let event_check = quote_spanned! {event.span()=> ::eventkit::__private::assert_event::<#event>(); };
+    let output = &item.sig.output;
+    let output_check = quote_spanned! {output.span()=>
+        ::eventkit::HandlerOutput::into_outcome(__output)
+    };
+    quote! {
+        #item
+
+        const _: () = {
+            #event_check
+            fn __eventkit_call(
+                __ctx: ::std::sync::Arc<::eventkit::Context>,
+            ) -> ::eventkit::__private::BoxFuture<'static, ::core::result::Result<(), ::eventkit::HandlerError>> {
+                ::std::boxed::Box::pin(async move {
+                    let __event = ::eventkit::__private::decode_event::<#event>(&__ctx)?;
+                    #(#extracts)*
+                    let __output = #fn_ident(__event, #(#idents),*).await;
+                    #output_check
+                })
+            }
+            fn __eventkit_requires(__requirements: &mut ::eventkit::Requirements) {
+                #(#requires)*
+            }
+            ::eventkit::__private::inventory::submit! {
+                ::eventkit::HandlerDescriptor {
+                    name: #name,
+                    group: #group,
+                    event: &<#event as ::eventkit::IntegrationEvent>::INFO,
+                    requires: __eventkit_requires,
+                    call: __eventkit_call,
+                }
+            }
+        };
+    }
+}

@@ -1,0 +1,21 @@
+//! Procedural macros of eventkit. Use them through the `eventkit` crate.
+
+extern crate proc_macro;
+
+mod attr;
+mod event;
+mod handler;
+
+use proc_macro::TokenStream;
+
+/// Declares an integration event; see `eventkit::IntegrationEvent`.
+#[proc_macro_attribute]
+pub fn integration_event(args: TokenStream, item: TokenStream) -> TokenStream {
+    event::expand(args.into(), item.into()).into()
+}
+
+/// Registers an async fn as an event handler; see `eventkit::HandlerDescriptor`.
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::expand(args.into(), item.into()).into()
+}

@@ -1,0 +1,343 @@
+//! [`App`]: configuration, state and registry, started as consumers plus a publisher.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::broker::EmbeddedBroker;
+use crate::config::Config;
+use crate::consumer::GroupRunner;
+use crate::error::{Error, Result};
+use crate::publisher::Publisher;
+use crate::registry::Registry;
+use crate::state::{Requirements, StateMap};
+use crate::topology::Topology;
+
+static CURRENT_PUBLISHER: RwLock<Option<Publisher>> = RwLock::new(None);
+
+/// The publisher of the app started last in this process.
+///
+/// Fails when no app is running; inside handlers prefer [`crate::Context::publish`].
+pub fn publisher() -> Result<Publisher> {
+    CURRENT_PUBLISHER
+        .read()
+        .expect("publisher lock")
+        .clone()
+        .ok_or_else(|| Error::Config("no eventkit app is running: start one with `App::start` or `eventkit::run`".into()))
+}
+
+/// Runs the registered handlers with configuration from the environment until
+/// SIGINT/SIGTERM. `--list-topics` (or `EVENTKIT_LIST_TOPICS=1`) prints the topic listing
+/// instead; `--list-topics=json` prints it as JSON.
+pub async fn run() -> Result<()> {
+    App::builder().build()?.run().await
+}
+
+/// Like [`run`], with app state for handlers' `State<T>` and `&T` arguments.
+pub async fn run_with(state: StateMap) -> Result<()> {
+    let mut builder = App::builder();
+    builder.state = state;
+    builder.build()?.run().await
+}
+
+/// The topic listing of the global registry under the environment's configuration.
+pub fn topology() -> Result<Topology> {
+    Ok(Topology::new(Registry::global()?, &Config::from_env()?))
+}
+
+/// Configures an [`App`].
+#[must_use]
+#[derive(Default)]
+pub struct AppBuilder {
+    config: Option<Config>,
+    edits: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    state: StateMap,
+    registry: Option<Registry>,
+    broker: Option<Arc<EmbeddedBroker>>,
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => |$c:ident| $body:expr) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $arg: $ty) -> Self {
+            self.edits.push(Box::new(move |$c: &mut Config| $body));
+            self
+        }
+    };
+}
+
+impl AppBuilder {
+    /// Starts from `config` instead of the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+    setter!(/// Kafka bootstrap servers (none: the embedded broker).
+        bootstrap_servers(servers: impl Into<String> + Send + 'static) => |c| c.bootstrap_servers = Some(servers.into()));
+    setter!(/// The service name (CloudEvents `source`, default group).
+        service_name(name: impl Into<String> + Send + 'static) => |c| c.service_name = name.into());
+    setter!(/// The group of handlers that name none.
+        default_group(group: impl Into<String> + Send + 'static) => |c| c.default_group = Some(group.into()));
+    setter!(/// A prefix for every topic.
+        topic_prefix(prefix: impl Into<String> + Send + 'static) => |c| c.topic_prefix = prefix.into());
+    setter!(/// A prefix for every consumer group id.
+        group_prefix(prefix: impl Into<String> + Send + 'static) => |c| c.group_prefix = prefix.into());
+    setter!(/// Runs only these groups (names before the group prefix).
+        groups(groups: impl IntoIterator<Item = &'static str> + Send + 'static) => |c| c.groups = Some(groups.into_iter().map(Into::into).collect()));
+    setter!(/// How long in-flight handlers may run at shutdown.
+        shutdown_timeout(timeout: Duration) => |c| c.shutdown_timeout = timeout);
+    setter!(/// Backoff of a failed record's retries: first delay and cap.
+        retry_backoff(backoff: (Duration, Duration)) => |c| c.retry_backoff = backoff);
+    setter!(/// Whether to create missing topics at start.
+        create_topics(create: bool) => |c| c.create_topics = create);
+
+    /// Sets a librdkafka property on every client.
+    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        self.edits.push(Box::new(move |c: &mut Config| {
+            c.kafka.insert(key, value);
+        }));
+        self
+    }
+
+    /// Registers app state for handlers' `State<T>` and `&T` arguments.
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Uses an embedded broker started elsewhere (e.g. shared by several apps in a test)
+    /// instead of bootstrap servers.
+    pub fn embedded_broker(mut self, broker: Arc<EmbeddedBroker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Uses an explicit registry instead of the link-time one.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Validates configuration, registry and state.
+    pub fn build(self) -> Result<App> {
+        let mut config = match self.config {
+            Some(c) => c,
+            None => Config::from_env()?,
+        };
+        for edit in self.edits {
+            edit(&mut config);
+        }
+        let registry = match self.registry {
+            Some(r) => r,
+            None => Registry::global()?.clone(),
+        };
+        check_state(&registry, &config, &self.state)?;
+        if let Some(broker) = &self.broker {
+            config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
+        }
+        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker })
+    }
+}
+
+/// Every handler this process runs must find the state it asks for; all gaps are reported at once.
+fn check_state(registry: &Registry, config: &Config, state: &StateMap) -> Result<()> {
+    let mut problems = Vec::new();
+    for group in registry.groups(config) {
+        for h in group.handlers.values().flatten() {
+            let mut requirements = Requirements::default();
+            (h.requires)(&mut requirements);
+            let missing: Vec<_> = requirements.states.iter().filter(|(id, _)| !state.contains(*id)).map(|(_, n)| *n).collect();
+            if !missing.is_empty() {
+                problems.push(format!("handler `{}` needs {}", h.name, missing.join(", ")));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::MissingState(format!(
+            "{}; register it with `App::builder().state(value)`",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// A configured eventkit application.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    registry: Registry,
+    state: Arc<StateMap>,
+    broker: Option<Arc<EmbeddedBroker>>,
+}
+
+impl App {
+    /// Configures an app; unset values come from the environment.
+    pub fn builder() -> AppBuilder {
+        AppBuilder::default()
+    }
+
+    /// The app's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The topic listing.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.registry, &self.config)
+    }
+
+    /// Prints the listing and returns true if asked to by `--list-topics[=json]` or
+    /// `EVENTKIT_LIST_TOPICS=1|json`.
+    pub fn list_topics_if_asked(&self) -> bool {
+        let arg = std::env::args().find_map(|a| match a.as_str() {
+            "--list-topics" => Some("table".to_owned()),
+            _ => a.strip_prefix("--list-topics=").map(str::to_owned),
+        });
+        let env = std::env::var("EVENTKIT_LIST_TOPICS").ok().filter(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        match arg.or(env).as_deref() {
+            None => false,
+            Some("json") => {
+                println!("{}", self.topology().to_json());
+                true
+            }
+            Some(_) => {
+                print!("{}", self.topology());
+                true
+            }
+        }
+    }
+
+    /// Starts consumers and the publisher; the app runs until [`Running::shutdown`].
+    pub async fn start(self) -> Result<Running> {
+        let App { mut config, registry, state, broker } = self;
+        let broker = match (broker, &config.bootstrap_servers) {
+            (Some(broker), _) => Some(broker),
+            (None, Some(_)) => None,
+            (None, None) => {
+                let broker = EmbeddedBroker::start()?;
+                info!(bootstrap = broker.bootstrap_servers(), "no KAFKA_BOOTSTRAP_SERVERS set: started the embedded broker (librdkafka mock cluster)");
+                config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
+                Some(Arc::new(broker))
+            }
+        };
+        if config.create_topics {
+            let topics: Vec<String> = registry.topics(&config).into_iter().collect();
+            create_topics(&config, broker.as_deref(), &topics).await?;
+        }
+        let publisher = Publisher::with_broker(&config, broker)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for plan in registry.groups(&config) {
+            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone())?;
+            tasks.push(tokio::spawn(runner.run(shutdown_rx.clone())));
+        }
+        *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
+        info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
+        Ok(Running { publisher, shutdown_tx, tasks, config })
+    }
+
+    /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Prints the topic listing instead when asked to (see [`App::list_topics_if_asked`]).
+    pub async fn run(self) -> Result<()> {
+        if self.list_topics_if_asked() {
+            return Ok(());
+        }
+        let running = self.start().await?;
+        shutdown_signal().await?;
+        info!("shutdown signal received");
+        running.shutdown().await
+    }
+}
+
+/// Creates the missing topics among `topics`.
+async fn create_topics(config: &Config, broker: Option<&EmbeddedBroker>, topics: &[String]) -> Result<()> {
+    if let Some(broker) = broker {
+        for t in topics {
+            broker.create_topic(t, config.topic_partitions)?;
+        }
+        return Ok(());
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let mut client = crate::kafka::client_config(config)?;
+    crate::kafka::apply_overrides(&mut client, config);
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, config.topic_partitions, TopicReplication::Fixed(-1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(topic) => info!(%topic, partitions = config.topic_partitions, "topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => warn!(%topic, error = %code, "could not create topic; relying on the broker to create it"),
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// A started app.
+#[derive(Debug)]
+pub struct Running {
+    publisher: Publisher,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    config: Config,
+}
+
+impl Running {
+    /// The app's publisher.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// The bootstrap servers the app uses (the embedded broker's when it started one).
+    pub fn bootstrap_servers(&self) -> &str {
+        self.config.bootstrap_servers.as_deref().unwrap_or_default()
+    }
+
+    /// Stops fetching, lets in-flight handlers finish (up to the shutdown timeout), commits
+    /// handled offsets, leaves the groups and flushes the producer.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                warn!("a consumer group did not stop within the shutdown timeout; its unfinished record will be redelivered");
+                abort.abort();
+            }
+        }
+        let flushed = self.publisher.flush(Duration::from_secs(10));
+        {
+            let mut current = CURRENT_PUBLISHER.write().expect("publisher lock");
+            if current.as_ref().is_some_and(|p| p.same_as(&self.publisher)) {
+                *current = None;
+            }
+        }
+        info!("eventkit stopped");
+        flushed
+    }
+}

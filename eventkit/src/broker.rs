@@ -1,0 +1,90 @@
+//! The embedded broker: librdkafka's in-process mock cluster, speaking the real Kafka
+//! protocol on 127.0.0.1, so that apps, examples and tests run without a Kafka installation.
+//!
+//! Limits: no CreateTopics admin API (eventkit creates topics through the mock API),
+//! transactions are not enforced, and each partition keeps about 5 MiB.
+
+use std::sync::mpsc;
+use std::thread;
+
+use rdkafka::mocking::MockCluster;
+
+use crate::error::{Error, Result};
+
+enum Command {
+    CreateTopic(String, i32, mpsc::Sender<Result<()>>),
+}
+
+/// A running embedded broker; it stops when dropped.
+///
+/// ```
+/// let broker = eventkit::EmbeddedBroker::start().unwrap();
+/// assert!(broker.bootstrap_servers().starts_with("127.0.0.1:"));
+/// broker.create_topic("orders", 3).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    commands: Option<mpsc::Sender<Command>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster on 127.0.0.1.
+    pub fn start() -> Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (commands_tx, commands_rx) = mpsc::channel::<Command>();
+        // The mock cluster is not Send: it lives on its own thread until the handle drops.
+        let thread = thread::Builder::new()
+            .name("eventkit-embedded-broker".into())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(cluster) => cluster,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(Error::from(e)));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                for command in commands_rx {
+                    match command {
+                        Command::CreateTopic(name, partitions, reply) => {
+                            let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(Error::from));
+                        }
+                    }
+                }
+            })?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| Error::Config("embedded broker thread exited".into()))??;
+        Ok(EmbeddedBroker { bootstrap, commands: Some(commands_tx), thread: Some(thread) })
+    }
+
+    /// The broker's address, for `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Creates a topic (the mock broker has no CreateTopics API). Creating an existing
+    /// topic again is not an error.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let commands = self.commands.as_ref().expect("broker running");
+        commands
+            .send(Command::CreateTopic(name.to_owned(), partitions, tx))
+            .map_err(|_| Error::Config("embedded broker stopped".into()))?;
+        match rx.recv().map_err(|_| Error::Config("embedded broker stopped".into()))? {
+            Err(Error::Kafka(e)) if e.to_string().contains("already exists") => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Configuration: environment variables, with builder overrides.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Prefix of environment variables passed through to librdkafka:
+/// `EVENTKIT_KAFKA_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
+pub const PASSTHROUGH_PREFIX: &str = "EVENTKIT_KAFKA_";
+
+/// eventkit's settings. Build it with [`Config::from_env`] or [`Config::default`], then
+/// adjust fields or use [`crate::App::builder`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// `KAFKA_BOOTSTRAP_SERVERS`. `None` starts the embedded broker.
+    pub bootstrap_servers: Option<String>,
+    /// `KAFKA_SERVICE_NAME`: the CloudEvents `source` of published events
+    /// (default: the executable's name).
+    pub service_name: String,
+    /// `KAFKA_CONSUMER_GROUP_ID`: the group of handlers that name none (default: service name).
+    pub default_group: Option<String>,
+    /// `KAFKA_TOPIC_PREFIX`: prepended to every topic, e.g. `staging.`.
+    pub topic_prefix: String,
+    /// `EVENTKIT_GROUP_PREFIX`: prepended to every consumer group id.
+    pub group_prefix: String,
+    /// `KAFKA_AUTO_OFFSET_RESET`: where a new group starts (`earliest` or `latest`).
+    pub auto_offset_reset: String,
+    /// `EVENTKIT_GROUPS`: comma-separated groups to run in this process (default: all).
+    pub groups: Option<Vec<String>>,
+    /// `EVENTKIT_CREATE_TOPICS`: create missing topics at start (default: true).
+    pub create_topics: bool,
+    /// `EVENTKIT_TOPIC_PARTITIONS`: partitions of topics eventkit creates (default: 3).
+    pub topic_partitions: i32,
+    /// `EVENTKIT_SHUTDOWN_TIMEOUT_MS`: how long in-flight handlers may take at shutdown.
+    pub shutdown_timeout: Duration,
+    /// `EVENTKIT_PUBLISH_TIMEOUT_MS`: how long `publish` waits for the broker's ack.
+    pub publish_timeout: Duration,
+    /// `EVENTKIT_RETRY_BACKOFF_MS` / `EVENTKIT_RETRY_BACKOFF_MAX_MS`: backoff between
+    /// attempts of a failed message (doubling from the first to the second).
+    pub retry_backoff: (Duration, Duration),
+    /// librdkafka properties applied to every client (`EVENTKIT_KAFKA_*`).
+    pub kafka: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bootstrap_servers: None,
+            service_name: default_service_name(),
+            default_group: None,
+            topic_prefix: String::new(),
+            group_prefix: String::new(),
+            auto_offset_reset: "earliest".into(),
+            groups: None,
+            create_topics: true,
+            topic_partitions: 3,
+            shutdown_timeout: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(30),
+            retry_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+            kafka: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "eventkit".into())
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the configuration from the given variables (for tests and embedding).
+    ///
+    /// ```
+    /// let c = eventkit::Config::from_vars([
+    ///     ("KAFKA_SERVICE_NAME".to_string(), "billing".to_string()),
+    ///     ("EVENTKIT_KAFKA_SECURITY_PROTOCOL".into(), "SASL_SSL".into()),
+    /// ]).unwrap();
+    /// assert_eq!(c.service_name, "billing");
+    /// assert_eq!(c.group_for(None), "billing");
+    /// assert_eq!(c.kafka["security.protocol"], "SASL_SSL");
+    /// ```
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut c = Config::default();
+        for (name, value) in vars {
+            let value = value.trim().to_owned();
+            match name.as_str() {
+                "KAFKA_BOOTSTRAP_SERVERS" => c.bootstrap_servers = Some(value).filter(|v| !v.is_empty()),
+                "KAFKA_SERVICE_NAME" if !value.is_empty() => c.service_name = value,
+                "KAFKA_CONSUMER_GROUP_ID" => c.default_group = Some(value).filter(|v| !v.is_empty()),
+                "KAFKA_TOPIC_PREFIX" => c.topic_prefix = value,
+                "EVENTKIT_GROUP_PREFIX" => c.group_prefix = value,
+                "KAFKA_AUTO_OFFSET_RESET" => c.auto_offset_reset = parse_reset(&value)?,
+                "EVENTKIT_GROUPS" => {
+                    c.groups = Some(value.split(',').map(str::trim).filter(|g| !g.is_empty()).map(Into::into).collect())
+                }
+                "EVENTKIT_CREATE_TOPICS" => c.create_topics = parse_bool(&name, &value)?,
+                "EVENTKIT_TOPIC_PARTITIONS" => c.topic_partitions = parse_num(&name, &value)?,
+                "EVENTKIT_SHUTDOWN_TIMEOUT_MS" => c.shutdown_timeout = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_PUBLISH_TIMEOUT_MS" => c.publish_timeout = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_RETRY_BACKOFF_MS" => c.retry_backoff.0 = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_RETRY_BACKOFF_MAX_MS" => c.retry_backoff.1 = Duration::from_millis(parse_num(&name, &value)?),
+                _ => {
+                    if let Some(prop) = name.strip_prefix(PASSTHROUGH_PREFIX) {
+                        c.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                    }
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The topic name on the wire: the prefix plus the event's topic.
+    pub fn topic_name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.topic_prefix)
+    }
+
+    /// The consumer group id of a handler that names `group` (or none).
+    pub fn group_for(&self, group: Option<&str>) -> String {
+        let base = group
+            .or(self.default_group.as_deref())
+            .unwrap_or(self.service_name.as_str());
+        format!("{}{base}", self.group_prefix)
+    }
+
+    /// Whether this process runs the group named `group` (before the group prefix).
+    pub(crate) fn runs_group(&self, group: &str) -> bool {
+        let bare = group.strip_prefix(self.group_prefix.as_str()).unwrap_or(group);
+        self.groups.as_ref().is_none_or(|gs| gs.iter().any(|g| g == bare || g == group))
+    }
+}
+
+fn parse_reset(value: &str) -> Result<String> {
+    match value.to_ascii_lowercase().as_str() {
+        v @ ("earliest" | "latest") => Ok(v.to_owned()),
+        _ => Err(Error::Config(format!(
+            "KAFKA_AUTO_OFFSET_RESET = {value:?}: expected `earliest` or `latest`"
+        ))),
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::Config(format!("{name} = {value:?}: expected true or false"))),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value.parse().map_err(|e| Error::Config(format!("{name} = {value:?}: {e}")))
+}

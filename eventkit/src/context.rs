@@ -1,0 +1,90 @@
+//! [`Context`]: what a handler knows about the message it is handling.
+
+use std::sync::Arc;
+
+use crate::envelope::Metadata;
+use crate::error::Result;
+use crate::event::IntegrationEvent;
+use crate::publisher::{PublishOptions, Published, Publisher};
+use crate::state::StateMap;
+
+/// Where a record came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecordInfo {
+    /// Topic on the wire (with prefix).
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// Broker or producer timestamp in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The message being handled: metadata, record position, group, publisher and app state.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) metadata: Metadata,
+    pub(crate) record: RecordInfo,
+    pub(crate) group: Arc<str>,
+    pub(crate) data: Vec<u8>,
+    pub(crate) publisher: Publisher,
+    pub(crate) state: Arc<StateMap>,
+}
+
+impl Context {
+    /// The event's CloudEvents attributes and other headers.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+    /// The event id (`ce_id`).
+    pub fn event_id(&self) -> &str {
+        &self.metadata.id
+    }
+    /// The event type (`ce_type`).
+    pub fn event_type(&self) -> &str {
+        &self.metadata.event_type
+    }
+    /// The correlation id, if the event has one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.metadata.correlation_id.as_deref()
+    }
+    /// Topic, partition, offset, key and timestamp of the record.
+    pub fn record(&self) -> &RecordInfo {
+        &self.record
+    }
+    /// The consumer group handling the message.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+    /// The raw event data (JSON).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+    /// The app's publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+    /// App state of type `T`.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.state.get::<T>()
+    }
+
+    /// Publishes a follow-up event caused by this one: it carries this event's correlation
+    /// id (or this event's id when it has none), this event's id as causation id, and its tenant.
+    pub async fn publish<E: IntegrationEvent>(&self, event: &E) -> Result<Published> {
+        self.publisher.publish_with(event, self.follow_up()).await
+    }
+
+    /// Options that make a published event a follow-up of this one.
+    pub fn follow_up(&self) -> PublishOptions {
+        PublishOptions {
+            correlation_id: Some(self.correlation_id().unwrap_or(self.event_id()).to_owned()),
+            causation_id: Some(self.event_id().to_owned()),
+            tenant_id: self.metadata.tenant_id.clone(),
+            ..PublishOptions::default()
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Errors returned by eventkit and accepted from handlers.
+
+/// A boxed error, as handlers may return any error type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with eventkit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in eventkit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Kafka client reported an error.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Configuration is invalid or incomplete.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The registered events and handlers are inconsistent.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// Handlers require state that was never registered on the app.
+    #[error("missing state: {0}")]
+    MissingState(String),
+    /// An event could not be serialized or deserialized.
+    #[error("serialization: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// The record's envelope (headers or body) is malformed.
+    #[error("envelope: {0}")]
+    Envelope(String),
+    /// Publishing did not complete.
+    #[error("publish to `{topic}` failed: {source}")]
+    Publish {
+        /// The destination topic.
+        topic: String,
+        /// Why the broker or client refused it.
+        source: rdkafka::error::KafkaError,
+    },
+    /// An I/O error (signals, files).
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// An application error, e.g. from a handler.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+impl Error {
+    /// An application error with a message.
+    pub fn msg(message: impl std::fmt::Display) -> Self {
+        Error::Other(message.to_string().into())
+    }
+
+    /// Wraps any error as an application error.
+    pub fn other(error: impl Into<BoxError>) -> Self {
+        Error::Other(error.into())
+    }
+}

@@ -1,0 +1,47 @@
+//! The [`IntegrationEvent`] trait that `#[integration_event]` implements.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Static facts about an integration event type, fixed at compile time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct EventInfo {
+    /// The event type written to `ce_type` (defaults to the Rust type name).
+    pub event_type: &'static str,
+    /// The Rust type name.
+    pub rust_name: &'static str,
+    /// The module that declares the type.
+    pub module: &'static str,
+    /// The topic before the configured prefix is applied.
+    pub topic: &'static str,
+    /// The schema version, written to the `ce_schemaversion` extension.
+    pub version: u32,
+    /// The field used as partition key, if any (otherwise the event id is the key).
+    pub key_field: Option<&'static str>,
+}
+
+/// An event that crosses service boundaries through Kafka.
+///
+/// Implemented by `#[integration_event]`; implementing it by hand is possible but rarely useful.
+///
+/// ```
+/// #[eventkit::integration_event(topic = "users.created.v1", key = user_id)]
+/// pub struct UserCreated { pub user_id: u64, pub email: String }
+///
+/// use eventkit::IntegrationEvent;
+/// let e = UserCreated { user_id: 7, email: "a@b.c".into() };
+/// assert_eq!(UserCreated::INFO.topic, "users.created.v1");
+/// assert_eq!(UserCreated::INFO.event_type, "UserCreated");
+/// assert_eq!(e.partition_key().as_deref(), Some("7"));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an integration event",
+    label = "not an integration event",
+    note = "annotate the type with `#[eventkit::integration_event]`"
+)]
+pub trait IntegrationEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Type, topic, version and key of this event.
+    const INFO: EventInfo;
+
+    /// The Kafka key that decides the partition; `None` means "use the event id".
+    fn partition_key(&self) -> Option<String>;
+}

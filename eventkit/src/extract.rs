@@ -1,0 +1,92 @@
+//! Handler arguments after the event: extractors.
+//!
+//! A handler is `async fn(event: E, args...)` where every further argument is
+//! `&Context`, a reference `&T` to app state, or a value implementing [`FromContext`]:
+//! [`State<T>`], [`Publisher`], [`Metadata`], or your own type.
+
+use std::any::{Any, TypeId};
+use std::ops::Deref;
+
+use crate::context::Context;
+use crate::envelope::Metadata;
+use crate::error::{Error, Result};
+use crate::publisher::Publisher;
+use crate::state::Requirements;
+
+/// A value a handler can take as an argument, built from the message's [`Context`].
+///
+/// ```
+/// use eventkit::{Context, FromContext, Result};
+/// /// The tenant of the current event, or "default".
+/// struct Tenant(String);
+/// impl FromContext for Tenant {
+///     fn from_context(ctx: &Context) -> Result<Self> {
+///         Ok(Tenant(ctx.metadata().tenant_id.clone().unwrap_or_else(|| "default".into())))
+///     }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "not an extractor",
+    note = "handler arguments after the event are `&Context`, `&T` or `State<T>` for app state, `Publisher`, `Metadata`, or a type implementing `eventkit::FromContext`"
+)]
+pub trait FromContext: Sized + Send {
+    /// Builds the value for one message; an error fails that message's handling.
+    fn from_context(ctx: &Context) -> Result<Self>;
+
+    /// Declares what the extractor needs from the app, checked at startup.
+    fn requirements(_requirements: &mut Requirements) {}
+}
+
+/// App state of type `T`, registered with [`crate::AppBuilder::state`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct State<T>(pub T);
+
+impl<T> Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> FromContext for State<T> {
+    fn from_context(ctx: &Context) -> Result<Self> {
+        ctx.state::<T>().cloned().map(State).ok_or_else(|| missing::<T>())
+    }
+    fn requirements(requirements: &mut Requirements) {
+        requirements.state::<T>();
+    }
+}
+
+impl FromContext for Publisher {
+    fn from_context(ctx: &Context) -> Result<Self> {
+        Ok(ctx.publisher().clone())
+    }
+}
+
+impl FromContext for Metadata {
+    fn from_context(ctx: &Context) -> Result<Self> {
+        Ok(ctx.metadata().clone())
+    }
+}
+
+fn missing<T>() -> Error {
+    Error::MissingState(std::any::type_name::<T>().to_owned())
+}
+
+/// `&T` arguments: `&Context` itself, otherwise a reference into app state.
+#[doc(hidden)]
+pub fn extract_ref<T: Send + Sync + 'static>(ctx: &Context) -> Result<&T> {
+    if let Some(ctx) = (ctx as &dyn Any).downcast_ref::<T>() {
+        return Ok(ctx);
+    }
+    ctx.state::<T>().ok_or_else(|| missing::<T>())
+}
+
+/// Requirements of a `&T` argument.
+#[doc(hidden)]
+pub fn require_ref<T: Send + Sync + 'static>(requirements: &mut Requirements) {
+    if TypeId::of::<T>() != TypeId::of::<Context>() {
+        requirements.state::<T>();
+    }
+}

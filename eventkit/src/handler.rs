@@ -1,0 +1,89 @@
+//! Handlers as the runtime sees them: link-time descriptors and their outcomes.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::context::Context;
+use crate::error::{BoxError, Error};
+use crate::event::{EventInfo, IntegrationEvent};
+use crate::state::Requirements;
+
+/// The type-erased entry point `#[handler]` generates.
+pub type HandlerFn = fn(Arc<Context>) -> BoxFuture<'static, Result<(), HandlerError>>;
+
+/// A handler registered by `#[handler]`, collected at link time.
+#[derive(Debug)]
+pub struct HandlerDescriptor {
+    /// Unique name (default: `module::path::fn_name`).
+    pub name: &'static str,
+    /// The consumer group named in the attribute, if any.
+    pub group: Option<&'static str>,
+    /// The event the handler takes.
+    pub event: &'static EventInfo,
+    /// Collects what the handler's arguments need from the app.
+    pub requires: fn(&mut Requirements),
+    /// Decodes the event, extracts the arguments and runs the handler.
+    pub call: HandlerFn,
+}
+
+inventory::collect!(HandlerDescriptor);
+
+/// Why handling one message failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// The record's data does not decode as the handler's event type (a poison message).
+    #[error("cannot decode event data: {0}")]
+    Decode(#[source] serde_json::Error),
+    /// An argument could not be extracted.
+    #[error("cannot extract handler argument: {0}")]
+    Extract(#[source] Error),
+    /// The handler returned an error.
+    #[error("handler failed: {0}")]
+    Failed(#[source] BoxError),
+    /// The handler panicked.
+    #[error("handler panicked: {0}")]
+    Panicked(String),
+}
+
+impl HandlerError {
+    /// Whether retrying the same record can ever succeed.
+    pub fn is_poison(&self) -> bool {
+        matches!(self, HandlerError::Decode(_))
+    }
+}
+
+/// What a handler may return: `()` or `Result<(), E>` for any error type.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid handler return type",
+    note = "a handler returns `()`, `eventkit::Result<()>`, or `Result<(), E>` for an error type `E`"
+)]
+pub trait HandlerOutput {
+    /// Converts the output to a handler outcome.
+    fn into_outcome(self) -> Result<(), HandlerError>;
+}
+
+impl HandlerOutput for () {
+    fn into_outcome(self) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
+impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
+    fn into_outcome(self) -> Result<(), HandlerError> {
+        self.map_err(|e| HandlerError::Failed(e.into()))
+    }
+}
+
+/// Decodes the record's data as `E`.
+#[doc(hidden)]
+pub fn decode_event<E: IntegrationEvent>(ctx: &Context) -> Result<E, HandlerError> {
+    serde_json::from_slice(ctx.data()).map_err(HandlerError::Decode)
+}
+
+/// Turns an extractor error into a handler error.
+#[doc(hidden)]
+pub fn extract_failed(error: Error) -> HandlerError {
+    HandlerError::Extract(error)
+}

@@ -1,0 +1,66 @@
+//! # eventkit
+//!
+//! Declarative Kafka integration events: annotate events and handlers, call [`run`].
+//!
+//! ```no_run
+//! use eventkit::{integration_event, handler, Context};
+//!
+//! #[integration_event(topic = "users.created.v1", key = user_id)]
+//! pub struct UserCreated { pub user_id: u64, pub email: String }
+//!
+//! #[handler(group = "email-service")]
+//! async fn send_welcome(event: UserCreated, ctx: &Context) -> eventkit::Result<()> {
+//!     println!("welcome {} ({})", event.email, ctx.event_id());
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> eventkit::Result<()> {
+//!     eventkit::run().await
+//! }
+//! ```
+#![warn(missing_docs)]
+
+mod app;
+mod broker;
+mod config;
+mod consumer;
+mod context;
+pub mod envelope;
+mod error;
+mod event;
+mod extract;
+mod handler;
+mod kafka;
+mod publisher;
+mod registry;
+mod state;
+mod topology;
+
+pub use app::{publisher, run, run_with, topology, App, AppBuilder, Running};
+pub use broker::EmbeddedBroker;
+pub use config::Config;
+pub use context::{Context, RecordInfo};
+pub use envelope::Metadata;
+pub use error::{BoxError, Error, Result};
+pub use event::{EventInfo, IntegrationEvent};
+pub use eventkit_macros::{handler, integration_event};
+pub use extract::{FromContext, State};
+pub use handler::{HandlerDescriptor, HandlerError, HandlerOutput};
+pub use publisher::{PublishOptions, Published, Publisher};
+pub use registry::{EventDescriptor, GroupPlan, Registry};
+pub use state::{Requirements, StateMap};
+pub use topology::{EventEntry, GroupEntry, HandlerEntry, Topology};
+
+/// Used by generated code only; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::extract::{extract_ref, require_ref};
+    pub use crate::handler::{decode_event, extract_failed};
+    pub use futures::future::BoxFuture;
+    pub use inventory;
+    pub use serde;
+
+    /// Compile-time check that a handler's first argument is an event.
+    pub const fn assert_event<E: crate::IntegrationEvent>() {}
+}

@@ -1,0 +1,132 @@
+//! The registry: events and handlers collected at link time, validated once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::event::EventInfo;
+use crate::handler::HandlerDescriptor;
+
+/// An event type registered by `#[integration_event]`.
+#[derive(Debug)]
+pub struct EventDescriptor {
+    /// The event's static facts.
+    pub info: &'static EventInfo,
+}
+
+inventory::collect!(EventDescriptor);
+
+/// A validated snapshot of events and handlers.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    events: Vec<&'static EventInfo>,
+    handlers: Vec<&'static HandlerDescriptor>,
+}
+
+/// The handlers of one consumer group, as the runtime will run them.
+#[derive(Debug, Clone)]
+pub struct GroupPlan {
+    /// The group id on the wire (with prefix).
+    pub group_id: String,
+    /// Topics on the wire that the group subscribes to.
+    pub topics: BTreeSet<String>,
+    /// Handlers by event type.
+    pub handlers: BTreeMap<&'static str, Vec<&'static HandlerDescriptor>>,
+}
+
+impl Registry {
+    /// Everything registered in this program, validated on first use.
+    pub fn global() -> Result<&'static Registry> {
+        static GLOBAL: OnceLock<std::result::Result<Registry, String>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let events = inventory::iter::<EventDescriptor>.into_iter().map(|e| e.info);
+                let handlers = inventory::iter::<HandlerDescriptor>.into_iter();
+                Registry::new(events, handlers).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| Error::Registry(e.clone()))
+    }
+
+    /// An explicit registry, for platforms where link-time collection is unavailable or to
+    /// run a chosen subset. Handler events are added automatically.
+    pub fn new(
+        events: impl IntoIterator<Item = &'static EventInfo>,
+        handlers: impl IntoIterator<Item = &'static HandlerDescriptor>,
+    ) -> Result<Registry> {
+        let mut handlers: Vec<_> = handlers.into_iter().collect();
+        handlers.sort_by_key(|h| h.name);
+        let mut events: Vec<_> = events.into_iter().chain(handlers.iter().map(|h| h.event)).collect();
+        events.sort_by_key(|e| (e.event_type, e.module, e.rust_name));
+        events.dedup();
+        let mut problems = Vec::new();
+        for pair in events.windows(2) {
+            if pair[0].event_type == pair[1].event_type {
+                problems.push(format!(
+                    "event type `{}` is declared twice: by {}::{} and by {}::{} (set `type = \"...\"` on one)",
+                    pair[0].event_type, pair[0].module, pair[0].rust_name, pair[1].module, pair[1].rust_name
+                ));
+            }
+        }
+        for pair in handlers.windows(2) {
+            if pair[0].name == pair[1].name {
+                problems.push(format!("handler name `{}` is used twice (set `name = \"...\"` on one)", pair[0].name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Registry { events, handlers })
+        } else {
+            Err(Error::Registry(problems.join("; ")))
+        }
+    }
+
+    /// A registry of the given handlers and event types only.
+    pub fn of(handlers: impl IntoIterator<Item = &'static HandlerDescriptor>) -> Result<Registry> {
+        Registry::new([], handlers)
+    }
+
+    /// Looks up a handler of the global registry by name.
+    pub fn handler(&self, name: &str) -> Option<&'static HandlerDescriptor> {
+        self.handlers.iter().copied().find(|h| h.name == name)
+    }
+
+    /// Registered event types, by type name.
+    pub fn events(&self) -> &[&'static EventInfo] {
+        &self.events
+    }
+
+    /// Registered handlers, by name.
+    pub fn handlers(&self) -> &[&'static HandlerDescriptor] {
+        &self.handlers
+    }
+
+    /// The event registered for a type name.
+    pub fn event(&self, event_type: &str) -> Option<&'static EventInfo> {
+        self.events.iter().copied().find(|e| e.event_type == event_type)
+    }
+
+    /// The consumer groups this configuration runs, with their topics and handlers.
+    pub fn groups(&self, config: &Config) -> Vec<GroupPlan> {
+        let mut groups: BTreeMap<String, GroupPlan> = BTreeMap::new();
+        for &h in &self.handlers {
+            let group_id = config.group_for(h.group);
+            if !config.runs_group(&group_id) {
+                continue;
+            }
+            let plan = groups.entry(group_id.clone()).or_insert_with(|| GroupPlan {
+                group_id,
+                topics: BTreeSet::new(),
+                handlers: BTreeMap::new(),
+            });
+            plan.topics.insert(config.topic_name(h.event.topic));
+            plan.handlers.entry(h.event.event_type).or_default().push(h);
+        }
+        groups.into_values().collect()
+    }
+
+    /// Every topic on the wire that events or handlers use.
+    pub fn topics(&self, config: &Config) -> BTreeSet<String> {
+        self.events.iter().map(|e| config.topic_name(e.topic)).collect()
+    }
+}

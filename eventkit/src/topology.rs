@@ -1,0 +1,145 @@
+//! The topic listing: which events go where, and who consumes them.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// The registered events, topics, keys, versions, handlers and groups under a configuration.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Topology {
+    /// The service name (CloudEvents `source`).
+    pub service: String,
+    /// Every registered event type.
+    pub events: Vec<EventEntry>,
+    /// Every consumer group this process runs.
+    pub groups: Vec<GroupEntry>,
+}
+
+/// One event type.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct EventEntry {
+    /// The CloudEvents type.
+    pub event_type: String,
+    /// The Rust type, with its module.
+    pub rust_type: String,
+    /// The topic on the wire.
+    pub topic: String,
+    /// The partition-key field (`null`: the event id).
+    pub key: Option<String>,
+    /// The schema version.
+    pub version: u32,
+}
+
+/// One consumer group.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupEntry {
+    /// The group id on the wire.
+    pub group: String,
+    /// The topics it subscribes to.
+    pub topics: Vec<String>,
+    /// Its handlers.
+    pub handlers: Vec<HandlerEntry>,
+}
+
+/// One handler.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HandlerEntry {
+    /// The handler's name.
+    pub name: String,
+    /// The event type it takes.
+    pub event_type: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// App state types it needs.
+    pub state: Vec<String>,
+}
+
+impl Topology {
+    /// The topology of `registry` under `config`.
+    pub fn new(registry: &Registry, config: &Config) -> Self {
+        let events = registry
+            .events()
+            .iter()
+            .map(|e| EventEntry {
+                event_type: e.event_type.into(),
+                rust_type: format!("{}::{}", e.module, e.rust_name),
+                topic: config.topic_name(e.topic),
+                key: e.key_field.map(Into::into),
+                version: e.version,
+            })
+            .collect();
+        let groups = registry
+            .groups(config)
+            .into_iter()
+            .map(|g| GroupEntry {
+                group: g.group_id,
+                topics: g.topics.into_iter().collect(),
+                handlers: g
+                    .handlers
+                    .values()
+                    .flatten()
+                    .map(|h| {
+                        let mut requirements = crate::state::Requirements::default();
+                        (h.requires)(&mut requirements);
+                        HandlerEntry {
+                            name: h.name.into(),
+                            event_type: h.event.event_type.into(),
+                            topic: config.topic_name(h.event.topic),
+                            state: requirements.state_names().into_iter().map(Into::into).collect(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Topology { service: config.service_name.clone(), events, groups }
+    }
+
+    /// The listing as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("topology serializes")
+    }
+}
+
+impl fmt::Display for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "service: {}", self.service)?;
+        writeln!(f, "\nEVENTS")?;
+        let rows = self.events.iter().map(|e| {
+            vec![e.event_type.clone(), e.version.to_string(), e.topic.clone(), e.key.clone().unwrap_or_else(|| "(event id)".into()), e.rust_type.clone()]
+        });
+        table(f, &["TYPE", "VERSION", "TOPIC", "KEY", "RUST TYPE"], rows)?;
+        writeln!(f, "\nCONSUMER GROUPS")?;
+        let rows = self.groups.iter().flat_map(|g| {
+            g.handlers.iter().map(|h| {
+                let state = if h.state.is_empty() { "-".into() } else { h.state.join(", ") };
+                vec![g.group.clone(), h.topic.clone(), h.event_type.clone(), h.name.clone(), state]
+            })
+        });
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "STATE"], rows)
+    }
+}
+
+fn table(f: &mut fmt::Formatter<'_>, header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> fmt::Result {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |f: &mut fmt::Formatter<'_>, cells: Vec<&str>| {
+        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        writeln!(f, "{}", text.join("  ").trim_end())
+    };
+    line(f, header.to_vec())?;
+    if rows.is_empty() {
+        return writeln!(f, "(none)");
+    }
+    for row in &rows {
+        line(f, row.iter().map(String::as_str).collect())?;
+    }
+    Ok(())
+}
