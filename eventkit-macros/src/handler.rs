@@ -130,7 +130,6 @@ fn generate(handler: &Handler) -> TokenStream {
         Extract::Ref(ty) => quote_spanned! {ty.span()=> ::eventkit::__private::require_ref::<#ty>(__requirements); },
         Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as ::eventkit::FromContext>::requirements(__requirements); },
     });
-    let event_check = quote_spanned! {event.span()=> ::eventkit::__private::assert_event::<#event>(); };
     let output = &item.sig.output;
     let output_check = quote_spanned! {output.span()=>
         ::eventkit::HandlerOutput::into_outcome(__output)
@@ -139,7 +138,6 @@ fn generate(handler: &Handler) -> TokenStream {
         #item
 
         const _: () = {
-            #event_check
             fn __eventkit_call(
                 __ctx: ::std::sync::Arc<::eventkit::Context>,
             ) -> ::eventkit::__private::BoxFuture<'static, ::core::result::Result<(), ::eventkit::HandlerError>> {

@@ -228,6 +228,7 @@ impl App {
                 Some(Arc::new(broker))
             }
         };
+        config.embedded = broker.is_some();
         if config.create_topics {
             let topics: Vec<String> = registry.topics(&config).into_iter().collect();
             create_topics(&config, broker.as_deref(), &topics).await?;

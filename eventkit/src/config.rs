@@ -42,6 +42,8 @@ pub struct Config {
     pub retry_backoff: (Duration, Duration),
     /// librdkafka properties applied to every client (`EVENTKIT_KAFKA_*`).
     pub kafka: BTreeMap<String, String>,
+    /// Set when the bootstrap servers are an embedded broker's.
+    pub(crate) embedded: bool,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
             kafka: BTreeMap::new(),
+            embedded: false,
         }
     }
 }

@@ -123,6 +123,11 @@ impl GroupRunner {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("fetch.wait.max.ms", "100")
             .set("topic.metadata.refresh.interval.ms", "10000");
+        if config.embedded {
+            // The mock broker lets a departed member stall a rejoin for the whole session
+            // timeout; in-process there are no network hiccups to tolerate.
+            client.set("session.timeout.ms", "3000").set("heartbeat.interval.ms", "500");
+        }
         crate::kafka::apply_overrides(&mut client, config);
         let context = GroupContext { group: plan.group_id.clone(), blocks: blocks.clone() };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
@@ -161,16 +166,27 @@ impl GroupRunner {
                 break;
             }
         }
-        self.close();
+        let group = self.group.clone();
+        // Closing blocks while librdkafka leaves the group: keep it off the async workers.
+        let closed = tokio::task::spawn_blocking(move || self.close()).await;
+        if let Err(e) = closed {
+            warn!(%group, error = %e, "consumer close failed");
+        }
     }
 
+    /// Commits what was handled, then leaves the group (the consumer is dropped here).
     fn close(self) {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => warn!(group = %self.group, error = %e, "final offset commit failed"),
         }
         self.consumer.unsubscribe();
-        info!(group = %self.group, "consumer group stopped");
+        let GroupRunner { consumer, group, .. } = self;
+        match Arc::try_unwrap(consumer) {
+            Ok(consumer) => drop(consumer),
+            Err(_) => warn!(%group, "consumer still referenced at close"),
+        }
+        info!(%group, "consumer group stopped");
     }
 
     async fn process(&self, incoming: Incoming) {
@@ -268,10 +284,13 @@ impl GroupRunner {
         if let Err(e) = self.consumer.seek(topic, *partition, Offset::Offset(offset), Duration::from_secs(5)) {
             warn!(group = %self.group, error = %e, "cannot rewind partition; the record comes again after a restart or rebalance");
         }
-        let consumer = self.consumer.clone();
+        // Weak: a pending resume must not keep a stopped consumer in its group.
+        let consumer = Arc::downgrade(&self.consumer);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = consumer.resume(&tpl);
+            if let Some(consumer) = consumer.upgrade() {
+                let _ = consumer.resume(&tpl);
+            }
         });
     }
 }

@@ -60,7 +60,4 @@ pub mod __private {
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde;
-
-    /// Compile-time check that a handler's first argument is an event.
-    pub const fn assert_event<E: crate::IntegrationEvent>() {}
 }

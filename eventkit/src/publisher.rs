@@ -46,6 +46,21 @@ impl PublishOptions {
         self.id = Some(id.into());
         self
     }
+    /// Sets the Kafka key (instead of the event's partition key).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    /// Sets the subject.
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
+        self
+    }
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
 }
 
 /// Where a published event landed.

@@ -1,0 +1,33 @@
+# Sourced by scripts/test.sh: installs the pinned noida-db (a single-binary Kafka-protocol
+# broker from PyPI) into .venv, starts it on a free 127.0.0.1 port, exports
+# EVENTKIT_TEST_BOOTSTRAP, and stops it when the calling shell exits.
+NOIDA_VERSION=0.2.3
+root="$(pwd)"
+venv="$root/.venv"
+if ! "$venv/bin/noida-db" version 2>/dev/null | grep -q "$NOIDA_VERSION"; then
+  echo "installing noida-db==$NOIDA_VERSION into .venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "noida-db==$NOIDA_VERSION"
+fi
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+data_dir="$(mktemp -d "${TMPDIR:-/tmp}/eventkit-noida.XXXXXX")"
+"$venv/bin/noida-db" start --only kafka --kafka-port "$port" --host 127.0.0.1 --data-dir "$data_dir" \
+  >"$data_dir/noida.log" 2>&1 &
+broker_pid=$!
+stop_broker() {
+  kill "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  rm -rf "$data_dir"
+}
+trap stop_broker EXIT
+for _ in $(seq 1 100); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+    break
+  fi
+  if ! kill -0 "$broker_pid" 2>/dev/null; then
+    echo "noida-db exited:" >&2; cat "$data_dir/noida.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+export EVENTKIT_TEST_BOOTSTRAP="127.0.0.1:$port"
+echo "real broker: noida-db $NOIDA_VERSION at $EVENTKIT_TEST_BOOTSTRAP" >&2

@@ -1,0 +1,189 @@
+//! Test harness: the same scenario on the embedded broker and on a real Kafka-protocol
+//! broker (`EVENTKIT_TEST_BOOTSTRAP`, started by `scripts/test.sh`).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use eventkit::{App, AppBuilder, EmbeddedBroker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The variable naming a real broker for the tests.
+pub const BOOTSTRAP_VAR: &str = "EVENTKIT_TEST_BOOTSTRAP";
+
+/// A broker under test.
+pub struct Target {
+    /// `embedded` or `real`.
+    pub kind: &'static str,
+    broker: Option<Arc<EmbeddedBroker>>,
+    bootstrap: String,
+    /// Unique prefix for this test's topics and groups.
+    pub prefix: String,
+}
+
+pub fn init_tracing() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,eventkit=info".into()))
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+fn unique_prefix(test: &str) -> String {
+    format!("t{}-{test}.", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+impl Target {
+    /// A fresh embedded broker.
+    pub fn embedded(test: &str) -> Self {
+        init_tracing();
+        let broker = Arc::new(EmbeddedBroker::start().expect("embedded broker"));
+        Target { kind: "embedded", bootstrap: broker.bootstrap_servers().to_owned(), broker: Some(broker), prefix: unique_prefix(test) }
+    }
+
+    /// The real broker named by `EVENTKIT_TEST_BOOTSTRAP`. Without it the test is not run,
+    /// except in CI (`CI=true`), where that is a failure.
+    pub fn real(test: &str) -> Option<Self> {
+        init_tracing();
+        match std::env::var(BOOTSTRAP_VAR) {
+            Ok(bootstrap) if !bootstrap.trim().is_empty() => {
+                Some(Target { kind: "real", broker: None, bootstrap, prefix: unique_prefix(test) })
+            }
+            _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+                panic!("{BOOTSTRAP_VAR} is not set in CI: the real-broker tests must run (scripts/test.sh starts the broker)")
+            }
+            _ => {
+                eprintln!("note: {BOOTSTRAP_VAR} not set; `{test}` ran on the embedded broker only (use scripts/test.sh)");
+                None
+            }
+        }
+    }
+
+    /// An app builder pointed at this broker, with this test's prefixes.
+    pub fn app(&self) -> AppBuilder {
+        let builder = App::builder()
+            .config(eventkit::Config::default())
+            .service_name("eventkit-tests")
+            .topic_prefix(self.prefix.clone())
+            .group_prefix(self.prefix.clone())
+            .retry_backoff((Duration::from_millis(50), Duration::from_millis(400)))
+            .shutdown_timeout(Duration::from_secs(20));
+        match &self.broker {
+            Some(broker) => builder.embedded_broker(broker.clone()),
+            None => builder.bootstrap_servers(self.bootstrap.clone()),
+        }
+    }
+
+    /// The wire name of a topic.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// The wire name of a group.
+    pub fn group(&self, group: &str) -> String {
+        format!("{}{group}", self.prefix)
+    }
+
+    /// A plain producer, for records eventkit would never write.
+    pub fn raw_producer(&self) -> FutureProducer {
+        ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("producer")
+    }
+
+    /// Produces a raw record and returns its partition and offset.
+    pub async fn produce_raw(&self, topic: &str, key: &str, headers: &[(&str, &str)], value: &[u8]) -> (i32, i64) {
+        let mut h = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header { key: k, value: Some(*v) });
+        }
+        let record = FutureRecord::to(topic).key(key).payload(value).headers(h);
+        let d = self.raw_producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("raw produce");
+        (d.partition, d.offset)
+    }
+
+    /// The offset `group` has committed on `topic[partition]` (`None`: nothing committed).
+    pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+        match committed.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// Waits until `condition` holds, for at most `timeout`.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A shared list handlers append to.
+#[derive(Debug)]
+pub struct Log<T>(pub Arc<Mutex<Vec<T>>>);
+
+impl<T> Clone for Log<T> {
+    fn clone(&self) -> Self {
+        Log(self.0.clone())
+    }
+}
+impl<T> Default for Log<T> {
+    fn default() -> Self {
+        Log(Arc::default())
+    }
+}
+impl<T: Clone> Log<T> {
+    pub fn push(&self, value: T) {
+        self.0.lock().unwrap().push(value);
+    }
+    pub fn snapshot(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Runs `scenario` on the embedded broker and, when available, on the real one.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$scenario($crate::Target::embedded(stringify!($scenario))).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if let Some(target) = $crate::Target::real(stringify!($scenario)) {
+                    super::$scenario(target).await
+                }
+            }
+        }
+    };
+}
+
+/// Runs a future with a deadline, failing the test when it passes.
+pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}

@@ -1,0 +1,4 @@
+#[eventkit::handler]
+async fn handle() {}
+
+fn main() {}

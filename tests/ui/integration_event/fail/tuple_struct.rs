@@ -1,0 +1,4 @@
+#[eventkit::integration_event]
+pub struct UserCreated(u64);
+
+fn main() {}
