@@ -39,7 +39,8 @@ pub async fn run() -> Result<()> {
     App::builder().build()?.run().await
 }
 
-/// Like [`run`], with app state for handlers' `State<T>` and `&T` arguments.
+/// Like [`run`], with app state for handlers' `State<T>` and `&T` arguments:
+/// `eventkit::run_with(StateMap::new().with(pool).with(client)).await`.
 pub async fn run_with(state: StateMap) -> Result<()> {
     let mut builder = App::builder();
     builder.state = state;

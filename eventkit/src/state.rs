@@ -11,6 +11,23 @@ pub struct StateMap {
 }
 
 impl StateMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `value` (builder style), for [`crate::run_with`].
+    ///
+    /// ```
+    /// #[derive(Clone)] struct Pool;
+    /// let state = eventkit::StateMap::new().with(Pool).with(42u32);
+    /// assert_eq!(state.get::<u32>(), Some(&42));
+    /// ```
+    pub fn with<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.insert(value);
+        self
+    }
+
     /// Registers `value`, replacing an earlier value of the same type.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         self.values.insert(TypeId::of::<T>(), (Arc::new(value), std::any::type_name::<T>()));
