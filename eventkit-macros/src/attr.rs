@@ -11,6 +11,7 @@ pub mod kw {
     syn::custom_keyword!(version);
     syn::custom_keyword!(group);
     syn::custom_keyword!(name);
+    syn::custom_keyword!(format);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -34,6 +35,7 @@ pub struct EventArgs {
     pub key: Option<Ident>,
     pub version: Option<LitInt>,
     pub event_type: Option<LitStr>,
+    pub format: Option<LitStr>,
 }
 
 impl Parse for EventArgs {
@@ -53,6 +55,9 @@ impl Parse for EventArgs {
             } else if lookahead.peek(Token![type]) {
                 let k: Token![type] = input.parse()?;
                 set_once(&mut args.event_type, "type", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::format) {
+                let k: kw::format = input.parse()?;
+                set_once(&mut args.format, "format", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }

@@ -15,6 +15,7 @@ struct Event {
     topic: String,
     version: u32,
     key: Option<syn::Ident>,
+    format: Option<syn::Ident>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -94,7 +95,16 @@ fn validate(args: EventArgs, item: ItemStruct, errors: &mut Errors) -> Event {
         Some(t) => t.value(),
         None => name,
     };
-    Event { item, event_type, topic, version, key }
+    let format = args.format.and_then(|f| match f.value().as_str() {
+        "binary" => Some(syn::Ident::new("Binary", f.span())),
+        "structured" => Some(syn::Ident::new("Structured", f.span())),
+        "legacy" => Some(syn::Ident::new("Legacy", f.span())),
+        other => {
+            errors.push(syn::Error::new(f.span(), format!("unknown format {other:?}: expected \"binary\", \"structured\" or \"legacy\"")));
+            None
+        }
+    });
+    Event { item, event_type, topic, version, key, format }
 }
 
 /// Kafka's rule for topic names.
@@ -109,7 +119,11 @@ fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 fn generate(event: &Event) -> TokenStream {
-    let Event { item, event_type, topic, version, key } = event;
+    let Event { item, event_type, topic, version, key, format } = event;
+    let format = match format {
+        Some(f) => quote!(::core::option::Option::Some(::eventkit::WireFormat::#f)),
+        None => quote!(::core::option::Option::None),
+    };
     let ident = &item.ident;
     let rust_name = ident.to_string();
     let (key_field, partition_key) = match key {
@@ -133,6 +147,7 @@ fn generate(event: &Event) -> TokenStream {
                     topic: #topic,
                     version: #version,
                     key_field: #key_field,
+                    format: #format,
                 };
                 fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
                     #partition_key

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::event::EventInfo;
+use crate::wire::WireFormat;
 
 /// Prefix of environment variables passed through to librdkafka:
 /// `EVENTKIT_KAFKA_SECURITY_PROTOCOL=SASL_SSL` sets `security.protocol`.
@@ -40,6 +42,13 @@ pub struct Config {
     /// `EVENTKIT_RETRY_BACKOFF_MS` / `EVENTKIT_RETRY_BACKOFF_MAX_MS`: backoff between
     /// attempts of a failed message (doubling from the first to the second).
     pub retry_backoff: (Duration, Duration),
+    /// `EVENTKIT_WIRE_FORMAT`: how events are published unless their topic or type says
+    /// otherwise: `binary` (CloudEvents binary mode, default), `structured` or `legacy`.
+    pub wire_format: WireFormat,
+    /// `EVENTKIT_TOPIC_FORMATS`: per-topic formats (topic names without prefix), e.g.
+    /// `inventory.events=legacy,audit=structured`; used to publish and to read records
+    /// without CloudEvents headers.
+    pub topic_formats: BTreeMap<String, WireFormat>,
     /// librdkafka properties applied to every client (`EVENTKIT_KAFKA_*`).
     pub kafka: BTreeMap<String, String>,
     /// Set when the bootstrap servers are an embedded broker's.
@@ -61,6 +70,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+            wire_format: WireFormat::Binary,
+            topic_formats: BTreeMap::new(),
             kafka: BTreeMap::new(),
             embedded: false,
         }
@@ -105,6 +116,15 @@ impl Config {
                 "EVENTKIT_GROUPS" => {
                     c.groups = Some(value.split(',').map(str::trim).filter(|g| !g.is_empty()).map(Into::into).collect())
                 }
+                "EVENTKIT_WIRE_FORMAT" => c.wire_format = value.parse()?,
+                "EVENTKIT_TOPIC_FORMATS" => {
+                    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                        let (topic, format) = pair.split_once('=').ok_or_else(|| {
+                            Error::Config(format!("EVENTKIT_TOPIC_FORMATS: {pair:?} is not `topic=format`"))
+                        })?;
+                        c.topic_formats.insert(topic.trim().to_owned(), format.parse()?);
+                    }
+                }
                 "EVENTKIT_CREATE_TOPICS" => c.create_topics = parse_bool(&name, &value)?,
                 "EVENTKIT_TOPIC_PARTITIONS" => c.topic_partitions = parse_num(&name, &value)?,
                 "EVENTKIT_SHUTDOWN_TIMEOUT_MS" => c.shutdown_timeout = Duration::from_millis(parse_num(&name, &value)?),
@@ -124,6 +144,11 @@ impl Config {
     /// The topic name on the wire: the prefix plus the event's topic.
     pub fn topic_name(&self, topic: &str) -> String {
         format!("{}{topic}", self.topic_prefix)
+    }
+
+    /// The format `info`'s events are published in: the event's own, its topic's, the app's.
+    pub fn format_of(&self, info: &EventInfo) -> WireFormat {
+        info.format.or_else(|| self.topic_formats.get(info.topic).copied()).unwrap_or(self.wire_format)
     }
 
     /// The consumer group id of a handler that names `group` (or none).

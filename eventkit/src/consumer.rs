@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::context::{Context, RecordInfo};
-use crate::envelope::Metadata;
+use crate::wire::Decoded;
 use crate::error::Result;
 use crate::handler::{HandlerDescriptor, HandlerError};
 use crate::publisher::Publisher;
@@ -202,10 +202,12 @@ impl GroupRunner {
             }
         };
         let where_ = format!("{}[{}]@{offset}", incoming.record.topic, incoming.record.partition);
-        let metadata = match Metadata::from_headers(&incoming.headers) {
-            Ok(Some(m)) => m,
+        let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
+        let decoded = crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints);
+        let Decoded { metadata, data, format } = match decoded {
+            Ok(Some(d)) => d,
             Ok(None) => {
-                warn!(group = %self.group, record = %where_, "skipping record without a CloudEvents type (ce_type)");
+                warn!(group = %self.group, record = %where_, "skipping record without event type information (no ce_type; the topic carries several event types)");
                 return self.done(&partition_key, offset);
             }
             Err(e) => {
@@ -225,7 +227,8 @@ impl GroupRunner {
             metadata,
             record: incoming.record,
             group: self.group.clone(),
-            data: incoming.payload,
+            data,
+            format,
             publisher: self.publisher.clone(),
             state: self.state.clone(),
         });

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::event::IntegrationEvent;
 use crate::publisher::{PublishOptions, Published, Publisher};
 use crate::state::StateMap;
+use crate::wire::WireFormat;
 
 /// Where a record came from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +31,7 @@ pub struct Context {
     pub(crate) record: RecordInfo,
     pub(crate) group: Arc<str>,
     pub(crate) data: Vec<u8>,
+    pub(crate) format: WireFormat,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<StateMap>,
 }
@@ -58,6 +60,10 @@ impl Context {
     /// The consumer group handling the message.
     pub fn group(&self) -> &str {
         &self.group
+    }
+    /// The wire format the record came in.
+    pub fn format(&self) -> WireFormat {
+        self.format
     }
     /// The raw event data (JSON).
     pub fn data(&self) -> &[u8] {

@@ -17,6 +17,8 @@ pub struct EventInfo {
     pub version: u32,
     /// The field used as partition key, if any (otherwise the event id is the key).
     pub key_field: Option<&'static str>,
+    /// The wire format chosen by `format = "..."`, if any (otherwise the topic's or the app's).
+    pub format: Option<crate::wire::WireFormat>,
 }
 
 /// An event that crosses service boundaries through Kafka.

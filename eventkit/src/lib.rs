@@ -36,6 +36,7 @@ mod publisher;
 mod registry;
 mod state;
 mod topology;
+pub mod wire;
 
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Running};
 pub use broker::EmbeddedBroker;
@@ -51,6 +52,7 @@ pub use publisher::{PublishOptions, Published, Publisher};
 pub use registry::{EventDescriptor, GroupPlan, Registry};
 pub use state::{Requirements, StateMap};
 pub use topology::{EventEntry, GroupEntry, HandlerEntry, Topology};
+pub use wire::WireFormat;
 
 /// Used by generated code only; not a public API.
 #[doc(hidden)]

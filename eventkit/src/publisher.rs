@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::envelope::Metadata;
 use crate::error::{Error, Result};
 use crate::event::IntegrationEvent;
+use crate::wire::{Encoded, WireFormat};
 
 /// Per-publish settings: ids that link events, the tenant, and an explicit key.
 #[derive(Debug, Clone, Default)]
@@ -83,11 +84,11 @@ pub struct Publisher {
 }
 
 struct Inner {
+    config: Config,
     producer: FutureProducer,
     /// Keeps an embedded broker alive as long as anything can publish to it.
     _broker: Option<Arc<crate::broker::EmbeddedBroker>>,
     source: String,
-    topic_prefix: String,
     timeout: Duration,
 }
 
@@ -113,10 +114,10 @@ impl Publisher {
         crate::kafka::apply_overrides(&mut client, config);
         Ok(Publisher {
             inner: Arc::new(Inner {
+                config: config.clone(),
                 producer: client.create()?,
                 _broker: broker,
                 source: config.service_name.clone(),
-                topic_prefix: config.topic_prefix.clone(),
                 timeout: config.publish_timeout,
             }),
         })
@@ -134,8 +135,8 @@ impl Publisher {
 
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
-        let (topic, key, metadata, value) = self.prepare(event, options)?;
-        self.send_prepared(&topic, key.as_bytes(), &metadata, &value).await
+        let (topic, key, metadata, record) = self.prepare(event, options)?;
+        self.send_record(&topic, key.as_bytes(), &metadata.id, record).await
     }
 
     /// Publishes several events, pipelined, and waits for every acknowledgement.
@@ -146,15 +147,16 @@ impl Publisher {
             .map(|e| self.prepare(e, PublishOptions::default()))
             .collect::<Result<Vec<_>>>()?;
         let sends = prepared
-            .iter()
-            .map(|(topic, key, metadata, value)| self.send_prepared(topic, key.as_bytes(), metadata, value));
+            .into_iter()
+            .map(|(topic, key, metadata, record)| async move { self.send_record(&topic, key.as_bytes(), &metadata.id, record).await });
         futures::future::try_join_all(sends).await
     }
 
     /// Sends a record with the given metadata and JSON data as it is (used by replays and
     /// bridges that already hold metadata).
-    pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, value: &[u8]) -> Result<Published> {
-        self.send_prepared(topic, key, metadata, value).await
+    pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, format: WireFormat, data: &[u8]) -> Result<Published> {
+        let record = crate::wire::encode(format, metadata, data)?;
+        self.send_record(topic, key, &metadata.id, record).await
     }
 
     /// Waits until every queued message was delivered (or `timeout` passed).
@@ -162,7 +164,7 @@ impl Publisher {
         self.inner.producer.flush(timeout).map_err(Error::from)
     }
 
-    fn prepare<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, String, Metadata, Vec<u8>)> {
+    fn prepare<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, String, Metadata, Encoded)> {
         let info = &E::INFO;
         let mut metadata = Metadata::new(info.event_type, self.inner.source.clone());
         if let Some(id) = options.id {
@@ -178,15 +180,16 @@ impl Publisher {
             .key
             .or_else(|| event.partition_key())
             .unwrap_or_else(|| metadata.id.clone());
-        let value = serde_json::to_vec(event)?;
-        Ok((format!("{}{}", self.inner.topic_prefix, info.topic), key, metadata, value))
+        let data = serde_json::to_vec(event)?;
+        let record = crate::wire::encode(self.inner.config.format_of(info), &metadata, &data)?;
+        Ok((self.inner.config.topic_name(info.topic), key, metadata, record))
     }
 
-    async fn send_prepared(&self, topic: &str, key: &[u8], metadata: &Metadata, value: &[u8]) -> Result<Published> {
-        let record = FutureRecord::to(topic).key(key).payload(value).headers(metadata.to_headers());
+    async fn send_record(&self, topic: &str, key: &[u8], event_id: &str, encoded: Encoded) -> Result<Published> {
+        let record = FutureRecord::to(topic).key(key).payload(&encoded.value).headers(encoded.headers);
         match self.inner.producer.send(record, self.inner.timeout).await {
             Ok(delivery) => Ok(Published {
-                event_id: metadata.id.clone(),
+                event_id: event_id.to_owned(),
                 topic: topic.to_owned(),
                 partition: delivery.partition,
                 offset: delivery.offset,

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
 use crate::handler::HandlerDescriptor;
+use crate::wire::{TopicHints, WireFormat};
 
 /// An event type registered by `#[integration_event]`.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct GroupPlan {
     pub topics: BTreeSet<String>,
     /// Handlers by event type.
     pub handlers: BTreeMap<&'static str, Vec<&'static HandlerDescriptor>>,
+    /// How to read records of each topic.
+    pub(crate) hints: BTreeMap<String, TopicHints>,
 }
 
 impl Registry {
@@ -118,11 +121,41 @@ impl Registry {
                 group_id,
                 topics: BTreeSet::new(),
                 handlers: BTreeMap::new(),
+                hints: BTreeMap::new(),
             });
             plan.topics.insert(config.topic_name(h.event.topic));
             plan.handlers.entry(h.event.event_type).or_default().push(h);
         }
+        let hints = self.topic_hints(config);
+        for plan in groups.values_mut() {
+            plan.hints = plan.topics.iter().map(|t| (t.clone(), hints.get(t).cloned().unwrap_or_default())).collect();
+        }
         groups.into_values().collect()
+    }
+
+    /// Per wire topic: whether records without CloudEvents headers are legacy envelopes,
+    /// and the topic's only event type, if it has exactly one.
+    pub(crate) fn topic_hints(&self, config: &Config) -> BTreeMap<String, TopicHints> {
+        let mut by_topic: BTreeMap<String, Vec<&'static EventInfo>> = BTreeMap::new();
+        for &e in &self.events {
+            by_topic.entry(config.topic_name(e.topic)).or_default().push(e);
+        }
+        for topic in config.topic_formats.keys() {
+            by_topic.entry(config.topic_name(topic)).or_default();
+        }
+        by_topic
+            .into_iter()
+            .map(|(topic, events)| {
+                let bare = topic.strip_prefix(config.topic_prefix.as_str()).unwrap_or(&topic);
+                let legacy = config.topic_formats.get(bare) == Some(&WireFormat::Legacy)
+                    || events.iter().any(|e| e.format == Some(WireFormat::Legacy));
+                let single_type = match events.as_slice() {
+                    [only] => Some(only.event_type),
+                    _ => None,
+                };
+                (topic, TopicHints { legacy, single_type })
+            })
+            .collect()
     }
 
     /// Every topic on the wire that events or handlers use.

@@ -31,6 +31,8 @@ pub struct EventEntry {
     pub key: Option<String>,
     /// The schema version.
     pub version: u32,
+    /// The wire format events are published in.
+    pub format: crate::wire::WireFormat,
 }
 
 /// One consumer group.
@@ -69,6 +71,7 @@ impl Topology {
                 topic: config.topic_name(e.topic),
                 key: e.key_field.map(Into::into),
                 version: e.version,
+                format: config.format_of(e),
             })
             .collect();
         let groups = registry
@@ -108,9 +111,10 @@ impl fmt::Display for Topology {
         writeln!(f, "service: {}", self.service)?;
         writeln!(f, "\nEVENTS")?;
         let rows = self.events.iter().map(|e| {
-            vec![e.event_type.clone(), e.version.to_string(), e.topic.clone(), e.key.clone().unwrap_or_else(|| "(event id)".into()), e.rust_type.clone()]
+            let key = e.key.clone().unwrap_or_else(|| "(event id)".into());
+            vec![e.event_type.clone(), e.version.to_string(), e.topic.clone(), key, e.format.to_string(), e.rust_type.clone()]
         });
-        table(f, &["TYPE", "VERSION", "TOPIC", "KEY", "RUST TYPE"], rows)?;
+        table(f, &["TYPE", "VERSION", "TOPIC", "KEY", "FORMAT", "RUST TYPE"], rows)?;
         writeln!(f, "\nCONSUMER GROUPS")?;
         let rows = self.groups.iter().flat_map(|g| {
             g.handlers.iter().map(|h| {
