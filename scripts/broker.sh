@@ -1,14 +1,13 @@
-# Sourced by scripts/test.sh: installs the pinned noida-db (a single-binary Kafka-protocol
-# broker from PyPI) into .venv, starts it on a free 127.0.0.1 port, exports
-# EVENTKIT_TEST_BOOTSTRAP, and stops it when the calling shell exits.
-NOIDA_VERSION=0.2.3
+# Sourced by scripts/test.sh: installs the pinned test environment (tests/interop/
+# requirements.txt: the noida-db broker, a single-binary Kafka-protocol server, and the Python
+# clients of the interoperability tests) into .venv, starts the broker on a free 127.0.0.1
+# port, exports EVENTKIT_TEST_BOOTSTRAP and EVENTKIT_TEST_PYTHON, and stops the broker when
+# the calling shell exits.
 root="$(pwd)"
 venv="$root/.venv"
-if ! "$venv/bin/noida-db" version 2>/dev/null | grep -q "$NOIDA_VERSION"; then
-  echo "installing noida-db==$NOIDA_VERSION into .venv" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "noida-db==$NOIDA_VERSION"
-fi
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+export EVENTKIT_TEST_PYTHON="$venv/bin/python"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d "${TMPDIR:-/tmp}/eventkit-noida.XXXXXX")"
 "$venv/bin/noida-db" start --only kafka --kafka-port "$port" --host 127.0.0.1 --data-dir "$data_dir" \
@@ -30,4 +29,4 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export EVENTKIT_TEST_BOOTSTRAP="127.0.0.1:$port"
-echo "real broker: noida-db $NOIDA_VERSION at $EVENTKIT_TEST_BOOTSTRAP" >&2
+echo "real broker: noida-db at $EVENTKIT_TEST_BOOTSTRAP" >&2

@@ -187,3 +187,66 @@ macro_rules! on_both_brokers {
 pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
 }
+
+/// A record as a non-eventkit client sees it.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+}
+
+impl Target {
+    /// Reads `count` records from every partition of `topic`, from the beginning.
+    pub fn read_records(&self, topic: &str, count: usize) -> Vec<RawRecord> {
+        use rdkafka::message::{Headers, Message};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("{}reader", self.prefix))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let partitions = metadata.topics()[0].partitions().len() as i32;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).expect("assign");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        while out.len() < count && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                out.push(RawRecord { headers, key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec() });
+            }
+        }
+        assert_eq!(out.len(), count, "records on {topic}");
+        out
+    }
+}
+
+/// The Python of the test environment (`EVENTKIT_TEST_PYTHON`, set by scripts/test.sh), with
+/// the pinned CloudEvents SDK and aiokafka. Missing: the test is not run, except in CI.
+pub fn test_python(test: &str) -> Option<std::path::PathBuf> {
+    match std::env::var("EVENTKIT_TEST_PYTHON") {
+        Ok(p) if !p.trim().is_empty() => Some(p.into()),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!("EVENTKIT_TEST_PYTHON is not set in CI: the interoperability tests must run (scripts/test.sh sets it)")
+        }
+        _ => {
+            eprintln!("note: EVENTKIT_TEST_PYTHON not set; `{test}` not run (use scripts/test.sh)");
+            None
+        }
+    }
+}
+
+impl Target {
+    /// The bootstrap servers.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
