@@ -74,7 +74,8 @@ async fn publish(publisher: &Publisher, n: u32) -> (i32, Vec<i64>) {
 async fn failed_record_is_redelivered_after_restart(target: Target) {
     let (topic, group) = (target.topic("alo.payments"), target.group("ledger"));
     let plan1 = Plan::failing(&[(3, u32::MAX)]);
-    let app1 = target.app().state(plan1.clone()).build().unwrap().start().await.unwrap();
+    // Retries that outlast the test: the record stays unhandled, never dead-lettered.
+    let app1 = target.app().retries(1_000).state(plan1.clone()).build().unwrap().start().await.unwrap();
     let (partition, offsets) = publish(&app1.publisher(), 10).await;
 
     // The failing record is retried in place, again and again; while it is, nothing after

@@ -1,5 +1,5 @@
 //! Records eventkit cannot handle never stop a consumer: garbage bytes, an unknown event
-//! type, a malformed envelope; a panicking handler is
+//! type, a malformed envelope go to the dead letter queue with their error kind; a panicking handler is
 //! a failed attempt, not a crash. Later events keep flowing.
 
 use std::collections::HashSet;
@@ -30,7 +30,7 @@ async fn add(e: ItemAdded, ctx: &Context, stock: &Stock) {
     stock.handled.push(e.sku);
 }
 
-async fn poison_records_are_skipped(target: Target) {
+async fn poison_records_are_dead_lettered(target: Target) {
     let stock = Stock::default();
     let running = target.app().state(stock.clone()).build().unwrap().start().await.unwrap();
     let publisher = running.publisher();
@@ -42,13 +42,13 @@ async fn poison_records_are_skipped(target: Target) {
         .publish_with(&ItemAdded { sku: "a".into(), qty: 1 }, PublishOptions::default().key(key))
         .await
         .unwrap();
-    let (p1, _) = target.produce_raw(&topic, key, &ce("ItemAdded", "garbage-1"), b"\xff\x00 not json").await;
-    let (p2, _) = target.produce_raw(&topic, key, &ce("ItemAdded", "wrong-shape"), br#"{"sku": 5}"#).await;
-    let (p3, _) = target.produce_raw(&topic, key, &ce("NoSuchEvent", "unknown-1"), br#"{"sku":"x","qty":1}"#).await;
+    let p1 = target.produce_raw(&topic, key, &ce("ItemAdded", "garbage-1"), b"\xff\x00 not json").await;
+    let p2 = target.produce_raw(&topic, key, &ce("ItemAdded", "wrong-shape"), br#"{"sku": 5}"#).await;
+    let p3 = target.produce_raw(&topic, key, &ce("NoSuchEvent", "unknown-1"), br#"{"sku":"x","qty":1}"#).await;
     // No type information at all, on a topic with one event type: it is that type.
-    let (p4, _) = target.produce_raw(&topic, key, &[], br#"{"sku":"untyped","qty":1}"#).await;
-    let (p5, _) = target.produce_raw(&topic, key, &[("ce_type", "ItemAdded"), ("ce_time", "yesterday")], br#"{"sku":"x","qty":1}"#).await;
-    for p in [p1, p2, p3, p4, p5] {
+    let p4 = target.produce_raw(&topic, key, &[], br#"{"sku":"untyped","qty":1}"#).await;
+    let p5 = target.produce_raw(&topic, key, &[("ce_type", "ItemAdded"), ("ce_time", "yesterday")], br#"{"sku":"x","qty":1}"#).await;
+    for (p, _) in [p1, p2, p3, p4, p5] {
         assert_eq!(p, first.partition, "all on one partition, behind each other");
     }
     let mut last = None;
@@ -64,9 +64,21 @@ async fn poison_records_are_skipped(target: Target) {
         target.kind,
         stock.handled.snapshot()
     );
+    let dlq = running.dead_letters();
+    let entries = dlq.list("poison.items", &eventkit::DlqFilter::default()).await.unwrap();
     running.shutdown().await.unwrap();
+    let kinds: Vec<(&str, i64, &str)> = entries.iter().map(|d| (d.kind.as_str(), d.original_offset, d.handler.as_str())).collect();
+    let offsets: Vec<i64> = [p1, p2, p3, p5].iter().map(|(_, o)| *o).collect();
+    assert_eq!(
+        kinds,
+        [("deserialization", offsets[0], ""), ("deserialization", offsets[1], ""), ("unknown-type", offsets[2], ""), ("envelope", offsets[3], "")],
+        "[{}] {entries:#?}",
+        target.kind
+    );
+    assert_eq!(entries[0].value, b"\xff\x00 not json", "original value untouched");
+    assert!(entries[2].error.contains("NoSuchEvent"), "{}", entries[2].error);
     assert_eq!(stock.handled.snapshot(), ["a", "untyped", "boom", "b", "c"], "[{}] valid events flow past poison", target.kind);
     assert_eq!(stock.panicked_once.lock().unwrap().len(), 1, "the panic happened and was retried");
     assert_eq!(target.committed(&target.group("stock"), &topic, last.partition), Some(last.offset + 1));
 }
-on_both_brokers!(poison_records_are_skipped);
+on_both_brokers!(poison_records_are_dead_lettered);

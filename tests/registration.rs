@@ -62,6 +62,7 @@ static FIRST: HandlerDescriptor = HandlerDescriptor {
     name: "same-name",
     group: None,
     event: &<Dupe as eventkit::IntegrationEvent>::INFO,
+    retry: eventkit::RetryOverrides { retries: None, backoff_ms: None },
     requires: no_requirements,
     call: never_called,
 };

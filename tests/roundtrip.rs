@@ -192,8 +192,8 @@ fn listing_shows_events_topics_keys_versions_handlers_and_groups() {
 
     let table = topology.to_string();
     let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert!(rows.contains(&vec!["OrderPlaced", "2", "dev.rt.orders", "order_id", "roundtrip::OrderPlaced"]), "{table}");
-    assert!(rows.contains(&vec!["OrderCancelled", "1", "dev.rt.cancellations", "(event", "id)", "roundtrip::OrderCancelled"]), "{table}");
+    assert!(rows.contains(&vec!["OrderPlaced", "2", "dev.rt.orders", "order_id", "binary", "roundtrip::OrderPlaced"]), "{table}");
+    assert!(rows.contains(&vec!["OrderCancelled", "1", "dev.rt.cancellations", "(event", "id)", "binary", "roundtrip::OrderCancelled"]), "{table}");
     let state = std::any::type_name::<Journal>();
     assert!(rows.contains(&vec!["shipping", "dev.rt.orders", "OrderPlaced", "roundtrip::ship", state]), "{table}");
     let json: serde_json::Value = serde_json::from_str(&topology.to_json()).unwrap();

@@ -12,6 +12,8 @@ pub mod kw {
     syn::custom_keyword!(group);
     syn::custom_keyword!(name);
     syn::custom_keyword!(format);
+    syn::custom_keyword!(retries);
+    syn::custom_keyword!(backoff);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -74,6 +76,8 @@ impl Parse for EventArgs {
 pub struct HandlerArgs {
     pub group: Option<LitStr>,
     pub name: Option<LitStr>,
+    pub retries: Option<LitInt>,
+    pub backoff: Option<LitStr>,
 }
 
 impl Parse for HandlerArgs {
@@ -87,6 +91,12 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::name) {
                 let k: kw::name = input.parse()?;
                 set_once(&mut args.name, "name", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::retries) {
+                let k: kw::retries = input.parse()?;
+                set_once(&mut args.retries, "retries", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::backoff) {
+                let k: kw::backoff = input.parse()?;
+                set_once(&mut args.backoff, "backoff", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }

@@ -21,6 +21,8 @@ struct Handler {
     args: Vec<Extract>,
     group: Option<String>,
     name: Option<String>,
+    retries: Option<u32>,
+    backoff_ms: Option<(u64, u64)>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -65,6 +67,20 @@ fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Hand
         value
     });
     let name = args.name.map(|n| n.value());
+    let retries = args.retries.and_then(|r| match r.base10_parse::<u32>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            errors.push(syn::Error::new(r.span(), "`retries` is a whole number (retries after the first attempt)"));
+            None
+        }
+    });
+    let backoff_ms = args.backoff.and_then(|b| match parse_backoff(&b.value()) {
+        Ok(range) => Some(range),
+        Err(problem) => {
+            errors.push(syn::Error::new(b.span(), problem));
+            None
+        }
+    });
     let mut inputs = sig.inputs.iter();
     let event = match inputs.next() {
         Some(FnArg::Typed(arg)) => match &*arg.ty {
@@ -102,11 +118,42 @@ fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Hand
             }
         })
         .collect();
-    Some(Handler { event: event?, args, group, name, item })
+    Some(Handler { event: event?, args, group, name, retries, backoff_ms, item })
+}
+
+/// `"100ms..10s"`: first and longest delay, in milliseconds.
+fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
+    let usage = "expected `backoff = \"FIRST..MAX\"` with durations like `100ms`, `2s`, `1m`";
+    let (first, max) = text.split_once("..").ok_or_else(|| format!("{usage}; got {text:?}"))?;
+    let ms = |d: &str| -> Result<u64, String> {
+        let d = d.trim();
+        let split = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
+        let (n, unit) = d.split_at(split);
+        let n: u64 = n.parse().map_err(|_| format!("{usage}; got {text:?}"))?;
+        match unit {
+            "ms" => Ok(n),
+            "s" => Ok(n * 1000),
+            "m" => Ok(n * 60_000),
+            _ => Err(format!("{usage}; got {text:?}")),
+        }
+    };
+    let (first, max) = (ms(first)?, ms(max)?);
+    if first > max {
+        return Err(format!("backoff {text:?}: the first delay is longer than the longest"));
+    }
+    Ok((first, max))
 }
 
 fn generate(handler: &Handler) -> TokenStream {
-    let Handler { item, event, args, group, name } = handler;
+    let Handler { item, event, args, group, name, retries, backoff_ms } = handler;
+    let retries = match retries {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
+    let backoff_ms = match backoff_ms {
+        Some((a, b)) => quote!(::core::option::Option::Some((#a, #b))),
+        None => quote!(::core::option::Option::None),
+    };
     let fn_ident = &item.sig.ident;
     let fn_name = fn_ident.to_string();
     let name = match name {
@@ -156,6 +203,7 @@ fn generate(handler: &Handler) -> TokenStream {
                     name: #name,
                     group: #group,
                     event: &<#event as ::eventkit::IntegrationEvent>::INFO,
+                    retry: ::eventkit::RetryOverrides { retries: #retries, backoff_ms: #backoff_ms },
                     requires: __eventkit_requires,
                     call: __eventkit_call,
                 }

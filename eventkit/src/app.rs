@@ -95,6 +95,12 @@ impl AppBuilder {
         shutdown_timeout(timeout: Duration) => |c| c.shutdown_timeout = timeout);
     setter!(/// Backoff of a failed record's retries: first delay and cap.
         retry_backoff(backoff: (Duration, Duration)) => |c| c.retry_backoff = backoff);
+    setter!(/// Retries of a failed record before it is dead-lettered (handlers may override).
+        retries(retries: u32) => |c| c.retries = retries);
+    setter!(/// Whether records that cannot be handled go to the dead letter queue (else: skipped).
+        dlq(enabled: bool) => |c| c.dlq = enabled);
+    setter!(/// The dead letter topic suffix (default `.dlq`).
+        dlq_suffix(suffix: impl Into<String> + Send + 'static) => |c| c.dlq_suffix = suffix.into());
     setter!(/// Whether to create missing topics at start.
         create_topics(create: bool) => |c| c.create_topics = create);
 
@@ -231,7 +237,12 @@ impl App {
         };
         config.embedded = broker.is_some();
         if config.create_topics {
-            let topics: Vec<String> = registry.topics(&config).into_iter().collect();
+            let mut topics = registry.topics(&config);
+            if config.dlq {
+                let subscribed: Vec<String> = registry.groups(&config).into_iter().flat_map(|g| g.topics).collect();
+                topics.extend(subscribed.iter().map(|t| config.dlq_topic(t)));
+            }
+            let topics: Vec<String> = topics.into_iter().collect();
             create_topics(&config, broker.as_deref(), &topics).await?;
         }
         let publisher = Publisher::with_broker(&config, broker)?;
@@ -251,6 +262,10 @@ impl App {
     pub async fn run(self) -> Result<()> {
         if self.list_topics_if_asked() {
             return Ok(());
+        }
+        let args: Vec<String> = std::env::args().collect();
+        if crate::cli::is_command(&args) {
+            return crate::cli::run(args, &self.config).await;
         }
         let running = self.start().await?;
         shutdown_signal().await?;
@@ -313,6 +328,11 @@ impl Running {
     /// The app's publisher.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// The dead letter queues of the app's topics.
+    pub fn dead_letters(&self) -> crate::dlq::DeadLetterQueue {
+        crate::dlq::DeadLetterQueue::with_publisher(&self.config, self.publisher.clone())
     }
 
     /// The bootstrap servers the app uses (the embedded broker's when it started one).

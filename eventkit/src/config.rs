@@ -42,6 +42,18 @@ pub struct Config {
     /// `EVENTKIT_RETRY_BACKOFF_MS` / `EVENTKIT_RETRY_BACKOFF_MAX_MS`: backoff between
     /// attempts of a failed message (doubling from the first to the second).
     pub retry_backoff: (Duration, Duration),
+    /// `EVENTKIT_RETRIES`: retries of a failed record before it is dead-lettered (default 3;
+    /// a handler's `retries = N` overrides it).
+    pub retries: u32,
+    /// `EVENTKIT_DLQ`: dead-letter records that cannot be handled (default: true). When off,
+    /// such records are logged and skipped.
+    pub dlq: bool,
+    /// `EVENTKIT_DLQ_SUFFIX`: the dead letter topic of `orders` is `orders.dlq`.
+    pub dlq_suffix: String,
+    /// `EVENTKIT_UNKNOWN_TYPES`: records of a type no part of this app knows go to the dead
+    /// letter queue (`dlq`, default) or are skipped (`skip`, for topics shared with other
+    /// services' events).
+    pub dead_letter_unknown_types: bool,
     /// `EVENTKIT_WIRE_FORMAT`: how events are published unless their topic or type says
     /// otherwise: `binary` (CloudEvents binary mode, default), `structured` or `legacy`.
     pub wire_format: WireFormat,
@@ -70,6 +82,10 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
+            retries: 3,
+            dlq: true,
+            dlq_suffix: ".dlq".into(),
+            dead_letter_unknown_types: true,
             wire_format: WireFormat::Binary,
             topic_formats: BTreeMap::new(),
             kafka: BTreeMap::new(),
@@ -125,6 +141,16 @@ impl Config {
                         c.topic_formats.insert(topic.trim().to_owned(), format.parse()?);
                     }
                 }
+                "EVENTKIT_RETRIES" => c.retries = parse_num(&name, &value)?,
+                "EVENTKIT_DLQ" => c.dlq = parse_bool(&name, &value)?,
+                "EVENTKIT_DLQ_SUFFIX" if !value.is_empty() => c.dlq_suffix = value,
+                "EVENTKIT_UNKNOWN_TYPES" => {
+                    c.dead_letter_unknown_types = match value.as_str() {
+                        "dlq" => true,
+                        "skip" => false,
+                        _ => return Err(Error::Config(format!("{name} = {value:?}: expected `dlq` or `skip`"))),
+                    }
+                }
                 "EVENTKIT_CREATE_TOPICS" => c.create_topics = parse_bool(&name, &value)?,
                 "EVENTKIT_TOPIC_PARTITIONS" => c.topic_partitions = parse_num(&name, &value)?,
                 "EVENTKIT_SHUTDOWN_TIMEOUT_MS" => c.shutdown_timeout = Duration::from_millis(parse_num(&name, &value)?),
@@ -149,6 +175,16 @@ impl Config {
     /// The format `info`'s events are published in: the event's own, its topic's, the app's.
     pub fn format_of(&self, info: &EventInfo) -> WireFormat {
         info.format.or_else(|| self.topic_formats.get(info.topic).copied()).unwrap_or(self.wire_format)
+    }
+
+    /// The app's default retry policy.
+    pub fn retry_policy(&self) -> crate::retry::RetryPolicy {
+        crate::retry::RetryPolicy::new(self.retries, self.retry_backoff.0, self.retry_backoff.1)
+    }
+
+    /// The dead letter topic of a topic on the wire.
+    pub fn dlq_topic(&self, wire_topic: &str) -> String {
+        format!("{wire_topic}{}", self.dlq_suffix)
     }
 
     /// The consumer group id of a handler that names `group` (or none).

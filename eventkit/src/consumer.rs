@@ -5,7 +5,9 @@
 //! A record whose handlers fail is retried in place: its partition is paused and rewound
 //! to it, then resumed after a backoff, so the poll loop keeps serving the group (no
 //! `max.poll.interval.ms` breach) and nothing after it on that partition is processed or
-//! committed before it. Poison records (undecodable, unknown type) are logged and skipped.
+//! committed before it. A handler that fails permanently or runs out of retries, and a
+//! record no handler can take (undecodable, unknown type), go to the dead letter queue; the
+//! offset is stored only after the dead letter write is acknowledged.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -22,7 +24,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::context::{Context, RecordInfo};
+use crate::dlq::{self, kinds, Failure};
+use crate::retry::RetryPolicy;
 use crate::wire::Decoded;
+use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::handler::{HandlerDescriptor, HandlerError};
 use crate::publisher::Publisher;
@@ -36,7 +41,9 @@ type PartitionKey = (String, i32);
 struct Blocked {
     offset: i64,
     attempts: u32,
-    succeeded: HashSet<&'static str>,
+    /// Handlers done with the record: succeeded or dead-lettered.
+    settled: HashSet<&'static str>,
+    first_failure: DateTime<Utc>,
 }
 
 type Blocks = Arc<Mutex<HashMap<PartitionKey, Blocked>>>;
@@ -100,7 +107,7 @@ pub(crate) struct GroupRunner {
     registry: Registry,
     publisher: Publisher,
     state: Arc<StateMap>,
-    backoff: (Duration, Duration),
+    config: Config,
 }
 
 impl GroupRunner {
@@ -142,7 +149,7 @@ impl GroupRunner {
             registry,
             publisher,
             state,
-            backoff: config.retry_backoff,
+            config: config.clone(),
         })
     }
 
@@ -192,80 +199,152 @@ impl GroupRunner {
     async fn process(&self, incoming: Incoming) {
         let partition_key = (incoming.record.topic.clone(), incoming.record.partition);
         let offset = incoming.record.offset;
-        let succeeded = {
+        let (settled, attempts_before, first_failure) = {
             let blocks = self.blocks.lock().expect("blocks lock");
             match blocks.get(&partition_key) {
                 // A record after an unhandled one: it comes again once the partition rewinds.
                 Some(b) if offset > b.offset => return,
-                Some(b) if offset == b.offset => b.succeeded.clone(),
-                _ => HashSet::new(),
+                Some(b) if offset == b.offset => (b.settled.clone(), b.attempts, Some(b.first_failure)),
+                _ => (HashSet::new(), 0, None),
             }
         };
         let where_ = format!("{}[{}]@{offset}", incoming.record.topic, incoming.record.partition);
+
+        // A replayed record is for the group (and handler) that failed it only.
+        let replay_handler = header(&incoming.headers, dlq::headers::REPLAY_HANDLER);
+        if let Some(group) = header(&incoming.headers, dlq::headers::REPLAY_GROUP) {
+            if group != *self.group {
+                debug!(group = %self.group, record = %where_, replay_for = %group, "skipping a replay for another group");
+                return self.done(&partition_key, offset);
+            }
+        }
+
         let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
         let decoded = crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints);
         let Decoded { metadata, data, format } = match decoded {
             Ok(Some(d)) => d,
             Ok(None) => {
-                warn!(group = %self.group, record = %where_, "skipping record without event type information (no ce_type; the topic carries several event types)");
-                return self.done(&partition_key, offset);
+                let why = "the record has no event type (no ce_type) and its topic carries several event types";
+                return self.reject(&incoming, &partition_key, kinds::UNKNOWN_TYPE, why.into(), attempts_before).await;
             }
-            Err(e) => {
-                warn!(group = %self.group, record = %where_, error = %e, "skipping record with a malformed envelope");
-                return self.done(&partition_key, offset);
-            }
+            Err(e) => return self.reject(&incoming, &partition_key, kinds::ENVELOPE, e.to_string(), attempts_before).await,
         };
         let Some(handlers) = self.plan.handlers.get(metadata.event_type.as_str()) else {
             if self.registry.event(&metadata.event_type).is_some() {
                 debug!(group = %self.group, record = %where_, event_type = %metadata.event_type, "no handler in this group");
-            } else {
-                warn!(group = %self.group, record = %where_, event_type = %metadata.event_type, "skipping record of unknown event type");
+                return self.done(&partition_key, offset);
             }
-            return self.done(&partition_key, offset);
+            if !self.config.dead_letter_unknown_types {
+                warn!(group = %self.group, record = %where_, event_type = %metadata.event_type, "skipping record of unknown event type");
+                return self.done(&partition_key, offset);
+            }
+            let why = format!("unknown event type `{}`", metadata.event_type);
+            return self.reject(&incoming, &partition_key, kinds::UNKNOWN_TYPE, why, attempts_before).await;
         };
         let ctx = Arc::new(Context {
             metadata,
-            record: incoming.record,
+            record: incoming.record.clone(),
             group: self.group.clone(),
             data,
             format,
             publisher: self.publisher.clone(),
             state: self.state.clone(),
         });
-        let pending: Vec<&'static HandlerDescriptor> =
-            handlers.iter().copied().filter(|h| !succeeded.contains(h.name)).collect();
+        let pending: Vec<&'static HandlerDescriptor> = handlers
+            .iter()
+            .copied()
+            .filter(|h| !settled.contains(h.name) && replay_handler.as_deref().is_none_or(|r| r == h.name))
+            .collect();
         let outcomes = futures::future::join_all(pending.iter().map(|h| invoke(h, ctx.clone()))).await;
 
-        let mut succeeded = succeeded;
-        let mut failures = Vec::new();
+        let attempts = attempts_before + 1;
+        let now = Utc::now();
+        let first_failure = first_failure.unwrap_or(now);
+        let mut settled = settled;
+        let mut failing: Vec<(&'static str, HandlerError, RetryPolicy)> = Vec::new();
         for (h, outcome) in pending.iter().zip(outcomes) {
-            match outcome {
+            let error = match outcome {
                 Ok(()) => {
-                    succeeded.insert(h.name);
+                    settled.insert(h.name);
+                    continue;
                 }
                 Err(e) if e.is_poison() => {
-                    error!(group = %self.group, record = %where_, handler = h.name, event_id = ctx.event_id(), error = %e, "skipping record that cannot be decoded");
-                    return self.done(&partition_key, offset);
+                    return self.reject(&incoming, &partition_key, e.kind(), e.to_string(), attempts_before).await;
                 }
-                Err(e) => failures.push((h.name, e)),
+                Err(e) => e,
+            };
+            let policy = h.retry.apply(self.config.retry_policy());
+            if !(error.is_permanent() || policy.gives_up_after(attempts)) {
+                failing.push((h.name, error, policy));
+                continue;
+            }
+            let failure = Failure {
+                kind: error.kind(),
+                error: error.to_string(),
+                attempts,
+                group: &self.group,
+                handler: h.name,
+                first_failure,
+                last_failure: now,
+            };
+            match self.dead_letter(&incoming, &failure).await {
+                Ok(()) => {
+                    settled.insert(h.name);
+                }
+                Err(e) => {
+                    warn!(group = %self.group, record = %where_, handler = h.name, error = %e, "cannot write to the dead letter queue; the record will be retried");
+                    failing.push((h.name, error, policy));
+                }
             }
         }
-        if failures.is_empty() {
+        if failing.is_empty() {
             return self.done(&partition_key, offset);
         }
-        let attempts = {
-            let mut blocks = self.blocks.lock().expect("blocks lock");
-            let b = blocks.entry(partition_key.clone()).or_insert(Blocked { offset, attempts: 0, succeeded: HashSet::new() });
-            b.offset = offset;
-            b.attempts += 1;
-            b.succeeded = succeeded;
-            b.attempts
-        };
-        let delay = backoff(self.backoff, attempts);
-        for (handler, e) in &failures {
-            warn!(group = %self.group, record = %where_, handler, event_id = ctx.event_id(), attempt = attempts, retry_in = ?delay, error = %e, "handler failed; the record will be retried");
+        let delay = failing.iter().map(|(_, _, p)| p.delay(attempts)).min().unwrap_or_default();
+        for (handler, e, policy) in &failing {
+            warn!(group = %self.group, record = %where_, handler, event_id = ctx.event_id(), attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %e, "handler failed; the record will be retried");
         }
+        self.block(&partition_key, offset, attempts, settled, first_failure);
         self.rewind(&partition_key, offset, delay);
+    }
+
+    /// A record no handler can take: dead-letter it once for the group, then move on. If the
+    /// dead letter queue cannot be written, the record is retried later.
+    async fn reject(&self, incoming: &Incoming, partition_key: &PartitionKey, kind: &'static str, error: String, attempts_before: u32) {
+        let record = &incoming.record;
+        let now = Utc::now();
+        let failure = Failure { kind, error, attempts: 1, group: &self.group, handler: "", first_failure: now, last_failure: now };
+        match self.dead_letter(incoming, &failure).await {
+            Ok(()) => self.done(partition_key, record.offset),
+            Err(e) => {
+                let attempts = attempts_before + 1;
+                let delay = self.config.retry_policy().delay(attempts);
+                warn!(group = %self.group, record = %format!("{}[{}]@{}", record.topic, record.partition, record.offset), error = %e, retry_in = ?delay, "cannot write to the dead letter queue; the record will be retried");
+                self.block(partition_key, record.offset, attempts, HashSet::new(), now);
+                self.rewind(partition_key, record.offset, delay);
+            }
+        }
+    }
+
+    /// Writes the original record with the failure's headers to the dead letter topic and
+    /// waits for the broker's ack (or, with the DLQ off, logs and drops it).
+    async fn dead_letter(&self, incoming: &Incoming, failure: &Failure<'_>) -> Result<()> {
+        let record = &incoming.record;
+        let where_ = format!("{}[{}]@{}", record.topic, record.partition, record.offset);
+        if !self.config.dlq {
+            error!(group = %self.group, record = %where_, handler = failure.handler, kind = failure.kind, error = %failure.error, "giving up on record (dead letter queue disabled)");
+            return Ok(());
+        }
+        let topic = self.config.dlq_topic(&record.topic);
+        let headers = dlq::dead_letter_headers(&incoming.headers, record, failure);
+        let (partition, offset) = self.publisher.send_headers(&topic, record.key.as_deref(), None, &incoming.payload, headers).await?;
+        error!(group = %self.group, record = %where_, handler = failure.handler, kind = failure.kind, attempts = failure.attempts, error = %failure.error, dead_letter = %format!("{topic}[{partition}]@{offset}"), "record dead-lettered");
+        Ok(())
+    }
+
+    fn block(&self, partition_key: &PartitionKey, offset: i64, attempts: u32, settled: HashSet<&'static str>, first_failure: DateTime<Utc>) {
+        let mut blocks = self.blocks.lock().expect("blocks lock");
+        blocks.insert(partition_key.clone(), Blocked { offset, attempts, settled, first_failure });
     }
 
     /// Marks a record handled: its offset is stored for the next commit.
@@ -313,8 +392,9 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-fn backoff((first, max): (Duration, Duration), attempt: u32) -> Duration {
-    first.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max)
+fn header(headers: &rdkafka::message::OwnedHeaders, key: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    headers.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// A record copied out of librdkafka's buffers.
@@ -337,20 +417,5 @@ impl Incoming {
             headers: m.headers().map(|h| h.detach()).unwrap_or_default(),
             payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let b = (Duration::from_millis(100), Duration::from_secs(1));
-        assert_eq!(backoff(b, 1), Duration::from_millis(100));
-        assert_eq!(backoff(b, 2), Duration::from_millis(200));
-        assert_eq!(backoff(b, 4), Duration::from_millis(800));
-        assert_eq!(backoff(b, 5), Duration::from_secs(1));
-        assert_eq!(backoff(b, 99), Duration::from_secs(1));
     }
 }

@@ -42,12 +42,32 @@ pub enum Error {
     /// An application error, e.g. from a handler.
     #[error(transparent)]
     Other(BoxError),
+    /// A handler error that retrying cannot fix: the record goes straight to the dead
+    /// letter queue.
+    #[error("{0}")]
+    Permanent(BoxError),
 }
 
 impl Error {
     /// An application error with a message.
     pub fn msg(message: impl std::fmt::Display) -> Self {
         Error::Other(message.to_string().into())
+    }
+
+    /// A permanent failure: returned from a handler, the record is dead-lettered at once
+    /// instead of being retried.
+    ///
+    /// ```
+    /// let e = eventkit::Error::permanent("order total is negative");
+    /// assert!(e.is_permanent());
+    /// ```
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        Error::Permanent(error.into())
+    }
+
+    /// Whether this is a [`Error::permanent`] failure.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Permanent(_))
     }
 
     /// Wraps any error as an application error.

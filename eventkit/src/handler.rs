@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::event::{EventInfo, IntegrationEvent};
+use crate::retry::RetryOverrides;
 use crate::state::Requirements;
 
 /// The type-erased entry point `#[handler]` generates.
@@ -21,6 +22,8 @@ pub struct HandlerDescriptor {
     pub group: Option<&'static str>,
     /// The event the handler takes.
     pub event: &'static EventInfo,
+    /// `retries = N` and `backoff = "..."` of the attribute.
+    pub retry: RetryOverrides,
     /// Collects what the handler's arguments need from the app.
     pub requires: fn(&mut Requirements),
     /// Decodes the event, extracts the arguments and runs the handler.
@@ -42,15 +45,34 @@ pub enum HandlerError {
     /// The handler returned an error.
     #[error("handler failed: {0}")]
     Failed(#[source] BoxError),
+    /// The handler returned a permanent error ([`Error::permanent`]).
+    #[error("handler failed permanently: {0}")]
+    Permanent(#[source] BoxError),
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panicked(String),
 }
 
 impl HandlerError {
-    /// Whether retrying the same record can ever succeed.
+    /// Whether the record itself is unusable (no handler can ever take it).
     pub fn is_poison(&self) -> bool {
         matches!(self, HandlerError::Decode(_))
+    }
+
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, HandlerError::Decode(_) | HandlerError::Permanent(_))
+    }
+
+    /// The error kind written to the dead letter queue's `eventkit-dlq-kind` header.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HandlerError::Decode(_) => crate::dlq::kinds::DESERIALIZATION,
+            HandlerError::Extract(_) => crate::dlq::kinds::EXTRACT,
+            HandlerError::Failed(_) => crate::dlq::kinds::HANDLER_ERROR,
+            HandlerError::Permanent(_) => crate::dlq::kinds::PERMANENT,
+            HandlerError::Panicked(_) => crate::dlq::kinds::PANIC,
+        }
     }
 }
 
@@ -72,7 +94,16 @@ impl HandlerOutput for () {
 
 impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
     fn into_outcome(self) -> Result<(), HandlerError> {
-        self.map_err(|e| HandlerError::Failed(e.into()))
+        self.map_err(|e| {
+            let e: BoxError = e.into();
+            match e.downcast::<Error>() {
+                Ok(e) => match *e {
+                    Error::Permanent(inner) => HandlerError::Permanent(inner),
+                    other => HandlerError::Failed(Box::new(other)),
+                },
+                Err(e) => HandlerError::Failed(e),
+            }
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::Config;
@@ -157,6 +158,21 @@ impl Publisher {
     pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, format: WireFormat, data: &[u8]) -> Result<Published> {
         let record = crate::wire::encode(format, metadata, data)?;
         self.send_record(topic, key, &metadata.id, record).await
+    }
+
+    /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
+    pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: &[u8], headers: OwnedHeaders) -> Result<(i32, i64)> {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value).headers(headers);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        match self.inner.producer.send(record, self.inner.timeout).await {
+            Ok(d) => Ok((d.partition, d.offset)),
+            Err((source, _)) => Err(Error::Publish { topic: topic.to_owned(), source }),
+        }
     }
 
     /// Waits until every queued message was delivered (or `timeout` passed).
