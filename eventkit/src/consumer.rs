@@ -48,10 +48,14 @@ struct Blocked {
 
 type Blocks = Arc<Mutex<HashMap<PartitionKey, Blocked>>>;
 
+/// The next offset to commit per partition: the offset after the last handled record.
+type Completed = Arc<Mutex<HashMap<PartitionKey, i64>>>;
+
 /// librdkafka callbacks of a group consumer: logging and rebalances.
 pub(crate) struct GroupContext {
     group: String,
     blocks: Blocks,
+    completed: Completed,
 }
 
 impl ClientContext for GroupContext {
@@ -64,12 +68,28 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let mut blocks = self.blocks.lock().expect("blocks lock");
-                for e in tpl.elements() {
-                    blocks.remove(&(e.topic().to_owned(), e.partition()));
+                // Commit what was handled before the partitions go to another member, so that
+                // it does not handle them again.
+                let mut commit = TopicPartitionList::new();
+                {
+                    let mut blocks = self.blocks.lock().expect("blocks lock");
+                    let mut completed = self.completed.lock().expect("completed lock");
+                    for e in tpl.elements() {
+                        let key = (e.topic().to_owned(), e.partition());
+                        blocks.remove(&key);
+                        if let Some(next) = completed.remove(&key) {
+                            let _ = commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
+                        }
+                    }
+                }
+                if commit.count() > 0 {
+                    match consumer.commit(&commit, CommitMode::Sync) {
+                        Ok(()) => debug!(group = %self.group, offsets = %describe(&commit), "committed before revoke"),
+                        Err(e) => warn!(group = %self.group, error = %e, "commit before revoke failed; the new owner may handle some records again"),
+                    }
                 }
                 info!(group = %self.group, partitions = %describe(tpl), "partitions revoked");
             }
@@ -104,6 +124,7 @@ pub(crate) struct GroupRunner {
     group: Arc<str>,
     consumer: Arc<StreamConsumer<GroupContext>>,
     blocks: Blocks,
+    completed: Completed,
     registry: Registry,
     publisher: Publisher,
     state: Arc<StateMap>,
@@ -120,6 +141,7 @@ impl GroupRunner {
         state: Arc<StateMap>,
     ) -> Result<Self> {
         let blocks = Blocks::default();
+        let completed = Completed::default();
         let mut client = crate::kafka::client_config(config)?;
         client
             .set("group.id", &plan.group_id)
@@ -136,7 +158,7 @@ impl GroupRunner {
             client.set("session.timeout.ms", "3000").set("heartbeat.interval.ms", "500");
         }
         crate::kafka::apply_overrides(&mut client, config);
-        let context = GroupContext { group: plan.group_id.clone(), blocks: blocks.clone() };
+        let context = GroupContext { group: plan.group_id.clone(), blocks: blocks.clone(), completed: completed.clone() };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -146,6 +168,7 @@ impl GroupRunner {
             plan,
             consumer: Arc::new(consumer),
             blocks,
+            completed,
             registry,
             publisher,
             state,
@@ -350,9 +373,12 @@ impl GroupRunner {
     /// Marks a record handled: its offset is stored for the next commit.
     fn done(&self, partition_key: &PartitionKey, offset: i64) {
         self.blocks.lock().expect("blocks lock").remove(partition_key);
-        if let Err(e) = self.consumer.store_offset(&partition_key.0, partition_key.1, offset) {
+        match self.consumer.store_offset(&partition_key.0, partition_key.1, offset) {
+            Ok(()) => {
+                self.completed.lock().expect("completed lock").insert(partition_key.clone(), offset + 1);
+            }
             // The partition was revoked meanwhile; its new owner will see the record again.
-            debug!(group = %self.group, error = %e, "offset not stored");
+            Err(e) => debug!(group = %self.group, error = %e, "offset not stored"),
         }
     }
 

@@ -10,6 +10,14 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// The event of the process tests (crash, graceful shutdown), shared with the worker binary.
+#[eventkit::integration_event(topic = "process.ticks", key = key)]
+#[derive(Debug, Clone)]
+pub struct Tick {
+    pub key: String,
+    pub seq: u32,
+}
+
 /// The variable naming a real broker for the tests.
 pub const BOOTSTRAP_VAR: &str = "EVENTKIT_TEST_BOOTSTRAP";
 
