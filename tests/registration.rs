@@ -23,10 +23,10 @@ fn nested_and_other_crate_handlers_are_registered() {
     let registry = Registry::global().unwrap();
     let nested = registry.handler("registration::nested::deeper::on_ping").expect("nested handler");
     assert_eq!(nested.group, Some("nested"));
-    assert_eq!(nested.event.event_type, "Ping");
+    assert_eq!(nested.event.unwrap().event_type, "Ping");
     let extra = registry.handler("eventkit_test_extra::on_ping_extra").expect("handler of the other crate");
     assert_eq!(extra.group, Some("extra-crate"));
-    assert_eq!(extra.event.topic, "registration.pings");
+    assert_eq!(extra.event.unwrap().topic, "registration.pings");
     assert!(registry.event("Ping").is_some());
 }
 
@@ -61,10 +61,10 @@ fn never_called(_: std::sync::Arc<eventkit::Context>) -> futures::future::BoxFut
 static FIRST: HandlerDescriptor = HandlerDescriptor {
     name: "same-name",
     group: None,
-    event: &<Dupe as eventkit::IntegrationEvent>::INFO,
+    event: Some(&<Dupe as eventkit::IntegrationEvent>::INFO),
+    kind: eventkit::HandlerKind::Typed(never_called),
     retry: eventkit::RetryOverrides { retries: None, backoff_ms: None },
     requires: no_requirements,
-    call: never_called,
 };
 static SECOND: HandlerDescriptor = HandlerDescriptor { group: Some("other"), ..FIRST };
 

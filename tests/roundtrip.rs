@@ -195,7 +195,7 @@ fn listing_shows_events_topics_keys_versions_handlers_and_groups() {
     assert!(rows.contains(&vec!["OrderPlaced", "2", "dev.rt.orders", "order_id", "binary", "roundtrip::OrderPlaced"]), "{table}");
     assert!(rows.contains(&vec!["OrderCancelled", "1", "dev.rt.cancellations", "(event", "id)", "binary", "roundtrip::OrderCancelled"]), "{table}");
     let state = std::any::type_name::<Journal>();
-    assert!(rows.contains(&vec!["shipping", "dev.rt.orders", "OrderPlaced", "roundtrip::ship", state]), "{table}");
+    assert!(rows.contains(&vec!["shipping", "dev.rt.orders", "OrderPlaced", "roundtrip::ship", "typed", state]), "{table}");
     let json: serde_json::Value = serde_json::from_str(&topology.to_json()).unwrap();
     assert_eq!(json["service"], "shop");
     assert_eq!(json["groups"][1]["handlers"][0]["name"], "roundtrip::ship");

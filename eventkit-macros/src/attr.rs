@@ -14,6 +14,11 @@ pub mod kw {
     syn::custom_keyword!(format);
     syn::custom_keyword!(retries);
     syn::custom_keyword!(backoff);
+    syn::custom_keyword!(all);
+    syn::custom_keyword!(topics);
+    syn::custom_keyword!(batch);
+    syn::custom_keyword!(max_size);
+    syn::custom_keyword!(max_wait);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -78,6 +83,11 @@ pub struct HandlerArgs {
     pub name: Option<LitStr>,
     pub retries: Option<LitInt>,
     pub backoff: Option<LitStr>,
+    pub all: Option<Span>,
+    pub topics: Option<(Span, Vec<LitStr>)>,
+    pub batch: Option<Span>,
+    pub max_size: Option<LitInt>,
+    pub max_wait: Option<LitStr>,
 }
 
 impl Parse for HandlerArgs {
@@ -97,6 +107,25 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::backoff) {
                 let k: kw::backoff = input.parse()?;
                 set_once(&mut args.backoff, "backoff", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::all) {
+                let k: kw::all = input.parse()?;
+                set_once(&mut args.all, "all", k.span, k.span)?;
+            } else if lookahead.peek(kw::batch) {
+                let k: kw::batch = input.parse()?;
+                set_once(&mut args.batch, "batch", k.span, k.span)?;
+            } else if lookahead.peek(kw::topics) {
+                let k: kw::topics = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let content;
+                syn::bracketed!(content in input);
+                let list = content.parse_terminated(|p| p.parse::<LitStr>(), Token![,])?;
+                set_once(&mut args.topics, "topics", k.span, (k.span, list.into_iter().collect()))?;
+            } else if lookahead.peek(kw::max_size) {
+                let k: kw::max_size = input.parse()?;
+                set_once(&mut args.max_size, "max_size", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::max_wait) {
+                let k: kw::max_wait = input.parse()?;
+                set_once(&mut args.max_wait, "max_wait", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }

@@ -3,7 +3,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, ItemFn, Type};
+use syn::{FnArg, ItemFn, LitStr, Type};
 
 use crate::attr::{Errors, HandlerArgs};
 
@@ -15,8 +15,16 @@ enum Extract {
     Value(Type),
 }
 
+/// What the handler takes.
+enum Shape {
+    Typed,
+    CatchAll { topics: Vec<String> },
+    Batch { max_size: usize, max_wait_ms: u64 },
+}
+
 struct Handler {
     item: ItemFn,
+    shape: Shape,
     event: Type,
     args: Vec<Extract>,
     group: Option<String>,
@@ -51,7 +59,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Handler> {
+fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Handler> {
     let sig = &item.sig;
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(sig.fn_token.span, "`#[handler]` functions must be `async fn`"));
@@ -59,22 +67,22 @@ fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Hand
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new(sig.generics.span(), "`#[handler]` functions cannot be generic"));
     }
-    let group = args.group.map(|g| {
+    let group = attrs.group.map(|g| {
         let value = g.value();
         if value.trim().is_empty() {
             errors.push(syn::Error::new(g.span(), "`group` must not be empty"));
         }
         value
     });
-    let name = args.name.map(|n| n.value());
-    let retries = args.retries.and_then(|r| match r.base10_parse::<u32>() {
+    let name = attrs.name.map(|n| n.value());
+    let retries = attrs.retries.and_then(|r| match r.base10_parse::<u32>() {
         Ok(n) => Some(n),
         Err(_) => {
             errors.push(syn::Error::new(r.span(), "`retries` is a whole number (retries after the first attempt)"));
             None
         }
     });
-    let backoff_ms = args.backoff.and_then(|b| match parse_backoff(&b.value()) {
+    let backoff_ms = attrs.backoff.and_then(|b| match parse_backoff(&b.value()) {
         Ok(range) => Some(range),
         Err(problem) => {
             errors.push(syn::Error::new(b.span(), problem));
@@ -82,12 +90,27 @@ fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Hand
         }
     });
     let mut inputs = sig.inputs.iter();
+    let batch = attrs.batch.is_some();
+    if !batch {
+        for (span, key) in [(attrs.max_size.as_ref().map(|m| m.span()), "max_size"), (attrs.max_wait.as_ref().map(|m| m.span()), "max_wait")] {
+            if let Some(span) = span {
+                errors.push(syn::Error::new(span, format!("`{key}` applies to batch handlers: add `batch`")));
+            }
+        }
+    }
     let event = match inputs.next() {
         Some(FnArg::Typed(arg)) => match &*arg.ty {
             Type::Reference(r) => {
                 errors.push(syn::Error::new(r.span(), "a handler takes its event by value, e.g. `event: UserCreated`"));
                 None
             }
+            ty if batch => match vec_element(ty) {
+                Some(inner) => Some(inner),
+                None => {
+                    errors.push(syn::Error::new(ty.span(), "a batch handler takes its events as `Vec<E>`"));
+                    None
+                }
+            },
             ty => Some(ty.clone()),
         },
         Some(FnArg::Receiver(r)) => {
@@ -118,25 +141,90 @@ fn validate(args: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Hand
             }
         })
         .collect();
-    Some(Handler { event: event?, args, group, name, retries, backoff_ms, item })
+    let event = event?;
+    let catch_all = is_any_event(&event);
+    if let Some(span) = attrs.all {
+        if !catch_all {
+            errors.push(syn::Error::new(span, "a catch-all handler (`all`) takes `eventkit::AnyEvent` as its first argument"));
+        }
+    }
+    let shape = if batch {
+        if catch_all {
+            errors.push(syn::Error::new(event.span(), "batch handlers take typed events: `Vec<E>` with `E` an integration event"));
+        }
+        let max_size = match &attrs.max_size {
+            Some(m) => match m.base10_parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    errors.push(syn::Error::new(m.span(), "`max_size` is a whole number from 1"));
+                    1
+                }
+            },
+            None => 500,
+        };
+        let max_wait_ms = match &attrs.max_wait {
+            Some(w) => match parse_duration_ms(&w.value()) {
+                Ok(ms) => ms,
+                Err(problem) => {
+                    errors.push(syn::Error::new(w.span(), problem));
+                    0
+                }
+            },
+            None => 50,
+        };
+        Shape::Batch { max_size, max_wait_ms }
+    } else if catch_all {
+        Shape::CatchAll { topics: attrs.topics.as_ref().map(|(_, t)| t.iter().map(LitStr::value).collect()).unwrap_or_default() }
+    } else {
+        Shape::Typed
+    };
+    if let (Some((span, _)), false) = (&attrs.topics, matches!(shape, Shape::CatchAll { .. })) {
+        errors.push(syn::Error::new(*span, "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)"));
+    }
+    Some(Handler { shape, event, args, group, name, retries, backoff_ms, item })
+}
+
+/// `Vec<T>` -> `T`.
+fn vec_element(ty: &Type) -> Option<Type> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Vec" {
+        return None;
+    }
+    match &last.arguments {
+        syn::PathArguments::AngleBracketed(a) => match a.args.first()? {
+            syn::GenericArgument::Type(t) => Some(t.clone()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the type is (a path ending in) `AnyEvent`.
+fn is_any_event(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "AnyEvent"))
+}
+
+/// `"50ms"`, `"2s"`, `"1m"` in milliseconds.
+fn parse_duration_ms(d: &str) -> Result<u64, String> {
+    let usage = format!("expected a duration like `50ms`, `2s` or `1m`; got {d:?}");
+    let d = d.trim();
+    let split = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
+    let (n, unit) = d.split_at(split);
+    let n: u64 = n.parse().map_err(|_| usage.clone())?;
+    match unit {
+        "ms" => Ok(n),
+        "s" => Ok(n * 1000),
+        "m" => Ok(n * 60_000),
+        _ => Err(usage),
+    }
 }
 
 /// `"100ms..10s"`: first and longest delay, in milliseconds.
 fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
     let usage = "expected `backoff = \"FIRST..MAX\"` with durations like `100ms`, `2s`, `1m`";
     let (first, max) = text.split_once("..").ok_or_else(|| format!("{usage}; got {text:?}"))?;
-    let ms = |d: &str| -> Result<u64, String> {
-        let d = d.trim();
-        let split = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
-        let (n, unit) = d.split_at(split);
-        let n: u64 = n.parse().map_err(|_| format!("{usage}; got {text:?}"))?;
-        match unit {
-            "ms" => Ok(n),
-            "s" => Ok(n * 1000),
-            "m" => Ok(n * 60_000),
-            _ => Err(format!("{usage}; got {text:?}")),
-        }
-    };
+    let ms = |d: &str| parse_duration_ms(d).map_err(|_| format!("{usage}; got {text:?}"));
     let (first, max) = (ms(first)?, ms(max)?);
     if first > max {
         return Err(format!("backoff {text:?}: the first delay is longer than the longest"));
@@ -145,7 +233,8 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn generate(handler: &Handler) -> TokenStream {
-    let Handler { item, event, args, group, name, retries, backoff_ms } = handler;
+    let Handler { item, shape, event, args, group, name, retries, backoff_ms } = handler;
+    let batch = matches!(shape, Shape::Batch { .. });
     let retries = match retries {
         Some(n) => quote!(::core::option::Option::Some(#n)),
         None => quote!(::core::option::Option::None),
@@ -165,18 +254,43 @@ fn generate(handler: &Handler) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     let idents: Vec<_> = (0..args.len()).map(|i| format_ident!("__arg{}", i)).collect();
+    let (extract_ref, require_ref, base) = if batch {
+        (quote!(extract_batch_ref), quote!(require_batch_ref), quote!(__ctx.first()))
+    } else {
+        (quote!(extract_ref), quote!(require_ref), quote!(&__ctx))
+    };
     let extracts = args.iter().zip(&idents).map(|(arg, ident)| match arg {
         Extract::Ref(ty) => quote_spanned! {ty.span()=>
-            let #ident = ::eventkit::__private::extract_ref::<#ty>(&__ctx).map_err(::eventkit::__private::extract_failed)?;
+            let #ident = ::eventkit::__private::#extract_ref::<#ty>(&__ctx).map_err(::eventkit::__private::extract_failed)?;
         },
         Extract::Value(ty) => quote_spanned! {ty.span()=>
-            let #ident = <#ty as ::eventkit::FromContext>::from_context(&__ctx).map_err(::eventkit::__private::extract_failed)?;
+            let #ident = <#ty as ::eventkit::FromContext>::from_context(#base).map_err(::eventkit::__private::extract_failed)?;
         },
     });
     let requires = args.iter().map(|arg| match arg {
-        Extract::Ref(ty) => quote_spanned! {ty.span()=> ::eventkit::__private::require_ref::<#ty>(__requirements); },
+        Extract::Ref(ty) => quote_spanned! {ty.span()=> ::eventkit::__private::#require_ref::<#ty>(__requirements); },
         Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as ::eventkit::FromContext>::requirements(__requirements); },
     });
+    let (ctx_type, decode, event_info, kind) = match shape {
+        Shape::Typed => (
+            quote!(::eventkit::Context),
+            quote!(::eventkit::__private::decode_event::<#event>(&__ctx)?),
+            quote!(::core::option::Option::Some(&<#event as ::eventkit::IntegrationEvent>::INFO)),
+            quote!(::eventkit::HandlerKind::Typed(__eventkit_call)),
+        ),
+        Shape::CatchAll { topics } => (
+            quote!(::eventkit::Context),
+            quote!(::eventkit::__private::decode_any(&__ctx)?),
+            quote!(::core::option::Option::None),
+            quote!(::eventkit::HandlerKind::CatchAll { topics: &[#(#topics),*], call: __eventkit_call }),
+        ),
+        Shape::Batch { max_size, max_wait_ms } => (
+            quote!(::eventkit::BatchContext),
+            quote!(::eventkit::__private::decode_batch::<#event>(&__ctx)?),
+            quote!(::core::option::Option::Some(&<#event as ::eventkit::IntegrationEvent>::INFO)),
+            quote!(::eventkit::HandlerKind::Batch { max_size: #max_size, max_wait_ms: #max_wait_ms, call: __eventkit_call }),
+        ),
+    };
     let output = &item.sig.output;
     let output_check = quote_spanned! {output.span()=>
         ::eventkit::HandlerOutput::into_outcome(__output)
@@ -186,10 +300,10 @@ fn generate(handler: &Handler) -> TokenStream {
 
         const _: () = {
             fn __eventkit_call(
-                __ctx: ::std::sync::Arc<::eventkit::Context>,
+                __ctx: ::std::sync::Arc<#ctx_type>,
             ) -> ::eventkit::__private::BoxFuture<'static, ::core::result::Result<(), ::eventkit::HandlerError>> {
                 ::std::boxed::Box::pin(async move {
-                    let __event = ::eventkit::__private::decode_event::<#event>(&__ctx)?;
+                    let __event = #decode;
                     #(#extracts)*
                     let __output = #fn_ident(__event, #(#idents),*).await;
                     #output_check
@@ -202,10 +316,10 @@ fn generate(handler: &Handler) -> TokenStream {
                 ::eventkit::HandlerDescriptor {
                     name: #name,
                     group: #group,
-                    event: &<#event as ::eventkit::IntegrationEvent>::INFO,
+                    event: #event_info,
+                    kind: #kind,
                     retry: ::eventkit::RetryOverrides { retries: #retries, backoff_ms: #backoff_ms },
                     requires: __eventkit_requires,
-                    call: __eventkit_call,
                 }
             }
         };

@@ -145,6 +145,7 @@ impl AppBuilder {
             Some(r) => r,
             None => Registry::global()?.clone(),
         };
+        registry.check_groups(&config)?;
         check_state(&registry, &config, &self.state)?;
         if let Some(broker) = &self.broker {
             config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
@@ -157,7 +158,7 @@ impl AppBuilder {
 fn check_state(registry: &Registry, config: &Config, state: &StateMap) -> Result<()> {
     let mut problems = Vec::new();
     for group in registry.groups(config) {
-        for h in group.handlers.values().flatten() {
+        for h in group.all_handlers() {
             let mut requirements = Requirements::default();
             (h.requires)(&mut requirements);
             let missing: Vec<_> = requirements.states.iter().filter(|(id, _)| !state.contains(*id)).map(|(_, n)| *n).collect();

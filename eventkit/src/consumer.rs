@@ -23,13 +23,14 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::batch::BatchContext;
 use crate::context::{Context, RecordInfo};
 use crate::dlq::{self, kinds, Failure};
 use crate::retry::RetryPolicy;
 use crate::wire::Decoded;
 use chrono::{DateTime, Utc};
 use crate::error::Result;
-use crate::handler::{HandlerDescriptor, HandlerError};
+use crate::handler::{HandlerDescriptor, HandlerError, HandlerKind};
 use crate::publisher::Publisher;
 use crate::registry::{GroupPlan, Registry};
 use crate::state::StateMap;
@@ -125,6 +126,7 @@ pub(crate) struct GroupRunner {
     consumer: Arc<StreamConsumer<GroupContext>>,
     blocks: Blocks,
     completed: Completed,
+    dead_lettered: Mutex<HashSet<(String, i32, i64)>>,
     registry: Registry,
     publisher: Publisher,
     state: Arc<StateMap>,
@@ -169,6 +171,7 @@ impl GroupRunner {
             consumer: Arc::new(consumer),
             blocks,
             completed,
+            dead_lettered: Mutex::default(),
             registry,
             publisher,
             state,
@@ -178,6 +181,19 @@ impl GroupRunner {
 
     /// Runs until `shutdown` flips; then commits stored offsets and leaves the group.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        match self.plan.batch {
+            Some(handler) => self.run_batches(handler, &mut shutdown).await,
+            None => self.run_records(&mut shutdown).await,
+        }
+        let group = self.group.clone();
+        // Closing blocks while librdkafka leaves the group: keep it off the async workers.
+        let closed = tokio::task::spawn_blocking(move || self.close()).await;
+        if let Err(e) = closed {
+            warn!(%group, error = %e, "consumer close failed");
+        }
+    }
+
+    async fn run_records(&self, shutdown: &mut watch::Receiver<bool>) {
         loop {
             let message = tokio::select! {
                 biased;
@@ -196,11 +212,219 @@ impl GroupRunner {
                 break;
             }
         }
-        let group = self.group.clone();
-        // Closing blocks while librdkafka leaves the group: keep it off the async workers.
-        let closed = tokio::task::spawn_blocking(move || self.close()).await;
-        if let Err(e) = closed {
-            warn!(%group, error = %e, "consumer close failed");
+    }
+
+    /// Gathers up to `max_size` records for at most `max_wait`, then hands them to the batch
+    /// handler.
+    async fn run_batches(&self, handler: &'static HandlerDescriptor, shutdown: &mut watch::Receiver<bool>) {
+        let HandlerKind::Batch { max_size, max_wait_ms, call } = handler.kind else { return };
+        while !*shutdown.borrow() {
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                message = self.consumer.recv() => message,
+            };
+            let mut chunk = Vec::with_capacity(max_size);
+            match first {
+                Ok(m) => chunk.push(Incoming::detach(&m)),
+                Err(e) => {
+                    warn!(group = %self.group, error = %e, "fetch error");
+                    continue;
+                }
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms);
+            while chunk.len() < max_size {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    message = self.consumer.recv() => match message {
+                        Ok(m) => chunk.push(Incoming::detach(&m)),
+                        Err(e) => warn!(group = %self.group, error = %e, "fetch error"),
+                    },
+                }
+            }
+            self.process_batch(handler, call, chunk).await;
+        }
+    }
+
+    /// Runs one batch. Poison records take the dead-letter path on their own; a partial
+    /// failure settles the events before the failed one; per partition, offsets are stored
+    /// only up to the first unsettled record, which the partition is rewound to.
+    async fn process_batch(&self, handler: &'static HandlerDescriptor, call: crate::handler::BatchFn, chunk: Vec<Incoming>) {
+        let mut done = vec![false; chunk.len()];
+        let mut considered = vec![true; chunk.len()];
+        let mut items: Vec<(usize, Context)> = Vec::new();
+        let event_type = handler.event.map(|e| e.event_type).unwrap_or_default();
+        // A partition rewound to offset X: records before X comes again are stale prefetches;
+        // from X on, the chunk holds the rewound stream.
+        let mut waiting: HashMap<PartitionKey, i64> = {
+            let blocks = self.blocks.lock().expect("blocks lock");
+            blocks.iter().map(|(k, b)| (k.clone(), b.offset)).collect()
+        };
+        for (i, incoming) in chunk.iter().enumerate() {
+            let key = (incoming.record.topic.clone(), incoming.record.partition);
+            match waiting.get(&key) {
+                Some(&x) if incoming.record.offset == x => {
+                    waiting.remove(&key);
+                }
+                Some(&x) if incoming.record.offset > x => {
+                    considered[i] = false;
+                    continue;
+                }
+                _ => {}
+            }
+            let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
+            let problem = match crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints) {
+                Ok(Some(d)) if d.metadata.event_type == event_type => {
+                    let ctx = Context {
+                        metadata: d.metadata,
+                        record: incoming.record.clone(),
+                        group: self.group.clone(),
+                        data: d.data,
+                        format: d.format,
+                        publisher: self.publisher.clone(),
+                        state: self.state.clone(),
+                    };
+                    items.push((i, ctx));
+                    continue;
+                }
+                Ok(Some(d)) if self.registry.event(&d.metadata.event_type).is_some() || !self.config.dead_letter_unknown_types => {
+                    done[i] = true;
+                    continue;
+                }
+                Ok(Some(d)) => (kinds::UNKNOWN_TYPE, format!("unknown event type `{}`", d.metadata.event_type)),
+                Ok(None) => (kinds::UNKNOWN_TYPE, "the record has no event type".to_owned()),
+                Err(e) => (kinds::ENVELOPE, e.to_string()),
+            };
+            done[i] = self.dead_letter_once(incoming, problem.0, problem.1, "", 1, Utc::now()).await;
+        }
+
+        // (chunk index, delay) of the record the batch failed on, if any.
+        let mut failed: Option<(usize, Duration, u32)> = None;
+        while !items.is_empty() {
+            let batch = Arc::new(BatchContext { items: items.iter().map(|(_, c)| c.clone()).collect() });
+            let outcome = match AssertUnwindSafe(call(batch)).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+            };
+            let (succeeded, error) = match outcome {
+                Ok(()) => (items.len(), None),
+                Err(HandlerError::DecodeAt { index, source }) => {
+                    let (i, _) = items.remove(index.min(items.len() - 1));
+                    let error = HandlerError::Decode(source);
+                    done[i] = self.dead_letter_once(&chunk[i], error.kind(), error.to_string(), "", 1, Utc::now()).await;
+                    if !done[i] {
+                        failed = Some((i, self.config.retry_policy().delay(1), 1));
+                        items.retain(|(j, _)| chunk[*j].record.partition != chunk[i].record.partition || chunk[*j].record.topic != chunk[i].record.topic);
+                    }
+                    continue;
+                }
+                Err(HandlerError::Partial { succeeded, source }) => (succeeded.min(items.len()), Some(HandlerError::Failed(source))),
+                Err(e) => (0, Some(e)),
+            };
+            for (i, _) in &items[..succeeded] {
+                done[*i] = true;
+            }
+            if let Some(error) = error.filter(|_| succeeded < items.len()) {
+                let (i, ctx) = &items[succeeded];
+                let incoming = &chunk[*i];
+                let key = (incoming.record.topic.clone(), incoming.record.partition);
+                let (attempts, first_failure) = match self.blocks.lock().expect("blocks lock").get(&key) {
+                    Some(b) if b.offset == incoming.record.offset => (b.attempts + 1, b.first_failure),
+                    _ => (1, Utc::now()),
+                };
+                let policy = handler.retry.apply(self.config.retry_policy());
+                let where_ = format!("{}[{}]@{}", incoming.record.topic, incoming.record.partition, incoming.record.offset);
+                if error.is_permanent() || policy.gives_up_after(attempts) {
+                    done[*i] = self.dead_letter_once(incoming, error.kind(), error.to_string(), handler.name, attempts, first_failure).await;
+                }
+                if !done[*i] {
+                    let delay = policy.delay(attempts);
+                    warn!(group = %self.group, record = %where_, handler = handler.name, event_id = ctx.event_id(), attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "batch handler failed; the failed event and those after it will be retried");
+                    failed = Some((*i, delay, attempts));
+                    self.block(&key, incoming.record.offset, attempts, HashSet::new(), first_failure);
+                }
+            }
+            break;
+        }
+
+        // Per partition: store the settled prefix, rewind to the first unsettled record.
+        let mut partitions: Vec<PartitionKey> = Vec::new();
+        for incoming in &chunk {
+            let key = (incoming.record.topic.clone(), incoming.record.partition);
+            if !partitions.contains(&key) {
+                partitions.push(key);
+            }
+        }
+        for key in partitions {
+            if waiting.contains_key(&key) {
+                // Still waiting for the record it was rewound to; that rewind brings it.
+                continue;
+            }
+            let records = chunk.iter().enumerate().filter(|(i, r)| considered[*i] && r.record.topic == key.0 && r.record.partition == key.1);
+            let mut last_done = None;
+            let mut first_open = None;
+            for (i, r) in records {
+                if done[i] && first_open.is_none() {
+                    last_done = Some(r.record.offset);
+                } else if first_open.is_none() {
+                    first_open = Some((i, r.record.offset));
+                }
+            }
+            if let Some(offset) = last_done {
+                self.store(&key, offset);
+            }
+            match first_open {
+                None => {
+                    self.blocks.lock().expect("blocks lock").remove(&key);
+                }
+                Some((i, offset)) => {
+                    let delay = match failed {
+                        Some((f, delay, _)) if f == i => delay,
+                        _ => {
+                            let mut blocks = self.blocks.lock().expect("blocks lock");
+                            if blocks.get(&key).is_none_or(|b| b.offset != offset) {
+                                blocks.insert(key.clone(), Blocked { offset, attempts: 0, settled: HashSet::new(), first_failure: Utc::now() });
+                            }
+                            Duration::ZERO
+                        }
+                    };
+                    self.rewind(&key, offset, delay);
+                }
+            }
+        }
+    }
+
+    /// Dead-letters a record unless this consumer already did (a rewound batch brings it
+    /// again); true when it is settled.
+    async fn dead_letter_once(&self, incoming: &Incoming, kind: &'static str, error: String, handler: &str, attempts: u32, first_failure: DateTime<Utc>) -> bool {
+        let id = (incoming.record.topic.clone(), incoming.record.partition, incoming.record.offset);
+        if self.dead_lettered.lock().expect("dead-lettered lock").contains(&id) {
+            return true;
+        }
+        let failure = Failure { kind, error, attempts, group: &self.group, handler, first_failure, last_failure: Utc::now() };
+        match self.dead_letter(incoming, &failure).await {
+            Ok(()) => {
+                self.dead_lettered.lock().expect("dead-lettered lock").insert(id);
+                true
+            }
+            Err(e) => {
+                warn!(group = %self.group, error = %e, "cannot write to the dead letter queue; the record will be retried");
+                false
+            }
+        }
+    }
+
+    /// Stores `offset` as handled (for the next commit).
+    fn store(&self, partition_key: &PartitionKey, offset: i64) {
+        match self.consumer.store_offset(&partition_key.0, partition_key.1, offset) {
+            Ok(()) => {
+                self.completed.lock().expect("completed lock").insert(partition_key.clone(), offset + 1);
+                self.dead_lettered.lock().expect("dead-lettered lock").retain(|(t, p, o)| !(t == &partition_key.0 && *p == partition_key.1 && *o <= offset));
+            }
+            // The partition was revoked meanwhile; its new owner will see the record again.
+            Err(e) => debug!(group = %self.group, error = %e, "offset not stored"),
         }
     }
 
@@ -244,6 +468,14 @@ impl GroupRunner {
 
         let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
         let decoded = crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints);
+        let decoded = match decoded {
+            Ok(None) if !self.plan.handlers_for(None, &incoming.record.topic).is_empty() => {
+                // Catch-all handlers take records without type information too.
+                let untyped = crate::wire::TopicHints { legacy: false, single_type: Some("") };
+                crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &untyped)
+            }
+            other => other,
+        };
         let Decoded { metadata, data, format } = match decoded {
             Ok(Some(d)) => d,
             Ok(None) => {
@@ -252,7 +484,8 @@ impl GroupRunner {
             }
             Err(e) => return self.reject(&incoming, &partition_key, kinds::ENVELOPE, e.to_string(), attempts_before).await,
         };
-        let Some(handlers) = self.plan.handlers.get(metadata.event_type.as_str()) else {
+        let handlers = self.plan.handlers_for(Some(metadata.event_type.as_str()), &incoming.record.topic);
+        if handlers.is_empty() {
             if self.registry.event(&metadata.event_type).is_some() {
                 debug!(group = %self.group, record = %where_, event_type = %metadata.event_type, "no handler in this group");
                 return self.done(&partition_key, offset);
@@ -263,7 +496,7 @@ impl GroupRunner {
             }
             let why = format!("unknown event type `{}`", metadata.event_type);
             return self.reject(&incoming, &partition_key, kinds::UNKNOWN_TYPE, why, attempts_before).await;
-        };
+        }
         let ctx = Arc::new(Context {
             metadata,
             record: incoming.record.clone(),
@@ -373,13 +606,7 @@ impl GroupRunner {
     /// Marks a record handled: its offset is stored for the next commit.
     fn done(&self, partition_key: &PartitionKey, offset: i64) {
         self.blocks.lock().expect("blocks lock").remove(partition_key);
-        match self.consumer.store_offset(&partition_key.0, partition_key.1, offset) {
-            Ok(()) => {
-                self.completed.lock().expect("completed lock").insert(partition_key.clone(), offset + 1);
-            }
-            // The partition was revoked meanwhile; its new owner will see the record again.
-            Err(e) => debug!(group = %self.group, error = %e, "offset not stored"),
-        }
+        self.store(partition_key, offset);
     }
 
     /// Pauses the partition, rewinds it to `offset`, and resumes it after `delay`.
@@ -404,7 +631,11 @@ impl GroupRunner {
 }
 
 async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
-    match AssertUnwindSafe((handler.call)(ctx)).catch_unwind().await {
+    let call = match handler.kind {
+        HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
+        HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
+    };
+    match AssertUnwindSafe(call(ctx)).catch_unwind().await {
         Ok(outcome) => outcome,
         Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
     }

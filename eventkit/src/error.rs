@@ -46,6 +46,15 @@ pub enum Error {
     /// letter queue.
     #[error("{0}")]
     Permanent(BoxError),
+    /// A batch handler handled the first `succeeded` events and failed on the next one
+    /// ([`Error::batch_failed_at`]).
+    #[error("batch failed at event {succeeded}: {source}")]
+    BatchFailedAt {
+        /// Events handled before the failure.
+        succeeded: usize,
+        /// Why the next event failed.
+        source: BoxError,
+    },
 }
 
 impl Error {

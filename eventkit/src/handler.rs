@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::batch::BatchContext;
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::event::{EventInfo, IntegrationEvent};
@@ -13,6 +14,32 @@ use crate::state::Requirements;
 /// The type-erased entry point `#[handler]` generates.
 pub type HandlerFn = fn(Arc<Context>) -> BoxFuture<'static, Result<(), HandlerError>>;
 
+/// The type-erased entry point of a batch handler.
+pub type BatchFn = fn(Arc<BatchContext>) -> BoxFuture<'static, Result<(), HandlerError>>;
+
+/// What a handler takes, and how it is called.
+#[derive(Debug, Clone, Copy)]
+pub enum HandlerKind {
+    /// One event of one type.
+    Typed(HandlerFn),
+    /// Every event on some topics, as [`crate::AnyEvent`].
+    CatchAll {
+        /// `topics = [...]` (without prefix); empty: the topics of the handler's group.
+        topics: &'static [&'static str],
+        /// The entry point.
+        call: HandlerFn,
+    },
+    /// Up to `max_size` events of one type, gathered for at most `max_wait_ms`.
+    Batch {
+        /// Most events per call.
+        max_size: usize,
+        /// Longest wait for a batch to fill, in milliseconds.
+        max_wait_ms: u64,
+        /// The entry point.
+        call: BatchFn,
+    },
+}
+
 /// A handler registered by `#[handler]`, collected at link time.
 #[derive(Debug)]
 pub struct HandlerDescriptor {
@@ -20,14 +47,14 @@ pub struct HandlerDescriptor {
     pub name: &'static str,
     /// The consumer group named in the attribute, if any.
     pub group: Option<&'static str>,
-    /// The event the handler takes.
-    pub event: &'static EventInfo,
+    /// The event the handler takes (`None` for catch-all handlers).
+    pub event: Option<&'static EventInfo>,
+    /// Typed, catch-all or batch, with the entry point.
+    pub kind: HandlerKind,
     /// `retries = N` and `backoff = "..."` of the attribute.
     pub retry: RetryOverrides,
     /// Collects what the handler's arguments need from the app.
     pub requires: fn(&mut Requirements),
-    /// Decodes the event, extracts the arguments and runs the handler.
-    pub call: HandlerFn,
 }
 
 inventory::collect!(HandlerDescriptor);
@@ -48,6 +75,24 @@ pub enum HandlerError {
     /// The handler returned a permanent error ([`Error::permanent`]).
     #[error("handler failed permanently: {0}")]
     Permanent(#[source] BoxError),
+    /// A batch handler handled `succeeded` events and failed on the next.
+    #[error("batch failed at event {succeeded}: {source}")]
+    Partial {
+        /// Events handled before the failure.
+        succeeded: usize,
+        /// Why the next event failed.
+        #[source]
+        source: BoxError,
+    },
+    /// Event `index` of a batch does not decode.
+    #[error("cannot decode event {index} of the batch: {source}")]
+    DecodeAt {
+        /// The event's index in the batch.
+        index: usize,
+        /// The decode error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panicked(String),
@@ -69,7 +114,8 @@ impl HandlerError {
         match self {
             HandlerError::Decode(_) => crate::dlq::kinds::DESERIALIZATION,
             HandlerError::Extract(_) => crate::dlq::kinds::EXTRACT,
-            HandlerError::Failed(_) => crate::dlq::kinds::HANDLER_ERROR,
+            HandlerError::Failed(_) | HandlerError::Partial { .. } => crate::dlq::kinds::HANDLER_ERROR,
+            HandlerError::DecodeAt { .. } => crate::dlq::kinds::DESERIALIZATION,
             HandlerError::Permanent(_) => crate::dlq::kinds::PERMANENT,
             HandlerError::Panicked(_) => crate::dlq::kinds::PANIC,
         }
@@ -99,6 +145,7 @@ impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
             match e.downcast::<Error>() {
                 Ok(e) => match *e {
                     Error::Permanent(inner) => HandlerError::Permanent(inner),
+                    Error::BatchFailedAt { succeeded, source } => HandlerError::Partial { succeeded, source },
                     other => HandlerError::Failed(Box::new(other)),
                 },
                 Err(e) => HandlerError::Failed(e),

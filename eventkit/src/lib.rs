@@ -21,7 +21,9 @@
 //! ```
 #![warn(missing_docs)]
 
+mod any;
 mod app;
+mod batch;
 mod broker;
 pub mod cli;
 mod config;
@@ -41,6 +43,8 @@ mod state;
 mod topology;
 pub mod wire;
 
+pub use any::AnyEvent;
+pub use batch::BatchContext;
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Running};
 pub use broker::EmbeddedBroker;
 pub use config::Config;
@@ -51,7 +55,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{EventInfo, IntegrationEvent};
 pub use eventkit_macros::{handler, integration_event};
 pub use extract::{FromContext, State};
-pub use handler::{HandlerDescriptor, HandlerError, HandlerOutput};
+pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerFn, HandlerKind, HandlerOutput};
 pub use publisher::{PublishOptions, Published, Publisher};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use registry::{EventDescriptor, GroupPlan, Registry};
@@ -62,6 +66,8 @@ pub use wire::WireFormat;
 /// Used by generated code only; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::any::decode_any;
+    pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::extract::{extract_ref, require_ref};
     pub use crate::handler::{decode_event, extract_failed};
     pub use futures::future::BoxFuture;

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
-use crate::handler::HandlerDescriptor;
+use crate::handler::{HandlerDescriptor, HandlerKind};
 use crate::wire::{TopicHints, WireFormat};
 
 /// An event type registered by `#[integration_event]`.
@@ -34,8 +34,26 @@ pub struct GroupPlan {
     pub topics: BTreeSet<String>,
     /// Handlers by event type.
     pub handlers: BTreeMap<&'static str, Vec<&'static HandlerDescriptor>>,
+    /// Catch-all handlers with the topics (on the wire) they receive.
+    pub catch_all: Vec<(&'static HandlerDescriptor, BTreeSet<String>)>,
+    /// The group's batch handler, if it is a batch group.
+    pub batch: Option<&'static HandlerDescriptor>,
     /// How to read records of each topic.
     pub(crate) hints: BTreeMap<String, TopicHints>,
+}
+
+impl GroupPlan {
+    /// The handlers of records of `event_type` on `topic`: typed ones, then catch-all ones.
+    pub(crate) fn handlers_for(&self, event_type: Option<&str>, topic: &str) -> Vec<&'static HandlerDescriptor> {
+        let typed = event_type.and_then(|t| self.handlers.get(t)).into_iter().flatten().copied();
+        let all = self.catch_all.iter().filter(|(_, topics)| topics.contains(topic)).map(|(h, _)| *h);
+        typed.chain(all).collect()
+    }
+
+    /// Every handler of the group.
+    pub fn all_handlers(&self) -> impl Iterator<Item = &'static HandlerDescriptor> + '_ {
+        self.handlers.values().flatten().copied().chain(self.catch_all.iter().map(|(h, _)| *h))
+    }
 }
 
 impl Registry {
@@ -60,7 +78,7 @@ impl Registry {
     ) -> Result<Registry> {
         let mut handlers: Vec<_> = handlers.into_iter().collect();
         handlers.sort_by_key(|h| h.name);
-        let mut events: Vec<_> = events.into_iter().chain(handlers.iter().map(|h| h.event)).collect();
+        let mut events: Vec<_> = events.into_iter().chain(handlers.iter().filter_map(|h| h.event)).collect();
         events.sort_by_key(|e| (e.event_type, e.module, e.rust_name));
         events.dedup();
         let mut problems = Vec::new();
@@ -121,10 +139,33 @@ impl Registry {
                 group_id,
                 topics: BTreeSet::new(),
                 handlers: BTreeMap::new(),
+                catch_all: Vec::new(),
+                batch: None,
                 hints: BTreeMap::new(),
             });
-            plan.topics.insert(config.topic_name(h.event.topic));
-            plan.handlers.entry(h.event.event_type).or_default().push(h);
+            match (h.kind, h.event) {
+                (HandlerKind::CatchAll { topics, .. }, _) => {
+                    plan.catch_all.push((h, topics.iter().map(|t| config.topic_name(t)).collect()));
+                }
+                (kind, Some(event)) => {
+                    plan.topics.insert(config.topic_name(event.topic));
+                    plan.handlers.entry(event.event_type).or_default().push(h);
+                    if let HandlerKind::Batch { .. } = kind {
+                        plan.batch = Some(h);
+                    }
+                }
+                (_, None) => {}
+            }
+        }
+        // Catch-all handlers without `topics` receive the topics of their group.
+        for plan in groups.values_mut() {
+            let typed_topics = plan.topics.clone();
+            for (_, topics) in &mut plan.catch_all {
+                if topics.is_empty() {
+                    topics.clone_from(&typed_topics);
+                }
+                plan.topics.extend(topics.iter().cloned());
+            }
         }
         let hints = self.topic_hints(config);
         for plan in groups.values_mut() {
@@ -160,6 +201,36 @@ impl Registry {
 
     /// Every topic on the wire that events or handlers use.
     pub fn topics(&self, config: &Config) -> BTreeSet<String> {
-        self.events.iter().map(|e| config.topic_name(e.topic)).collect()
+        let events = self.events.iter().map(|e| config.topic_name(e.topic));
+        events.chain(self.groups(config).into_iter().flat_map(|g| g.topics)).collect()
+    }
+
+    /// Checks the shapes of the groups this configuration runs: a catch-all handler needs
+    /// topics, and a batch handler is the only handler of its group.
+    pub fn check_groups(&self, config: &Config) -> Result<()> {
+        let mut problems = Vec::new();
+        for plan in self.groups(config) {
+            for (h, topics) in &plan.catch_all {
+                if topics.is_empty() {
+                    problems.push(format!(
+                        "catch-all handler `{}` of group `{}` has no topics: name them with `topics = [...]` or give its group a typed handler",
+                        h.name, plan.group_id
+                    ));
+                }
+            }
+            if let Some(batch) = plan.batch {
+                if plan.all_handlers().count() > 1 {
+                    problems.push(format!(
+                        "batch handler `{}` must be the only handler of group `{}` (give it a group of its own)",
+                        batch.name, plan.group_id
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Registry(problems.join("; ")))
+        }
     }
 }

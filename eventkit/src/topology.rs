@@ -5,6 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::handler::HandlerKind;
 use crate::registry::Registry;
 
 /// The registered events, topics, keys, versions, handlers and groups under a configuration.
@@ -57,6 +58,8 @@ pub struct HandlerEntry {
     pub topic: String,
     /// App state types it needs.
     pub state: Vec<String>,
+    /// `typed`, `catch-all`, or `batch(max_size=N, max_wait=Dms)`.
+    pub shape: String,
 }
 
 impl Topology {
@@ -78,20 +81,31 @@ impl Topology {
             .groups(config)
             .into_iter()
             .map(|g| GroupEntry {
-                group: g.group_id,
-                topics: g.topics.into_iter().collect(),
+                group: g.group_id.clone(),
+                topics: g.topics.iter().cloned().collect(),
                 handlers: g
-                    .handlers
-                    .values()
-                    .flatten()
+                    .all_handlers()
                     .map(|h| {
                         let mut requirements = crate::state::Requirements::default();
                         (h.requires)(&mut requirements);
+                        let (event_type, topic) = match h.event {
+                            Some(e) => (e.event_type.to_owned(), config.topic_name(e.topic)),
+                            None => {
+                                let topics = g.catch_all.iter().find(|(c, _)| c.name == h.name).map(|(_, t)| t);
+                                ("*".to_owned(), topics.into_iter().flatten().cloned().collect::<Vec<_>>().join(","))
+                            }
+                        };
+                        let shape = match h.kind {
+                            HandlerKind::Typed(_) => "typed".to_owned(),
+                            HandlerKind::CatchAll { .. } => "catch-all".to_owned(),
+                            HandlerKind::Batch { max_size, max_wait_ms, .. } => format!("batch(max_size={max_size}, max_wait={max_wait_ms}ms)"),
+                        };
                         HandlerEntry {
                             name: h.name.into(),
-                            event_type: h.event.event_type.into(),
-                            topic: config.topic_name(h.event.topic),
+                            event_type,
+                            topic,
                             state: requirements.state_names().into_iter().map(Into::into).collect(),
+                            shape,
                         }
                     })
                     .collect(),
@@ -119,10 +133,10 @@ impl fmt::Display for Topology {
         let rows = self.groups.iter().flat_map(|g| {
             g.handlers.iter().map(|h| {
                 let state = if h.state.is_empty() { "-".into() } else { h.state.join(", ") };
-                vec![g.group.clone(), h.topic.clone(), h.event_type.clone(), h.name.clone(), state]
+                vec![g.group.clone(), h.topic.clone(), h.event_type.clone(), h.name.clone(), h.shape.clone(), state]
             })
         });
-        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "STATE"], rows)
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "STATE"], rows)
     }
 }
 
