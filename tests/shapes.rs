@@ -133,6 +133,9 @@ async fn poison_inside_a_batch_takes_its_own_path(target: Target) {
     let ce = [("ce_specversion", "1.0"), ("ce_id", "bad-1"), ("ce_source", "t"), ("ce_type", "PageView")];
     let (_, bad_offset) = target.produce_raw(&topic, "same", &ce, br#"{"user": 7}"#).await;
     let (_, unknown_offset) = target.produce_raw(&topic, "same", &[("ce_specversion", "1.0"), ("ce_id", "u-1"), ("ce_type", "Nope")], b"{}").await;
+    // A replay addressed to another group is not this group's business.
+    let replay = [("ce_specversion", "1.0"), ("ce_id", "r-1"), ("ce_type", "PageView"), ("eventkit-replay-group", "someone-else")];
+    target.produce_raw(&topic, "same", &replay, br#"{"user":"same","seq":99}"#).await;
     publisher.publish_many(&[PageView { user: "same".into(), seq: 2 }, PageView { user: "same".into(), seq: 3 }]).await.unwrap();
     assert!(eventually(Duration::from_secs(60), || v.ok.len() >= 4).await, "[{}] {:?}", target.kind, v.ok.snapshot());
     let dlq = running.dead_letters().list("shapes.views", &DlqFilter::default()).await.unwrap();

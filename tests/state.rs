@@ -42,6 +42,7 @@ impl FromContext for TenantName {
 type Seen = Log<(String, &'static str, u64, String, String, String)>;
 
 #[handler(group = "welcome")]
+#[allow(clippy::too_many_arguments)] // every extractor kind at once
 async fn welcome(
     e: SignedUp,
     tenant: TenantName,

@@ -52,12 +52,15 @@ pub fn topology() -> Result<Topology> {
     Ok(Topology::new(Registry::global()?, &Config::from_env()?))
 }
 
+/// A change the builder applies to the configuration.
+type ConfigEdit = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Configures an [`App`].
 #[must_use]
 #[derive(Default)]
 pub struct AppBuilder {
     config: Option<Config>,
-    edits: Vec<Box<dyn FnOnce(&mut Config) + Send>>,
+    edits: Vec<ConfigEdit>,
     state: StateMap,
     registry: Option<Registry>,
     broker: Option<Arc<EmbeddedBroker>>,

@@ -57,7 +57,18 @@ pub(crate) struct GroupContext {
     group: String,
     blocks: Blocks,
     completed: Completed,
+    partitions: Partitions,
 }
+
+/// Which partitions the consumer owns, and how often each was revoked (a batch gathered
+/// across a revocation may mix records of two assignments).
+#[derive(Default)]
+struct PartitionState {
+    assigned: HashSet<PartitionKey>,
+    revocations: HashMap<PartitionKey, u64>,
+}
+
+type Partitions = Arc<Mutex<PartitionState>>;
 
 impl ClientContext for GroupContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -81,6 +92,9 @@ impl ConsumerContext for GroupContext {
                     for e in tpl.elements() {
                         let key = (e.topic().to_owned(), e.partition());
                         blocks.remove(&key);
+                        let mut partitions = self.partitions.lock().expect("partitions lock");
+                        partitions.assigned.remove(&key);
+                        *partitions.revocations.entry(key.clone()).or_default() += 1;
                         if let Some(next) = completed.remove(&key) {
                             let _ = commit.add_partition_offset(e.topic(), e.partition(), Offset::Offset(next));
                         }
@@ -94,7 +108,17 @@ impl ConsumerContext for GroupContext {
                 }
                 info!(group = %self.group, partitions = %describe(tpl), "partitions revoked");
             }
-            Rebalance::Assign(tpl) => info!(group = %self.group, partitions = %describe(tpl), "partitions assigned"),
+            Rebalance::Assign(tpl) => {
+                // A newly assigned partition starts afresh from its committed offset.
+                let mut blocks = self.blocks.lock().expect("blocks lock");
+                let mut partitions = self.partitions.lock().expect("partitions lock");
+                for e in tpl.elements() {
+                    let key = (e.topic().to_owned(), e.partition());
+                    blocks.remove(&key);
+                    partitions.assigned.insert(key);
+                }
+                info!(group = %self.group, partitions = %describe(tpl), "partitions assigned");
+            }
             Rebalance::Error(e) => warn!(group = %self.group, error = %e, "rebalance error"),
         }
     }
@@ -126,6 +150,7 @@ pub(crate) struct GroupRunner {
     consumer: Arc<StreamConsumer<GroupContext>>,
     blocks: Blocks,
     completed: Completed,
+    partitions: Partitions,
     dead_lettered: Mutex<HashSet<(String, i32, i64)>>,
     registry: Registry,
     publisher: Publisher,
@@ -144,6 +169,7 @@ impl GroupRunner {
     ) -> Result<Self> {
         let blocks = Blocks::default();
         let completed = Completed::default();
+        let partitions = Partitions::default();
         let mut client = crate::kafka::client_config(config)?;
         client
             .set("group.id", &plan.group_id)
@@ -160,7 +186,7 @@ impl GroupRunner {
             client.set("session.timeout.ms", "3000").set("heartbeat.interval.ms", "500");
         }
         crate::kafka::apply_overrides(&mut client, config);
-        let context = GroupContext { group: plan.group_id.clone(), blocks: blocks.clone(), completed: completed.clone() };
+        let context = GroupContext { group: plan.group_id.clone(), blocks: blocks.clone(), completed: completed.clone(), partitions: partitions.clone() };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -171,6 +197,7 @@ impl GroupRunner {
             consumer: Arc::new(consumer),
             blocks,
             completed,
+            partitions,
             dead_lettered: Mutex::default(),
             registry,
             publisher,
@@ -219,6 +246,7 @@ impl GroupRunner {
     async fn run_batches(&self, handler: &'static HandlerDescriptor, shutdown: &mut watch::Receiver<bool>) {
         let HandlerKind::Batch { max_size, max_wait_ms, call } = handler.kind else { return };
         while !*shutdown.borrow() {
+            let revocations = self.partitions.lock().expect("partitions lock").revocations.clone();
             let first = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -244,17 +272,43 @@ impl GroupRunner {
                     },
                 }
             }
-            self.process_batch(handler, call, chunk).await;
+            self.process_batch(handler, call, chunk, &revocations).await;
         }
     }
 
     /// Runs one batch. Poison records take the dead-letter path on their own; a partial
     /// failure settles the events before the failed one; per partition, offsets are stored
-    /// only up to the first unsettled record, which the partition is rewound to.
-    async fn process_batch(&self, handler: &'static HandlerDescriptor, call: crate::handler::BatchFn, chunk: Vec<Incoming>) {
+    /// only below the lowest unsettled record, which the partition is rewound to.
+    async fn process_batch(
+        &self,
+        handler: &'static HandlerDescriptor,
+        call: crate::handler::BatchFn,
+        mut chunk: Vec<Incoming>,
+        revocations_before: &HashMap<PartitionKey, u64>,
+    ) {
+        // A partition revoked while the chunk was gathered may hold records of two
+        // assignments: none of them is handled; an owned one restarts from its committed offset.
+        let revoked: HashSet<PartitionKey> = {
+            let state = self.partitions.lock().expect("partitions lock");
+            let changed = |k: &PartitionKey| state.revocations.get(k) != revocations_before.get(k);
+            chunk.iter().map(|r| r.key()).filter(|k| changed(k)).collect()
+        };
+        if !revoked.is_empty() {
+            chunk.retain(|r| !revoked.contains(&r.key()));
+            let owned = self.partitions.lock().expect("partitions lock").assigned.clone();
+            for (topic, partition) in revoked.iter().filter(|k| owned.contains(*k)) {
+                self.blocks.lock().expect("blocks lock").remove(&(topic.clone(), *partition));
+                if let Err(e) = self.consumer.seek(topic, *partition, Offset::Stored, Duration::from_secs(5)) {
+                    warn!(group = %self.group, error = %e, "cannot restart a reassigned partition; its records come again after the next rebalance");
+                }
+            }
+        }
+
         let mut done = vec![false; chunk.len()];
         let mut considered = vec![true; chunk.len()];
         let mut items: Vec<(usize, Context)> = Vec::new();
+        // Partitions stopped at an unsettled record, with the delay before it is retried.
+        let mut halted: HashMap<PartitionKey, Duration> = HashMap::new();
         let event_type = handler.event.map(|e| e.event_type).unwrap_or_default();
         // A partition rewound to offset X: records before X comes again are stale prefetches;
         // from X on, the chunk holds the rewound stream.
@@ -263,7 +317,7 @@ impl GroupRunner {
             blocks.iter().map(|(k, b)| (k.clone(), b.offset)).collect()
         };
         for (i, incoming) in chunk.iter().enumerate() {
-            let key = (incoming.record.topic.clone(), incoming.record.partition);
+            let key = incoming.key();
             match waiting.get(&key) {
                 Some(&x) if incoming.record.offset == x => {
                     waiting.remove(&key);
@@ -273,6 +327,13 @@ impl GroupRunner {
                     continue;
                 }
                 _ => {}
+            }
+            if halted.contains_key(&key) {
+                continue;
+            }
+            if header(&incoming.headers, dlq::headers::REPLAY_GROUP).is_some_and(|g| g != *self.group) {
+                done[i] = true;
+                continue;
             }
             let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
             let problem = match crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints) {
@@ -298,10 +359,11 @@ impl GroupRunner {
                 Err(e) => (kinds::ENVELOPE, e.to_string()),
             };
             done[i] = self.dead_letter_once(incoming, problem.0, problem.1, "", 1, Utc::now()).await;
+            if !done[i] {
+                halted.insert(key, self.fail(incoming, self.config.retry_policy()));
+            }
         }
 
-        // (chunk index, delay) of the record the batch failed on, if any.
-        let mut failed: Option<(usize, Duration, u32)> = None;
         while !items.is_empty() {
             let batch = Arc::new(BatchContext { items: items.iter().map(|(_, c)| c.clone()).collect() });
             let outcome = match AssertUnwindSafe(call(batch)).catch_unwind().await {
@@ -315,8 +377,9 @@ impl GroupRunner {
                     let error = HandlerError::Decode(source);
                     done[i] = self.dead_letter_once(&chunk[i], error.kind(), error.to_string(), "", 1, Utc::now()).await;
                     if !done[i] {
-                        failed = Some((i, self.config.retry_policy().delay(1), 1));
-                        items.retain(|(j, _)| chunk[*j].record.partition != chunk[i].record.partition || chunk[*j].record.topic != chunk[i].record.topic);
+                        let key = chunk[i].key();
+                        halted.insert(key.clone(), self.fail(&chunk[i], self.config.retry_policy()));
+                        items.retain(|(j, _)| chunk[*j].key() != key);
                     }
                     continue;
                 }
@@ -329,71 +392,70 @@ impl GroupRunner {
             if let Some(error) = error.filter(|_| succeeded < items.len()) {
                 let (i, ctx) = &items[succeeded];
                 let incoming = &chunk[*i];
-                let key = (incoming.record.topic.clone(), incoming.record.partition);
-                let (attempts, first_failure) = match self.blocks.lock().expect("blocks lock").get(&key) {
-                    Some(b) if b.offset == incoming.record.offset => (b.attempts + 1, b.first_failure),
-                    _ => (1, Utc::now()),
-                };
+                let key = incoming.key();
+                let (attempts, first_failure) = self.next_attempt(incoming);
                 let policy = handler.retry.apply(self.config.retry_policy());
-                let where_ = format!("{}[{}]@{}", incoming.record.topic, incoming.record.partition, incoming.record.offset);
                 if error.is_permanent() || policy.gives_up_after(attempts) {
                     done[*i] = self.dead_letter_once(incoming, error.kind(), error.to_string(), handler.name, attempts, first_failure).await;
                 }
                 if !done[*i] {
-                    let delay = policy.delay(attempts);
+                    let delay = self.fail(incoming, policy);
+                    let where_ = format!("{}[{}]@{}", incoming.record.topic, incoming.record.partition, incoming.record.offset);
                     warn!(group = %self.group, record = %where_, handler = handler.name, event_id = ctx.event_id(), attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "batch handler failed; the failed event and those after it will be retried");
-                    failed = Some((*i, delay, attempts));
-                    self.block(&key, incoming.record.offset, attempts, HashSet::new(), first_failure);
+                    halted.insert(key, delay);
                 }
             }
             break;
         }
 
-        // Per partition: store the settled prefix, rewind to the first unsettled record.
-        let mut partitions: Vec<PartitionKey> = Vec::new();
-        for incoming in &chunk {
-            let key = (incoming.record.topic.clone(), incoming.record.partition);
-            if !partitions.contains(&key) {
-                partitions.push(key);
-            }
-        }
+        // Per partition: store below the lowest unsettled record, rewind to it.
+        let mut partitions: Vec<PartitionKey> = chunk.iter().map(Incoming::key).collect();
+        partitions.sort();
+        partitions.dedup();
         for key in partitions {
             if waiting.contains_key(&key) {
                 // Still waiting for the record it was rewound to; that rewind brings it.
                 continue;
             }
-            let records = chunk.iter().enumerate().filter(|(i, r)| considered[*i] && r.record.topic == key.0 && r.record.partition == key.1);
-            let mut last_done = None;
-            let mut first_open = None;
-            for (i, r) in records {
-                if done[i] && first_open.is_none() {
-                    last_done = Some(r.record.offset);
-                } else if first_open.is_none() {
-                    first_open = Some((i, r.record.offset));
-                }
-            }
+            let records: Vec<(i64, bool)> =
+                chunk.iter().enumerate().filter(|(i, r)| considered[*i] && r.key() == key).map(|(i, r)| (r.record.offset, done[i])).collect();
+            let lowest_open = records.iter().filter(|(_, d)| !d).map(|(o, _)| *o).min();
+            let last_done = records.iter().filter(|(o, d)| *d && lowest_open.is_none_or(|u| *o < u)).map(|(o, _)| *o).max();
             if let Some(offset) = last_done {
                 self.store(&key, offset);
             }
-            match first_open {
+            match lowest_open {
                 None => {
                     self.blocks.lock().expect("blocks lock").remove(&key);
                 }
-                Some((i, offset)) => {
-                    let delay = match failed {
-                        Some((f, delay, _)) if f == i => delay,
-                        _ => {
-                            let mut blocks = self.blocks.lock().expect("blocks lock");
-                            if blocks.get(&key).is_none_or(|b| b.offset != offset) {
-                                blocks.insert(key.clone(), Blocked { offset, attempts: 0, settled: HashSet::new(), first_failure: Utc::now() });
-                            }
-                            Duration::ZERO
+                Some(offset) => {
+                    let delay = halted.get(&key).copied().unwrap_or_default();
+                    {
+                        let mut blocks = self.blocks.lock().expect("blocks lock");
+                        if blocks.get(&key).is_none_or(|b| b.offset != offset) {
+                            blocks.insert(key.clone(), Blocked { offset, attempts: 0, settled: HashSet::new(), first_failure: Utc::now() });
                         }
-                    };
+                    }
                     self.rewind(&key, offset, delay);
                 }
             }
         }
+    }
+
+    /// Attempts (including this one) and first failure time of a record.
+    fn next_attempt(&self, incoming: &Incoming) -> (u32, DateTime<Utc>) {
+        match self.blocks.lock().expect("blocks lock").get(&incoming.key()) {
+            Some(b) if b.offset == incoming.record.offset => (b.attempts + 1, b.first_failure),
+            _ => (1, Utc::now()),
+        }
+    }
+
+    /// Records a failed attempt of a record: blocks its partition there and returns the delay
+    /// before the next attempt.
+    fn fail(&self, incoming: &Incoming, policy: RetryPolicy) -> Duration {
+        let (attempts, first_failure) = self.next_attempt(incoming);
+        self.block(&incoming.key(), incoming.record.offset, attempts, HashSet::new(), first_failure);
+        policy.delay(attempts)
     }
 
     /// Dead-letters a record unless this consumer already did (a rewound batch brings it
@@ -662,6 +724,10 @@ struct Incoming {
 }
 
 impl Incoming {
+    fn key(&self) -> PartitionKey {
+        (self.record.topic.clone(), self.record.partition)
+    }
+
     fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {
         Incoming {
             record: RecordInfo {
