@@ -199,7 +199,9 @@ async fn catch_all_sees_every_type(target: Target) {
     p.publish(&OrderCancelled { id: "o2".into() }).await.unwrap();
     // A type no part of the app declares, on the explicit topic of the audit handler.
     target.produce_raw(&target.topic("shapes.audit-extra"), "k", &[("ce_specversion", "1.0"), ("ce_id", "m-1"), ("ce_type", "Mystery")], br#"{"id":"m"}"#).await;
-    assert!(eventually(Duration::from_secs(60), || seen.len() >= 8).await, "[{}] {:?}", target.kind, seen.snapshot());
+    // Plain JSON without any type information, from a simple producer.
+    target.produce_raw(&target.topic("shapes.audit-extra"), "k", &[], br#"{"id":"plain"}"#).await;
+    assert!(eventually(Duration::from_secs(60), || seen.len() >= 9).await, "[{}] {:?}", target.kind, seen.snapshot());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dlq = running.dead_letters().count("shapes.audit-extra", &DlqFilter::default()).await.unwrap();
     running.shutdown().await.unwrap();
@@ -214,12 +216,13 @@ async fn catch_all_sees_every_type(target: Target) {
         ("audit", "OrderCreated".into(), orders.clone()),
         ("audit", "OrderShipped".into(), orders.clone()),
         ("audit", "OrderCancelled".into(), orders),
-        ("audit", "Mystery".into(), extra),
+        ("audit", "Mystery".into(), extra.clone()),
+        ("audit", "".into(), extra),
     ]
     .into_iter()
     .collect();
     assert_eq!(got, expected, "[{}]", target.kind);
-    assert_eq!(seen.len(), 8, "each once");
+    assert_eq!(seen.len(), 9, "each once");
     assert_eq!(dlq, 0, "a type a catch-all handler took is not unknown");
 }
 on_both_brokers!(catch_all_sees_every_type);

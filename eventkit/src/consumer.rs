@@ -89,10 +89,10 @@ impl ConsumerContext for GroupContext {
                 {
                     let mut blocks = self.blocks.lock().expect("blocks lock");
                     let mut completed = self.completed.lock().expect("completed lock");
+                    let mut partitions = self.partitions.lock().expect("partitions lock");
                     for e in tpl.elements() {
                         let key = (e.topic().to_owned(), e.partition());
                         blocks.remove(&key);
-                        let mut partitions = self.partitions.lock().expect("partitions lock");
                         partitions.assigned.remove(&key);
                         *partitions.revocations.entry(key.clone()).or_default() += 1;
                         if let Some(next) = completed.remove(&key) {
@@ -400,7 +400,7 @@ impl GroupRunner {
                 }
                 if !done[*i] {
                     let delay = self.fail(incoming, policy);
-                    let where_ = format!("{}[{}]@{}", incoming.record.topic, incoming.record.partition, incoming.record.offset);
+                    let where_ = incoming.position();
                     warn!(group = %self.group, record = %where_, handler = handler.name, event_id = ctx.event_id(), attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "batch handler failed; the failed event and those after it will be retried");
                     halted.insert(key, delay);
                 }
@@ -506,7 +506,7 @@ impl GroupRunner {
     }
 
     async fn process(&self, incoming: Incoming) {
-        let partition_key = (incoming.record.topic.clone(), incoming.record.partition);
+        let partition_key = incoming.key();
         let offset = incoming.record.offset;
         let (settled, attempts_before, first_failure) = {
             let blocks = self.blocks.lock().expect("blocks lock");
@@ -517,7 +517,7 @@ impl GroupRunner {
                 _ => (HashSet::new(), 0, None),
             }
         };
-        let where_ = format!("{}[{}]@{offset}", incoming.record.topic, incoming.record.partition);
+        let where_ = incoming.position();
 
         // A replayed record is for the group (and handler) that failed it only.
         let replay_handler = header(&incoming.headers, dlq::headers::REPLAY_HANDLER);
@@ -530,14 +530,6 @@ impl GroupRunner {
 
         let hints = self.plan.hints.get(&incoming.record.topic).cloned().unwrap_or_default();
         let decoded = crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &hints);
-        let decoded = match decoded {
-            Ok(None) if !self.plan.handlers_for(None, &incoming.record.topic).is_empty() => {
-                // Catch-all handlers take records without type information too.
-                let untyped = crate::wire::TopicHints { legacy: false, single_type: Some("") };
-                crate::wire::decode(&incoming.headers, &incoming.payload, &incoming.record, &untyped)
-            }
-            other => other,
-        };
         let Decoded { metadata, data, format } = match decoded {
             Ok(Some(d)) => d,
             Ok(None) => {
@@ -637,7 +629,7 @@ impl GroupRunner {
             Err(e) => {
                 let attempts = attempts_before + 1;
                 let delay = self.config.retry_policy().delay(attempts);
-                warn!(group = %self.group, record = %format!("{}[{}]@{}", record.topic, record.partition, record.offset), error = %e, retry_in = ?delay, "cannot write to the dead letter queue; the record will be retried");
+                warn!(group = %self.group, record = %incoming.position(), error = %e, retry_in = ?delay, "cannot write to the dead letter queue; the record will be retried");
                 self.block(partition_key, record.offset, attempts, HashSet::new(), now);
                 self.rewind(partition_key, record.offset, delay);
             }
@@ -648,7 +640,7 @@ impl GroupRunner {
     /// waits for the broker's ack (or, with the DLQ off, logs and drops it).
     async fn dead_letter(&self, incoming: &Incoming, failure: &Failure<'_>) -> Result<()> {
         let record = &incoming.record;
-        let where_ = format!("{}[{}]@{}", record.topic, record.partition, record.offset);
+        let where_ = incoming.position();
         if !self.config.dlq {
             error!(group = %self.group, record = %where_, handler = failure.handler, kind = failure.kind, error = %failure.error, "giving up on record (dead letter queue disabled)");
             return Ok(());
@@ -726,6 +718,11 @@ struct Incoming {
 impl Incoming {
     fn key(&self) -> PartitionKey {
         (self.record.topic.clone(), self.record.partition)
+    }
+
+    /// `topic[partition]@offset`, for logs.
+    fn position(&self) -> String {
+        format!("{}[{}]@{}", self.record.topic, self.record.partition, self.record.offset)
     }
 
     fn detach(m: &rdkafka::message::BorrowedMessage<'_>) -> Self {

@@ -169,7 +169,18 @@ impl Registry {
         }
         let hints = self.topic_hints(config);
         for plan in groups.values_mut() {
-            plan.hints = plan.topics.iter().map(|t| (t.clone(), hints.get(t).cloned().unwrap_or_default())).collect();
+            plan.hints = plan
+                .topics
+                .iter()
+                .map(|t| {
+                    let mut hint = hints.get(t).cloned().unwrap_or_default();
+                    // Catch-all handlers take records without type information too.
+                    if hint.single_type.is_none() && plan.catch_all.iter().any(|(_, topics)| topics.contains(t)) {
+                        hint.single_type = Some("");
+                    }
+                    (t.clone(), hint)
+                })
+                .collect();
         }
         groups.into_values().collect()
     }

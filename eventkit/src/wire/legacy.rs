@@ -39,11 +39,7 @@ pub(crate) fn decode(value: &[u8], record: &RecordInfo) -> Result<(Metadata, Vec
         return Err(Error::Envelope("legacy envelope without a `metadata` object".into()));
     };
     let payload = body.remove("payload").ok_or_else(|| Error::Envelope("legacy envelope without `payload`".into()))?;
-    let mut text = |k: &str| match meta.remove(k) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => Some(other.to_string()),
-    };
+    let mut text = |k: &str| meta.remove(k).filter(|v| !v.is_null()).map(super::json_text);
     let event_type = text("event_type").ok_or_else(|| Error::Envelope("legacy envelope without `metadata.event_type`".into()))?;
     let time = text("timestamp")
         .map(|t| parse_time(&t).ok_or_else(|| Error::Envelope(format!("`metadata.timestamp` = {t:?} is not RFC 3339"))))
@@ -67,7 +63,7 @@ pub(crate) fn decode(value: &[u8], record: &RecordInfo) -> Result<(Metadata, Vec
         extensions: Default::default(),
         other_headers: Vec::new(),
     };
-    let extensions = meta.into_iter().map(|(k, v)| (k, match v { Value::String(s) => s, other => other.to_string() })).collect();
+    let extensions = meta.into_iter().map(|(k, v)| (k, super::json_text(v))).collect();
     Ok((Metadata { extensions, ..metadata }, serde_json::to_vec(&payload)?))
 }
 

@@ -102,7 +102,8 @@ fn content_type(value: &str, other: &[(String, Vec<u8>)]) -> OwnedHeaders {
 pub(crate) struct TopicHints {
     /// Records without CloudEvents headers carry the legacy body envelope.
     pub legacy: bool,
-    /// The only event type on the topic, for records without type information.
+    /// The type to assume for records without type information: the topic's only event
+    /// type, or `""` (untyped) where catch-all handlers take such records.
     pub single_type: Option<&'static str>,
 }
 
@@ -147,6 +148,14 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &[u8], record: &Reco
 /// A stable id for a record that has none: the same on every redelivery.
 pub(crate) fn synthetic_id(record: &RecordInfo) -> String {
     format!("{}/{}/{}", record.topic, record.partition, record.offset)
+}
+
+/// An attribute value as text: strings as they are, anything else as JSON.
+fn json_text(value: serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
 }
 
 fn other_headers<H: Headers>(record_headers: &H) -> Vec<(String, Vec<u8>)> {

@@ -76,9 +76,6 @@ pub(crate) fn decode(value: &[u8], other_headers: Vec<(String, Vec<u8>)>) -> Res
         (None, Some(_)) => return Err(Error::Envelope("binary `data_base64` is not a JSON event".into())),
         (None, None) => b"null".to_vec(),
     };
-    let extensions = o
-        .into_iter()
-        .map(|(k, v)| (k, match v { Value::String(s) => s, other => other.to_string() }))
-        .collect();
+    let extensions = o.into_iter().map(|(k, v)| (k, super::json_text(v))).collect();
     Ok((Metadata { extensions, ..metadata }, data))
 }
