@@ -10,11 +10,18 @@ venv="$root/.venv"
 export EVENTKIT_TEST_PYTHON="$venv/bin/python"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 data_dir="$(mktemp -d "${TMPDIR:-/tmp}/eventkit-noida.XXXXXX")"
-"$venv/bin/noida-db" start --only kafka --kafka-port "$port" --host 127.0.0.1 --data-dir "$data_dir" \
+# The launcher is a Python script that starts the broker binary as its child: run both in a
+# process group of their own (setsid), and stop the whole group.
+setsid "$venv/bin/noida-db" start --only kafka --kafka-port "$port" --host 127.0.0.1 --data-dir "$data_dir" \
   >"$data_dir/noida.log" 2>&1 &
 broker_pid=$!
 stop_broker() {
-  kill "$broker_pid" 2>/dev/null || true
+  kill -TERM -- "-$broker_pid" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    kill -0 -- "-$broker_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true
   rm -rf "$data_dir"
 }

@@ -52,7 +52,7 @@ pub struct LowStock {
 type Seen = Log<(String, Metadata, WireFormat, Option<Vec<u8>>)>;
 
 fn record(seen: &Seen, what: String, ctx: &Context) {
-    seen.push((what, ctx.metadata().clone(), ctx.format(), ctx.record().key.clone()));
+    seen.push((what, ctx.metadata().clone(), ctx.format(), ctx.record().key.as_deref().map(<[u8]>::to_vec)));
 }
 
 #[handler(group = "interop")]

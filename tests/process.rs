@@ -1,16 +1,22 @@
-//! Whole processes: a consumer killed with SIGKILL at random points loses nothing; one
-//! stopped with SIGTERM mid-burst loses nothing and, after a restart, redelivers nothing it
-//! had committed.
+//! Whole processes:
+//! - a consumer killed with SIGKILL several times during a steady flow loses nothing, and each
+//!   kill redoes at most about one commit interval of work;
+//! - one stopped with SIGTERM mid-burst loses nothing and, after a restart, handles nothing
+//!   twice;
+//! - one whose handler never returns, facing a backlog of hundreds of thousands of events,
+//!   stays within its memory bound, stays in its group, and still stops on SIGTERM within
+//!   the shutdown timeout.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use eventkit_tests::{on_both_brokers, Target, Tick};
 
-fn worker(target: &Target, out: &Path, delay_us: u32) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_eventkit-test-worker"))
+fn worker(target: &Target, out: &Path, delay_us: u32) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventkit-test-worker"));
+    command
         .env("KAFKA_BOOTSTRAP_SERVERS", target.bootstrap())
         .env("KAFKA_TOPIC_PREFIX", &target.prefix)
         .env("EVENTKIT_GROUP_PREFIX", &target.prefix)
@@ -18,13 +24,55 @@ fn worker(target: &Target, out: &Path, delay_us: u32) -> Child {
         .env("WORKER_OUT", out)
         .env("WORKER_DELAY_US", delay_us.to_string())
         // Static membership: a restarted worker takes over the killed one's place at once.
-        .env("EVENTKIT_KAFKA_GROUP_INSTANCE_ID", format!("{}worker", target.prefix))
-        .spawn()
-        .expect("worker")
+        .env("EVENTKIT_KAFKA_GROUP_INSTANCE_ID", format!("{}worker", target.prefix));
+    command
 }
 
-fn handled(out: &Path) -> Vec<u32> {
-    std::fs::read_to_string(out).unwrap_or_default().lines().filter_map(|l| l.parse().ok()).collect()
+/// A worker process, killed when the test lets go of it (also when the test fails).
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for Worker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Worker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+fn start(mut command: Command) -> Worker {
+    Worker(command.spawn().expect("worker"))
+}
+
+/// Handled events in the order they were written: (seq, unix micros).
+fn handled(out: &Path) -> Vec<(u32, u128)> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (seq, at) = l.split_once('\t')?;
+            Some((seq.parse().ok()?, at.parse().ok()?))
+        })
+        .collect()
+}
+
+fn seqs(out: &Path) -> Vec<u32> {
+    handled(out).into_iter().map(|(s, _)| s).collect()
+}
+
+fn unix_micros() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()
 }
 
 fn sigterm(child: &Child) {
@@ -48,8 +96,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 
 async fn wait_for(out: &Path, what: &str, within: Duration, mut done: impl FnMut(&[u32]) -> bool) {
     let deadline = Instant::now() + within;
-    while !done(&handled(out)) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {} handled", handled(out).len());
+    while !done(&seqs(out)) {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {} handled", seqs(out).len());
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -58,7 +106,7 @@ async fn publish_ticks(target: &Target, n: u32) {
     let app = target.app().groups([]).build().unwrap().start().await.unwrap();
     let publisher = app.publisher();
     let ticks: Vec<Tick> = (0..n).map(|seq| Tick { key: format!("k{}", seq % 64), seq }).collect();
-    for chunk in ticks.chunks(2_000) {
+    for chunk in ticks.chunks(5_000) {
         publisher.publish_many(chunk).await.unwrap();
     }
     app.shutdown().await.unwrap();
@@ -68,65 +116,170 @@ fn out_file(target: &Target, name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("{}{name}.out", target.prefix))
 }
 
-async fn sigkill_at_random_points_loses_nothing(target: Target) {
-    const EVENTS: u32 = 20_000;
-    publish_ticks(&target, EVENTS).await;
+/// The default commit interval, which bounds the work a crash redoes.
+const COMMIT_INTERVAL_MS: u128 = 100;
+
+async fn sigkill_during_a_steady_flow_loses_nothing_and_redoes_one_interval(target: Target) {
+    const RATE_PER_SEC: u32 = 2_000;
     let out = out_file(&target, "crash");
-    let mut kills = 0;
+    let _ = std::fs::remove_file(&out);
+    publish_ticks(&target, 0).await;
+    // A steady flow of 100 events every 50 ms until the test stops it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let app = target.app().groups([]).build().unwrap().start().await.unwrap();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let publisher = app.publisher();
+            let start = Instant::now();
+            let mut chunk = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ticks: Vec<Tick> = (chunk * 100..(chunk + 1) * 100).map(|seq| Tick { key: format!("k{}", seq % 64), seq }).collect();
+                publisher.publish_many(&ticks).await.unwrap();
+                chunk += 1;
+                let due = start + Duration::from_secs_f64(f64::from(chunk * 100) / f64::from(RATE_PER_SEC));
+                tokio::time::sleep_until(due.into()).await;
+            }
+            app.shutdown().await.unwrap();
+            chunk * 100
+        })
+    };
+    let mut kills = Vec::new();
     for round in 0..4 {
-        let before = handled(&out).len();
-        let mut child = worker(&target, &out, 100);
-        // Let it make progress, then kill it at a random point.
-        wait_for(&out, "progress", Duration::from_secs(90), |h| h.len() >= before + 500 || h.iter().collect::<HashSet<_>>().len() == EVENTS as usize).await;
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..400))).await;
+        let before = seqs(&out).len();
+        let mut child = start(worker(&target, &out, 1_000));
+        wait_for(&out, "progress", Duration::from_secs(90), |h| h.len() >= before + 1_000).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1_000))).await;
         child.kill().unwrap();
+        let killed_at = unix_micros();
         child.wait().unwrap();
-        kills += 1;
-        eprintln!("[{}] round {round}: killed after {} handled in total", target.kind, handled(&out).len());
+        kills.push((handled(&out).len(), killed_at));
+        eprintln!("[{}] round {round}: killed after {} handled in total", target.kind, seqs(&out).len());
     }
-    let mut child = worker(&target, &out, 0);
-    wait_for(&out, "every event", Duration::from_secs(120), |h| h.iter().collect::<HashSet<_>>().len() == EVENTS as usize).await;
+    let mut child = start(worker(&target, &out, 0));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let events = flow.await.unwrap();
+    wait_for(&out, "every event", Duration::from_secs(120), |h| h.iter().collect::<HashSet<_>>().len() == events as usize).await;
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+
     let all = handled(&out);
-    let unique: HashSet<u32> = all.iter().copied().collect();
     let _ = std::fs::remove_file(&out);
-    assert_eq!(unique.len(), EVENTS as usize, "0 lost");
+    let unique: HashSet<u32> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(unique.len(), events as usize, "[{}] 0 lost", target.kind);
+    // Per kill: the events its run handled that a later run handled again, and how far back
+    // before the kill the oldest of them was handled.
+    let mut start = 0;
+    let mut windows = Vec::new();
+    for (i, &(end, killed_at)) in kills.iter().enumerate() {
+        let later: HashSet<u32> = all[end..].iter().map(|(s, _)| *s).collect();
+        let redone: Vec<&(u32, u128)> = all[start..end].iter().filter(|(s, _)| later.contains(s)).collect();
+        let window_ms = redone.iter().map(|(_, at)| killed_at.saturating_sub(*at) / 1_000).max().unwrap_or(0);
+        eprintln!("[{}] kill {i}: {} redone, the oldest handled {window_ms} ms before the kill", target.kind, redone.len());
+        windows.push(window_ms);
+        start = end;
+    }
+    let duplicates = all.len() - unique.len();
     eprintln!(
-        "[{}] crash test: {EVENTS} events, {kills} SIGKILLs, 0 lost, {} duplicates ({:.2}%)",
+        "[{}] crash test: {events} events at {RATE_PER_SEC}/s, {} SIGKILLs, 0 lost, {duplicates} duplicates ({:.2}%), redo windows {windows:?} ms",
         target.kind,
-        all.len() - unique.len(),
-        100.0 * (all.len() - unique.len()) as f64 / EVENTS as f64
+        kills.len(),
+        100.0 * duplicates as f64 / f64::from(events),
     );
+    // About one commit interval, plus the commit's round trip and scheduling slack.
+    for w in &windows {
+        assert!(*w <= COMMIT_INTERVAL_MS + 400, "[{}] a kill redid {w} ms of work", target.kind);
+    }
 }
-on_both_brokers!(sigkill_at_random_points_loses_nothing);
+on_both_brokers!(sigkill_during_a_steady_flow_loses_nothing_and_redoes_one_interval);
 
 async fn sigterm_mid_burst_loses_and_repeats_nothing(target: Target) {
     const EVENTS: u32 = 3_000;
     publish_ticks(&target, EVENTS).await;
     let out1 = out_file(&target, "graceful-1");
-    let mut first = worker(&target, &out1, 1_000);
+    let mut first = start(worker(&target, &out1, 1_000));
     wait_for(&out1, "a burst in progress", Duration::from_secs(90), |h| h.len() >= 300).await;
     sigterm(&first);
     assert!(wait_exit(&mut first, Duration::from_secs(60)).success(), "clean exit on SIGTERM");
-    let run1 = handled(&out1);
+    let run1 = seqs(&out1);
     assert!(run1.len() < EVENTS as usize, "stopped mid-burst");
 
     let out2 = out_file(&target, "graceful-2");
-    let mut second = worker(&target, &out2, 0);
+    let mut second = start(worker(&target, &out2, 0));
     wait_for(&out2, "the rest", Duration::from_secs(90), |h| run1.len() + h.len() >= EVENTS as usize).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     sigterm(&second);
     assert!(wait_exit(&mut second, Duration::from_secs(60)).success());
-    let run2 = handled(&out2);
+    let run2 = seqs(&out2);
     let (_, _) = (std::fs::remove_file(&out1), std::fs::remove_file(&out2));
 
     let first_set: HashSet<u32> = run1.iter().copied().collect();
     let second_set: HashSet<u32> = run2.iter().copied().collect();
     assert_eq!(first_set.len(), run1.len(), "no duplicates within the first run");
     let repeated: Vec<_> = first_set.intersection(&second_set).collect();
-    assert!(repeated.is_empty(), "[{}] committed events were redelivered: {repeated:?}", target.kind);
+    assert!(repeated.is_empty(), "[{}] events handled before SIGTERM were handled again: {repeated:?}", target.kind);
     assert_eq!(first_set.union(&second_set).count(), EVENTS as usize, "0 lost");
     eprintln!("[{}] graceful shutdown: {} handled before SIGTERM, {} after restart, 0 repeated", target.kind, run1.len(), run2.len());
 }
 on_both_brokers!(sigterm_mid_burst_loses_and_repeats_nothing);
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+async fn a_stuck_handler_with_a_huge_backlog_stays_bounded_and_stops_on_sigterm(target: Target) {
+    // The embedded broker keeps about 5 MiB per partition: spread its backlog wider.
+    let (events, partitions) = if target.kind == "embedded" { (150_000, 12) } else { (250_000, 6) };
+    target.create_topic("process.ticks", partitions).await;
+    publish_ticks(&target, events).await;
+
+    let out = out_file(&target, "stuck");
+    let log = out_file(&target, "stuck-log");
+    let mut command = worker(&target, &out, 0);
+    command
+        .env("WORKER_STUCK", "1")
+        .env("EVENTKIT_SHUTDOWN_TIMEOUT_MS", "2000")
+        .env("RUST_LOG", "warn,eventkit=debug,librdkafka=info")
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stdout(Stdio::null());
+    let mut child = start(command);
+    let pid = child.id();
+    // Longer than the worker's max.poll.interval.ms (10 s): a member that stopped polling
+    // would be out of its group by then.
+    let mut samples = Vec::new();
+    let watch_until = Instant::now() + Duration::from_secs(14);
+    while Instant::now() < watch_until {
+        if let Some(rss) = rss_mib(pid) {
+            samples.push(rss);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = seqs(&out).len();
+    let asked_at = Instant::now();
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let stopped_in = asked_at.elapsed();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    if std::env::var("KEEP_LOGS").is_err() {
+        let (_, _) = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    }
+
+    let max_rss = samples.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "[{}] stuck handler, {events} events backlog: {started} handlers started, max RSS {max_rss:.1} MiB over {} samples, stopped {stopped_in:?} after SIGTERM",
+        target.kind,
+        samples.len()
+    );
+    assert!(status.success(), "[{}] clean exit: {status}\n{log_text}", target.kind);
+    assert!((1..=64).contains(&started), "[{}] at most `concurrency` records in flight: {started}", target.kind);
+    assert!(samples.len() > 50 && max_rss < 200.0, "[{}] RSS stays under 200 MB: {max_rss:.1} MiB", target.kind);
+    assert!(log_text.contains("fetching paused"), "[{}] the buffer bound paused fetching", target.kind);
+    // librdkafka says "Application maximum poll interval (..ms) exceeded" when a member stops polling.
+    assert!(!log_text.contains("maximum poll interval"), "[{}] the member kept polling:\n{log_text}", target.kind);
+    // The shutdown timeout (2 s) plus leaving the group.
+    assert!(stopped_in < Duration::from_secs(8), "[{}] stopped within the shutdown timeout: {stopped_in:?}", target.kind);
+}
+on_both_brokers!(a_stuck_handler_with_a_huge_backlog_stays_bounded_and_stops_on_sigterm);

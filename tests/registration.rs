@@ -64,6 +64,8 @@ static FIRST: HandlerDescriptor = HandlerDescriptor {
     event: Some(&<Dupe as eventkit::IntegrationEvent>::INFO),
     kind: eventkit::HandlerKind::Typed(never_called),
     retry: eventkit::RetryOverrides { retries: None, backoff_ms: None },
+    ordering: None,
+    concurrency: None,
     requires: no_requirements,
 };
 static SECOND: HandlerDescriptor = HandlerDescriptor { group: Some("other"), ..FIRST };

@@ -55,7 +55,7 @@ fn seen(handler: &'static str, order_id: &str, ctx: &Context) -> Seen {
         ctx_id: ctx.event_id().to_owned(),
         event_type: m.event_type.clone(),
         key: ctx.record().key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-        topic: ctx.record().topic.clone(),
+        topic: ctx.record().topic.to_string(),
         source: m.source.clone(),
         version: m.schema_version,
         correlation: m.correlation_id.clone(),
@@ -88,7 +88,7 @@ async fn annotate(e: OrderNoteAdded, ctx: &Context, log: &Journal) {
     log.push(seen("annotate", &e.order_id, ctx));
 }
 
-#[handler(group = "shipping")]
+#[handler(group = "shipping", ordering = "partition", concurrency = 8)]
 async fn ship(e: OrderPlaced, ctx: &Context, log: &Journal) {
     log.push(seen("ship", &e.order_id, ctx));
 }
@@ -195,10 +195,34 @@ fn listing_shows_events_topics_keys_versions_handlers_and_groups() {
     assert!(rows.contains(&vec!["OrderPlaced", "2", "dev.rt.orders", "order_id", "binary", "roundtrip::OrderPlaced"]), "{table}");
     assert!(rows.contains(&vec!["OrderCancelled", "1", "dev.rt.cancellations", "(event", "id)", "binary", "roundtrip::OrderCancelled"]), "{table}");
     let state = std::any::type_name::<Journal>();
-    assert!(rows.contains(&vec!["shipping", "dev.rt.orders", "OrderPlaced", "roundtrip::ship", "typed", state]), "{table}");
+    assert!(rows.contains(&vec!["shipping", "dev.rt.orders", "OrderPlaced", "roundtrip::ship", "typed", "partition", "8", state]), "{table}");
+    // Handlers without settings get the app's defaults: key ordering, 64 at a time.
+    assert!(rows.contains(&vec!["billing", "dev.rt.orders", "OrderPlaced", "roundtrip::bill", "typed", "key", "64", state]), "{table}");
     let json: serde_json::Value = serde_json::from_str(&topology.to_json()).unwrap();
     assert_eq!(json["service"], "shop");
     assert_eq!(json["groups"][1]["handlers"][0]["name"], "roundtrip::ship");
+    assert_eq!(json["groups"][1]["handlers"][0]["ordering"], "partition");
+    assert_eq!(json["groups"][1]["handlers"][0]["concurrency"], 8);
+    assert_eq!(json["groups"][0]["handlers"][0]["ordering"], "key");
+
+    // Group and app settings apply to handlers that set none; a handler's own setting wins,
+    // and a group honours the strictest ordering and the lowest concurrency of its handlers.
+    let tuned = eventkit::App::builder()
+        .config(eventkit::Config::default())
+        .ordering(eventkit::Ordering::None)
+        .concurrency(16)
+        .group_ordering("shipping", eventkit::Ordering::Key)
+        .group_concurrency("billing", 4)
+        .state(Journal::default())
+        .build()
+        .unwrap()
+        .topology();
+    let of = |group: &str| {
+        let g = tuned.groups.iter().find(|g| g.group == group).unwrap();
+        (g.handlers[0].ordering, g.handlers[0].concurrency)
+    };
+    assert_eq!(of("billing"), (eventkit::Ordering::None, 4));
+    assert_eq!(of("shipping"), (eventkit::Ordering::Partition, 8));
     assert_eq!(OrderPlaced::INFO.topic, "rt.orders");
 }
 

@@ -111,7 +111,10 @@ async fn crash_before_ok_commits_nothing_of_the_batch(target: Target) {
     assert!(eventually(Duration::from_secs(60), || !v.calls.is_empty()).await);
     running.shutdown().await.unwrap(); // the stalled batch is abandoned
     let topic = target.topic("shapes.views");
-    assert_eq!(target.committed(&target.group("views"), &topic, published[0].partition), None, "[{}] nothing of the batch committed", target.kind);
+    // The watermark stays at the batch's first record (committing it keeps a group with
+    // `auto.offset.reset=latest` from skipping the batch after a restart).
+    let committed = target.committed(&target.group("views"), &topic, published[0].partition);
+    assert!(committed.is_none_or(|c| c <= published[0].offset), "[{}] nothing of the batch committed: {committed:?}", target.kind);
 
     let again = Views::default();
     let running = app().state(again.clone()).build().unwrap().start().await.unwrap();

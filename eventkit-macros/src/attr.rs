@@ -19,6 +19,8 @@ pub mod kw {
     syn::custom_keyword!(batch);
     syn::custom_keyword!(max_size);
     syn::custom_keyword!(max_wait);
+    syn::custom_keyword!(ordering);
+    syn::custom_keyword!(concurrency);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -88,6 +90,8 @@ pub struct HandlerArgs {
     pub batch: Option<Span>,
     pub max_size: Option<LitInt>,
     pub max_wait: Option<LitStr>,
+    pub ordering: Option<LitStr>,
+    pub concurrency: Option<LitInt>,
 }
 
 impl Parse for HandlerArgs {
@@ -126,6 +130,12 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::max_wait) {
                 let k: kw::max_wait = input.parse()?;
                 set_once(&mut args.max_wait, "max_wait", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::ordering) {
+                let k: kw::ordering = input.parse()?;
+                set_once(&mut args.ordering, "ordering", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::concurrency) {
+                let k: kw::concurrency = input.parse()?;
+                set_once(&mut args.concurrency, "concurrency", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }

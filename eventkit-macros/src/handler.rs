@@ -31,6 +31,8 @@ struct Handler {
     name: Option<String>,
     retries: Option<u32>,
     backoff_ms: Option<(u64, u64)>,
+    ordering: Option<String>,
+    concurrency: Option<usize>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -89,8 +91,26 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
             None
         }
     });
-    let mut inputs = sig.inputs.iter();
     let batch = attrs.batch.is_some();
+    let ordering = attrs.ordering.and_then(|o| match o.value().as_str() {
+        _ if batch => {
+            errors.push(syn::Error::new(o.span(), "batch handlers are ordered per partition: remove `ordering`"));
+            None
+        }
+        v @ ("key" | "partition" | "none") => Some(v.to_owned()),
+        _ => {
+            errors.push(syn::Error::new(o.span(), "`ordering` is \"key\", \"partition\" or \"none\""));
+            None
+        }
+    });
+    let concurrency = attrs.concurrency.and_then(|c| match c.base10_parse::<usize>() {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            errors.push(syn::Error::new(c.span(), "`concurrency` is a whole number from 1"));
+            None
+        }
+    });
+    let mut inputs = sig.inputs.iter();
     if !batch {
         for (span, key) in [(attrs.max_size.as_ref().map(|m| m.span()), "max_size"), (attrs.max_wait.as_ref().map(|m| m.span()), "max_wait")] {
             if let Some(span) = span {
@@ -181,7 +201,7 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     if let (Some((span, _)), false) = (&attrs.topics, matches!(shape, Shape::CatchAll { .. })) {
         errors.push(syn::Error::new(*span, "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)"));
     }
-    Some(Handler { shape, event, args, group, name, retries, backoff_ms, item })
+    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, item })
 }
 
 /// `Vec<T>` -> `T`.
@@ -233,7 +253,17 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn generate(handler: &Handler) -> TokenStream {
-    let Handler { item, shape, event, args, group, name, retries, backoff_ms } = handler;
+    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency } = handler;
+    let ordering = match ordering.as_deref() {
+        Some("key") => quote!(::core::option::Option::Some(::eventkit::Ordering::Key)),
+        Some("partition") => quote!(::core::option::Option::Some(::eventkit::Ordering::Partition)),
+        Some(_) => quote!(::core::option::Option::Some(::eventkit::Ordering::None)),
+        None => quote!(::core::option::Option::None),
+    };
+    let concurrency = match concurrency {
+        Some(n) => quote!(::core::option::Option::Some(#n)),
+        None => quote!(::core::option::Option::None),
+    };
     let batch = matches!(shape, Shape::Batch { .. });
     let retries = match retries {
         Some(n) => quote!(::core::option::Option::Some(#n)),
@@ -319,6 +349,8 @@ fn generate(handler: &Handler) -> TokenStream {
                     event: #event_info,
                     kind: #kind,
                     retry: ::eventkit::RetryOverrides { retries: #retries, backoff_ms: #backoff_ms },
+                    ordering: #ordering,
+                    concurrency: #concurrency,
                     requires: __eventkit_requires,
                 }
             }

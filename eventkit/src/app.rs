@@ -67,9 +67,9 @@ pub struct AppBuilder {
 }
 
 macro_rules! setter {
-    ($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => |$c:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),+) => |$c:ident| $body:expr) => {
         $(#[$doc])*
-        pub fn $name(mut self, $arg: $ty) -> Self {
+        pub fn $name(mut self, $($arg: $ty),+) -> Self {
             self.edits.push(Box::new(move |$c: &mut Config| $body));
             self
         }
@@ -106,6 +106,29 @@ impl AppBuilder {
         dlq_suffix(suffix: impl Into<String> + Send + 'static) => |c| c.dlq_suffix = suffix.into());
     setter!(/// Whether to create missing topics at start.
         create_topics(create: bool) => |c| c.create_topics = create);
+    setter!(/// How groups order concurrent handling, unless a handler or group says otherwise.
+        ordering(ordering: crate::Ordering) => |c| c.ordering = ordering);
+    setter!(/// How records of the group named `group` (without prefix) are ordered, unless a handler says otherwise.
+        group_ordering(group: impl Into<String> + Send + 'static, ordering: crate::Ordering) => |c| {
+            c.group_ordering.insert(group.into(), ordering);
+        });
+    setter!(/// How many records (or batches) of a group run at the same time (at least 1).
+        concurrency(n: usize) => |c| c.concurrency = n.max(1));
+    setter!(/// The concurrency of the group named `group` (without prefix).
+        group_concurrency(group: impl Into<String> + Send + 'static, n: usize) => |c| {
+            c.group_concurrency.insert(group.into(), n.max(1));
+        });
+    setter!(/// Records and bytes a group may hold in memory before it pauses fetching.
+        max_buffered(records: usize, bytes: usize) => |c| {
+            c.max_buffered_records = records.max(1);
+            c.max_buffered_bytes = bytes.max(1);
+        });
+    setter!(/// How far a partition may run ahead of its oldest unsettled record before it pauses.
+        max_uncommitted(records: usize) => |c| c.max_uncommitted = records.max(1));
+    setter!(/// How often settled offsets are committed.
+        commit_interval(interval: Duration) => |c| c.commit_interval = interval.max(Duration::from_millis(1)));
+    setter!(/// How long a revoked partition's in-flight records may take before it is let go.
+        revoke_timeout(timeout: Duration) => |c| c.revoke_timeout = timeout);
 
     /// Sets a librdkafka property on every client.
     pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -357,11 +380,13 @@ impl Running {
     /// handled offsets, leaves the groups and flushes the producer.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.shutdown_tx.send(true);
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout;
+        // Each group waits for its handlers up to the shutdown timeout itself; leaving the
+        // group after that takes a little longer.
+        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout + Duration::from_secs(15);
         for task in self.tasks {
             let abort = task.abort_handle();
             if tokio::time::timeout_at(deadline, task).await.is_err() {
-                warn!("a consumer group did not stop within the shutdown timeout; its unfinished record will be redelivered");
+                warn!("a consumer group did not leave its group in time; its unfinished records will be redelivered");
                 abort.abort();
             }
         }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
+use crate::ordering::Ordering;
 use crate::wire::WireFormat;
 
 /// Prefix of environment variables passed through to librdkafka:
@@ -61,6 +62,31 @@ pub struct Config {
     /// `inventory.events=legacy,audit=structured`; used to publish and to read records
     /// without CloudEvents headers.
     pub topic_formats: BTreeMap<String, WireFormat>,
+    /// `EVENTKIT_ORDERING`: how groups order concurrent handling unless a handler or the
+    /// group says otherwise: `key` (default), `partition` or `none`.
+    pub ordering: Ordering,
+    /// `EVENTKIT_GROUP_ORDERING`: per group (names without prefix), e.g. `billing=partition,audit=none`.
+    pub group_ordering: BTreeMap<String, Ordering>,
+    /// `EVENTKIT_CONCURRENCY`: how many records (or batches) of a group are handled at the same
+    /// time, unless a handler or the group says otherwise (default 64).
+    pub concurrency: usize,
+    /// `EVENTKIT_GROUP_CONCURRENCY`: per group, e.g. `billing=8,audit=256`.
+    pub group_concurrency: BTreeMap<String, usize>,
+    /// `EVENTKIT_MAX_BUFFERED_RECORDS`: records a group holds in memory (queued, in flight or
+    /// waiting for a retry) before it pauses fetching (default 10,000).
+    pub max_buffered_records: usize,
+    /// `EVENTKIT_MAX_BUFFERED_BYTES`: the same bound in bytes of keys, values and headers
+    /// (default 32 MiB). librdkafka's prefetch queue is bounded to the same size.
+    pub max_buffered_bytes: usize,
+    /// `EVENTKIT_MAX_UNCOMMITTED`: how far a partition may run ahead of its oldest unsettled
+    /// record before it is paused (default 100,000 records). It bounds the work redone after
+    /// a crash while one record is stuck or waiting for retries.
+    pub max_uncommitted: usize,
+    /// `EVENTKIT_COMMIT_INTERVAL_MS`: how often settled offsets are committed (default 100 ms).
+    pub commit_interval: Duration,
+    /// `EVENTKIT_REVOKE_TIMEOUT_MS`: how long a revoked partition's in-flight records may take
+    /// before the partition is let go anyway (default 10 s).
+    pub revoke_timeout: Duration,
     /// librdkafka properties applied to every client (`EVENTKIT_KAFKA_*`).
     pub kafka: BTreeMap<String, String>,
     /// Set when the bootstrap servers are an embedded broker's.
@@ -88,6 +114,15 @@ impl Default for Config {
             dead_letter_unknown_types: true,
             wire_format: WireFormat::Binary,
             topic_formats: BTreeMap::new(),
+            ordering: Ordering::Key,
+            group_ordering: BTreeMap::new(),
+            concurrency: 64,
+            group_concurrency: BTreeMap::new(),
+            max_buffered_records: 10_000,
+            max_buffered_bytes: 32 << 20,
+            max_uncommitted: 100_000,
+            commit_interval: Duration::from_millis(100),
+            revoke_timeout: Duration::from_secs(10),
             kafka: BTreeMap::new(),
             embedded: false,
         }
@@ -134,13 +169,27 @@ impl Config {
                 }
                 "EVENTKIT_WIRE_FORMAT" => c.wire_format = value.parse()?,
                 "EVENTKIT_TOPIC_FORMATS" => {
-                    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                        let (topic, format) = pair.split_once('=').ok_or_else(|| {
-                            Error::Config(format!("EVENTKIT_TOPIC_FORMATS: {pair:?} is not `topic=format`"))
-                        })?;
-                        c.topic_formats.insert(topic.trim().to_owned(), format.parse()?);
+                    for (topic, format) in pairs(&name, &value)? {
+                        c.topic_formats.insert(topic.to_owned(), format.parse()?);
                     }
                 }
+                "EVENTKIT_ORDERING" => c.ordering = value.parse()?,
+                "EVENTKIT_GROUP_ORDERING" => {
+                    for (group, ordering) in pairs(&name, &value)? {
+                        c.group_ordering.insert(group.to_owned(), ordering.parse()?);
+                    }
+                }
+                "EVENTKIT_CONCURRENCY" => c.concurrency = parse_positive(&name, &value)?,
+                "EVENTKIT_GROUP_CONCURRENCY" => {
+                    for (group, n) in pairs(&name, &value)? {
+                        c.group_concurrency.insert(group.to_owned(), parse_positive(&name, n)?);
+                    }
+                }
+                "EVENTKIT_MAX_BUFFERED_RECORDS" => c.max_buffered_records = parse_positive(&name, &value)?,
+                "EVENTKIT_MAX_BUFFERED_BYTES" => c.max_buffered_bytes = parse_positive(&name, &value)?,
+                "EVENTKIT_MAX_UNCOMMITTED" => c.max_uncommitted = parse_positive(&name, &value)?,
+                "EVENTKIT_COMMIT_INTERVAL_MS" => c.commit_interval = Duration::from_millis(parse_positive::<u64>(&name, &value)?),
+                "EVENTKIT_REVOKE_TIMEOUT_MS" => c.revoke_timeout = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRIES" => c.retries = parse_num(&name, &value)?,
                 "EVENTKIT_DLQ" => c.dlq = parse_bool(&name, &value)?,
                 "EVENTKIT_DLQ_SUFFIX" if !value.is_empty() => c.dlq_suffix = value,
@@ -200,6 +249,45 @@ impl Config {
         let bare = group.strip_prefix(self.group_prefix.as_str()).unwrap_or(group);
         self.groups.as_ref().is_none_or(|gs| gs.iter().any(|g| g == bare || g == group))
     }
+
+    /// The ordering a group's handlers get unless they set their own.
+    pub fn ordering_of(&self, group_id: &str) -> Ordering {
+        self.per_group(&self.group_ordering, group_id).unwrap_or(self.ordering)
+    }
+
+    /// The concurrency a group's handlers get unless they set their own.
+    pub fn concurrency_of(&self, group_id: &str) -> usize {
+        self.per_group(&self.group_concurrency, group_id).unwrap_or(self.concurrency)
+    }
+
+    fn per_group<T: Copy>(&self, map: &BTreeMap<String, T>, group_id: &str) -> Option<T> {
+        let bare = group_id.strip_prefix(self.group_prefix.as_str()).unwrap_or(group_id);
+        map.get(bare).or_else(|| map.get(group_id)).copied()
+    }
+}
+
+/// `a=x,b=y` as pairs.
+fn pairs<'a>(name: &str, value: &'a str) -> Result<Vec<(&'a str, &'a str)>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v.trim())),
+            _ => Err(Error::Config(format!("{name}: {pair:?} is not `name=value`"))),
+        })
+        .collect()
+}
+
+fn parse_positive<T: std::str::FromStr + PartialEq + Default>(name: &str, value: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let n: T = parse_num(name, value)?;
+    if n == T::default() {
+        return Err(Error::Config(format!("{name} = {value:?}: must be at least 1")));
+    }
+    Ok(n)
 }
 
 fn parse_reset(value: &str) -> Result<String> {

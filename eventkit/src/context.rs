@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::envelope::Metadata;
 use crate::error::Result;
 use crate::event::IntegrationEvent;
@@ -13,13 +15,13 @@ use crate::wire::WireFormat;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RecordInfo {
     /// Topic on the wire (with prefix).
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
     pub offset: i64,
     /// Kafka key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
     /// Broker or producer timestamp in milliseconds since the epoch.
     pub timestamp_ms: Option<i64>,
 }
@@ -30,7 +32,7 @@ pub struct Context {
     pub(crate) metadata: Metadata,
     pub(crate) record: RecordInfo,
     pub(crate) group: Arc<str>,
-    pub(crate) data: Vec<u8>,
+    pub(crate) data: Bytes,
     pub(crate) format: WireFormat,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<StateMap>,

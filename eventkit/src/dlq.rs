@@ -101,7 +101,7 @@ pub(crate) fn dead_letter_headers<H: Headers>(
         (headers::ERROR, failure.error.clone()),
         (headers::KIND, failure.kind.to_owned()),
         (headers::ATTEMPTS, failure.attempts.to_string()),
-        (headers::TOPIC, record.topic.clone()),
+        (headers::TOPIC, record.topic.to_string()),
         (headers::PARTITION, record.partition.to_string()),
         (headers::OFFSET, record.offset.to_string()),
         (headers::TIMESTAMP, record.timestamp_ms.map(|t| t.to_string()).unwrap_or_default()),
@@ -284,10 +284,10 @@ impl DeadLetterQueue {
             if !d.handler.is_empty() {
                 out = out.insert(Header { key: headers::REPLAY_HANDLER, value: Some(d.handler.as_str()) });
             }
-            self.publisher.send_headers(&d.topic, d.key.as_deref(), None, &d.value, out).await?;
+            self.publisher.send_headers(&d.topic, d.key.as_deref(), None, Some(&d.value), out).await?;
             let offset = d.offset.to_string();
             let marker = OwnedHeaders::new().insert(Header { key: headers::REPLAYED, value: Some(offset.as_str()) });
-            self.publisher.send_headers(&dlq_topic, d.key.as_deref(), Some(d.partition), &[], marker).await?;
+            self.publisher.send_headers(&dlq_topic, d.key.as_deref(), Some(d.partition), Some(&[]), marker).await?;
             report.replayed += 1;
         }
         Ok(report)

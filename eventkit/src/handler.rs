@@ -53,6 +53,10 @@ pub struct HandlerDescriptor {
     pub kind: HandlerKind,
     /// `retries = N` and `backoff = "..."` of the attribute.
     pub retry: RetryOverrides,
+    /// `ordering = "..."` of the attribute.
+    pub ordering: Option<crate::Ordering>,
+    /// `concurrency = N` of the attribute.
+    pub concurrency: Option<usize>,
     /// Collects what the handler's arguments need from the app.
     pub requires: fn(&mut Requirements),
 }

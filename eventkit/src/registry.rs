@@ -1,12 +1,13 @@
 //! The registry: events and handlers collected at link time, validated once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
 use crate::handler::{HandlerDescriptor, HandlerKind};
+use crate::ordering::Ordering;
 use crate::wire::{TopicHints, WireFormat};
 
 /// An event type registered by `#[integration_event]`.
@@ -38,16 +39,30 @@ pub struct GroupPlan {
     pub catch_all: Vec<(&'static HandlerDescriptor, BTreeSet<String>)>,
     /// The group's batch handler, if it is a batch group.
     pub batch: Option<&'static HandlerDescriptor>,
-    /// How to read records of each topic.
-    pub(crate) hints: BTreeMap<String, TopicHints>,
+    /// The strictest ordering its handlers ask for (see [`Ordering`]).
+    pub ordering: Ordering,
+    /// How many records (batches, in a batch group) it handles at the same time: the lowest
+    /// concurrency its handlers ask for.
+    pub concurrency: usize,
+    /// How to read and route records of each topic.
+    pub(crate) routes: BTreeMap<String, Arc<TopicRoute>>,
+}
+
+/// What a consumer knows about one topic of its group, computed once.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicRoute {
+    /// The topic on the wire.
+    pub topic: Arc<str>,
+    /// How to read records without type information.
+    pub hints: TopicHints,
+    /// Catch-all handlers that receive this topic.
+    pub catch_all: Vec<&'static HandlerDescriptor>,
 }
 
 impl GroupPlan {
-    /// The handlers of records of `event_type` on `topic`: typed ones, then catch-all ones.
-    pub(crate) fn handlers_for(&self, event_type: Option<&str>, topic: &str) -> Vec<&'static HandlerDescriptor> {
-        let typed = event_type.and_then(|t| self.handlers.get(t)).into_iter().flatten().copied();
-        let all = self.catch_all.iter().filter(|(_, topics)| topics.contains(topic)).map(|(h, _)| *h);
-        typed.chain(all).collect()
+    /// The typed handlers of records of `event_type` (catch-all ones come from the topic's route).
+    pub(crate) fn typed_handlers(&self, event_type: &str) -> &[&'static HandlerDescriptor] {
+        self.handlers.get(event_type).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Every handler of the group.
@@ -141,7 +156,9 @@ impl Registry {
                 handlers: BTreeMap::new(),
                 catch_all: Vec::new(),
                 batch: None,
-                hints: BTreeMap::new(),
+                ordering: Ordering::None,
+                concurrency: usize::MAX,
+                routes: BTreeMap::new(),
             });
             match (h.kind, h.event) {
                 (HandlerKind::CatchAll { topics, .. }, _) => {
@@ -169,16 +186,29 @@ impl Registry {
         }
         let hints = self.topic_hints(config);
         for plan in groups.values_mut() {
-            plan.hints = plan
+            // Each handler gets its own setting or its group's; the group honours all of them.
+            let (group_ordering, group_concurrency) = (config.ordering_of(&plan.group_id), config.concurrency_of(&plan.group_id));
+            for h in plan.all_handlers().collect::<Vec<_>>() {
+                let ordering = h.ordering.unwrap_or(group_ordering);
+                if ordering.stricter_than(plan.ordering) {
+                    plan.ordering = ordering;
+                }
+                plan.concurrency = plan.concurrency.min(h.concurrency.unwrap_or(group_concurrency)).max(1);
+            }
+            if plan.batch.is_some() {
+                plan.ordering = Ordering::Partition;
+            }
+            plan.routes = plan
                 .topics
                 .iter()
                 .map(|t| {
                     let mut hint = hints.get(t).cloned().unwrap_or_default();
+                    let catch_all: Vec<_> = plan.catch_all.iter().filter(|(_, topics)| topics.contains(t)).map(|(h, _)| *h).collect();
                     // Catch-all handlers take records without type information too.
-                    if hint.single_type.is_none() && plan.catch_all.iter().any(|(_, topics)| topics.contains(t)) {
+                    if hint.single_type.is_none() && !catch_all.is_empty() {
                         hint.single_type = Some("");
                     }
-                    (t.clone(), hint)
+                    (t.clone(), Arc::new(TopicRoute { topic: t.as_str().into(), hints: hint, catch_all }))
                 })
                 .collect();
         }

@@ -60,6 +60,10 @@ pub struct HandlerEntry {
     pub state: Vec<String>,
     /// `typed`, `catch-all`, or `batch(max_size=N, max_wait=Dms)`.
     pub shape: String,
+    /// The group's ordering (`key`, `partition` or `none`; batches: per partition).
+    pub ordering: crate::Ordering,
+    /// How many records (batches, for a batch handler) of the group run at the same time.
+    pub concurrency: usize,
 }
 
 impl Topology {
@@ -106,6 +110,8 @@ impl Topology {
                             topic,
                             state: requirements.state_names().into_iter().map(Into::into).collect(),
                             shape,
+                            ordering: g.ordering,
+                            concurrency: g.concurrency,
                         }
                     })
                     .collect(),
@@ -133,10 +139,19 @@ impl fmt::Display for Topology {
         let rows = self.groups.iter().flat_map(|g| {
             g.handlers.iter().map(|h| {
                 let state = if h.state.is_empty() { "-".into() } else { h.state.join(", ") };
-                vec![g.group.clone(), h.topic.clone(), h.event_type.clone(), h.name.clone(), h.shape.clone(), state]
+                vec![
+                    g.group.clone(),
+                    h.topic.clone(),
+                    h.event_type.clone(),
+                    h.name.clone(),
+                    h.shape.clone(),
+                    h.ordering.to_string(),
+                    h.concurrency.to_string(),
+                    state,
+                ]
             })
         });
-        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "STATE"], rows)
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "STATE"], rows)
     }
 }
 

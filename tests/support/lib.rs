@@ -257,4 +257,22 @@ impl Target {
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
     }
+
+    /// Creates `topic` (without prefix) with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let name = self.topic(topic);
+        if let Some(broker) = &self.broker {
+            return broker.create_topic(&name, partitions).expect("create topic");
+        }
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("admin");
+        let results = admin
+            .create_topics(&[NewTopic::new(&name, partitions, TopicReplication::Fixed(-1))], &AdminOptions::new())
+            .await
+            .expect("create topics");
+        for r in results {
+            r.map_err(|(t, e)| format!("{t}: {e}")).expect("topic created");
+        }
+    }
 }

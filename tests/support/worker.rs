@@ -1,34 +1,50 @@
-//! A consumer process for the crash and shutdown tests: handles `Tick`s by appending their
-//! sequence numbers to the file `WORKER_OUT` (one write per event, so a SIGKILL loses
-//! nothing that was handled), optionally sleeping `WORKER_DELAY_US` per event.
+//! A consumer process for the crash, shutdown and memory tests: handles `Tick`s by appending
+//! `seq<TAB>unix-micros` lines to the file `WORKER_OUT` (one write per event, so a SIGKILL
+//! loses nothing that was handled), optionally sleeping `WORKER_DELAY_US` per event.
+//! With `WORKER_STUCK=1` every handler call writes its line when it starts, then never returns.
+//! eventkit settings come from the environment (`EVENTKIT_*`).
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventkit_tests::Tick;
 
 struct Out {
     file: Mutex<std::fs::File>,
     delay: Duration,
+    stuck: bool,
+}
+
+impl Out {
+    fn write(&self, seq: u32) -> std::io::Result<()> {
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
+        writeln!(self.file.lock().unwrap(), "{seq}\t{micros}")
+    }
 }
 
 #[eventkit::handler(group = "workers")]
 async fn record(tick: Tick, out: &Out) -> Result<(), std::io::Error> {
+    if out.stuck {
+        out.write(tick.seq)?;
+        std::future::pending::<()>().await;
+    }
     if !out.delay.is_zero() {
         tokio::time::sleep(out.delay).await;
     }
-    writeln!(out.file.lock().unwrap(), "{}", tick.seq)
+    out.write(tick.seq)
 }
 
 #[tokio::main]
 async fn main() -> eventkit::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("warn,eventkit=info").init();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,eventkit=info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let path = std::env::var("WORKER_OUT").expect("WORKER_OUT");
     let delay = std::env::var("WORKER_DELAY_US").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
+    let stuck = std::env::var("WORKER_STUCK").is_ok_and(|v| v == "1");
     let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     eventkit::App::builder()
-        .state(Out { file: Mutex::new(file), delay: Duration::from_micros(delay) })
+        .state(Out { file: Mutex::new(file), delay: Duration::from_micros(delay), stuck })
         .groups(["workers"])
         // A killed member holds its partitions until its session times out.
         .kafka_property("session.timeout.ms", "6000")

@@ -16,6 +16,7 @@ mod structured;
 
 use std::str::FromStr;
 
+use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
@@ -111,13 +112,13 @@ pub(crate) struct TopicHints {
 #[derive(Debug)]
 pub(crate) struct Decoded {
     pub metadata: Metadata,
-    pub data: Vec<u8>,
+    pub data: Bytes,
     pub format: WireFormat,
 }
 
 /// Reads a record in whichever format it carries. `Ok(None)`: the record carries no type
 /// information and the topic has no single event type to assume.
-pub(crate) fn decode<H: Headers>(record_headers: &H, value: &[u8], record: &RecordInfo, hints: &TopicHints) -> Result<Option<Decoded>> {
+pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &RecordInfo, hints: &TopicHints) -> Result<Option<Decoded>> {
     let content_type = record_headers
         .iter()
         .find(|h| h.key.eq_ignore_ascii_case(headers::CONTENT_TYPE))
@@ -125,16 +126,16 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &[u8], record: &Reco
         .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
     if content_type.as_deref().is_some_and(|c| c.starts_with("application/cloudevents")) {
         let (metadata, data) = structured::decode(value, other_headers(record_headers))?;
-        return Ok(Some(Decoded { metadata, data, format: WireFormat::Structured }));
+        return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Structured }));
     }
     if let Some(metadata) = Metadata::from_headers(record_headers)? {
-        return Ok(Some(Decoded { metadata, data: value.to_vec(), format: WireFormat::Binary }));
+        return Ok(Some(Decoded { metadata, data: value.clone(), format: WireFormat::Binary }));
     }
     if hints.legacy {
         let (mut metadata, data) = legacy::decode(value, record)?;
         metadata.content_type = content_type;
         metadata.other_headers = other_headers(record_headers);
-        return Ok(Some(Decoded { metadata, data, format: WireFormat::Legacy }));
+        return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Legacy }));
     }
     let Some(event_type) = hints.single_type else { return Ok(None) };
     let mut metadata = Metadata::new(event_type, "");
@@ -142,7 +143,7 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &[u8], record: &Reco
     metadata.time = record.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
     metadata.content_type = content_type;
     metadata.other_headers = other_headers(record_headers);
-    Ok(Some(Decoded { metadata, data: value.to_vec(), format: WireFormat::Untyped }))
+    Ok(Some(Decoded { metadata, data: value.clone(), format: WireFormat::Untyped }))
 }
 
 /// A stable id for a record that has none: the same on every redelivery.
@@ -191,7 +192,7 @@ mod tests {
             let m = sample();
             let encoded = encode(format, &m, data).unwrap();
             let hints = TopicHints { legacy: format == WireFormat::Legacy, single_type: None };
-            let decoded = decode(&encoded.headers, &encoded.value, &record(), &hints).unwrap().unwrap();
+            let decoded = decode(&encoded.headers, &encoded.value.clone().into(), &record(), &hints).unwrap().unwrap();
             assert_eq!(decoded.format, format);
             let mut expected = m.clone();
             if format != WireFormat::Binary {
@@ -206,8 +207,9 @@ mod tests {
     #[test]
     fn untyped_records_take_the_single_type_of_their_topic() {
         let hints = TopicHints { legacy: false, single_type: Some("Ping") };
-        let d = decode(&OwnedHeaders::new(), b"{}", &record(), &hints).unwrap().unwrap();
+        let empty = Bytes::from_static(b"{}");
+        let d = decode(&OwnedHeaders::new(), &empty, &record(), &hints).unwrap().unwrap();
         assert_eq!((d.metadata.event_type.as_str(), d.metadata.id.as_str(), d.format), ("Ping", "t/1/7", WireFormat::Untyped));
-        assert!(decode(&OwnedHeaders::new(), b"{}", &record(), &TopicHints::default()).unwrap().is_none());
+        assert!(decode(&OwnedHeaders::new(), &empty, &record(), &TopicHints::default()).unwrap().is_none());
     }
 }

@@ -1,0 +1,211 @@
+//! Workers: one unit of work each. A worker decodes its record (or batch), calls the
+//! handlers that have not settled it yet, lets [`super::settle`] decide what follows, and
+//! hands the completion back to the fetch loop.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use tracing::{debug, warn};
+
+use super::engine::Shared;
+use super::record::Record;
+use super::scheduler::{Items, Work};
+use super::settle;
+use crate::batch::BatchContext;
+use crate::config::Config;
+use crate::context::Context;
+use crate::dlq::{self, kinds};
+use crate::handler::{HandlerDescriptor, HandlerError, HandlerKind};
+use crate::publisher::Publisher;
+use crate::registry::{GroupPlan, Registry};
+use crate::retry::RetryPolicy;
+use crate::state::StateMap;
+use crate::wire::Decoded;
+
+/// What every worker of a group needs.
+pub(crate) struct WorkerEnv {
+    pub group: Arc<str>,
+    pub plan: GroupPlan,
+    pub registry: Registry,
+    pub publisher: Publisher,
+    pub state: Arc<StateMap>,
+    pub config: Config,
+    pub retry_policy: RetryPolicy,
+    pub shared: Arc<Shared>,
+}
+
+/// How one attempt at a single record went.
+pub(crate) enum Attempt {
+    /// Nothing for this group to do (a replay for another group, a type it does not handle).
+    Skip,
+    /// No handler can take the record.
+    Reject { kind: &'static str, error: String },
+    /// The handlers ran.
+    Handled { event_id: String, results: Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)> },
+}
+
+/// How one attempt at a batch went.
+pub(crate) struct BatchAttempt {
+    pub handler: &'static HandlerDescriptor,
+    /// Records that did not reach the handler: skipped (`None`) or rejected (kind, error).
+    pub set_aside: Vec<(Record, Option<(&'static str, String)>)>,
+    /// Records handed to the handler, in offset order.
+    pub handed: Vec<Record>,
+    /// How the call ended (`Ok` when nothing was handed).
+    pub result: Result<(), HandlerError>,
+}
+
+/// Runs one unit of work and reports its completion.
+pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) {
+    let Work { lane, items, .. } = work;
+    let completion = match items {
+        Items::One(record) => {
+            let attempt = attempt_one(&env, &record).await;
+            settle::one(&env, lane, record, attempt).await
+        }
+        Items::Batch(records) => {
+            let attempt = attempt_batch(&env, records).await;
+            settle::batch(&env, lane, attempt).await
+        }
+    };
+    env.shared.complete(completion);
+}
+
+/// What a record is for this group. Short-lived: boxing `Ready` would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    Skip,
+    Reject(&'static str, String),
+    Ready(Context),
+}
+
+/// Replay addressing and decoding.
+fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
+    if let Some(group) = record.header_text(dlq::headers::REPLAY_GROUP) {
+        if group != *env.group {
+            debug!(group = %env.group, record = %record.position(), replay_for = %group, "skipping a replay for another group");
+            return Prepared::Skip;
+        }
+    }
+    let value = record.value_bytes();
+    let Decoded { metadata, data, format } = match crate::wire::decode(&record.headers, &value, &record.info, &record.route.hints) {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            let why = "the record has no event type (no ce_type) and its topic carries several event types";
+            return Prepared::Reject(kinds::UNKNOWN_TYPE, why.into());
+        }
+        Err(e) => return Prepared::Reject(kinds::ENVELOPE, e.to_string()),
+    };
+    Prepared::Ready(Context {
+        metadata,
+        record: record.info.clone(),
+        group: env.group.clone(),
+        data,
+        format,
+        publisher: env.publisher.clone(),
+        state: env.state.clone(),
+    })
+}
+
+/// A record of a type none of the group's handlers takes: skipped when another part of the
+/// app knows the type (or unknown types are to be skipped), otherwise rejected.
+fn unhandled(env: &WorkerEnv, record: &Record, event_type: &str) -> Prepared {
+    if env.registry.event(event_type).is_some() {
+        debug!(group = %env.group, record = %record.position(), event_type, "no handler in this group");
+        return Prepared::Skip;
+    }
+    if !env.config.dead_letter_unknown_types {
+        warn!(group = %env.group, record = %record.position(), event_type, "skipping record of unknown event type");
+        return Prepared::Skip;
+    }
+    Prepared::Reject(kinds::UNKNOWN_TYPE, format!("unknown event type `{event_type}`"))
+}
+
+async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
+    let ctx = match prepare(env, record) {
+        Prepared::Ready(ctx) => ctx,
+        Prepared::Skip => return Attempt::Skip,
+        Prepared::Reject(kind, error) => return Attempt::Reject { kind, error },
+    };
+    let typed = env.plan.typed_handlers(&ctx.metadata.event_type);
+    let catch_all = &record.route.catch_all;
+    if typed.is_empty() && catch_all.is_empty() {
+        return match unhandled(env, record, &ctx.metadata.event_type) {
+            Prepared::Reject(kind, error) => Attempt::Reject { kind, error },
+            _ => Attempt::Skip,
+        };
+    }
+    // A replayed record runs only the handler that failed it.
+    let replay_handler = record.header_text(dlq::headers::REPLAY_HANDLER);
+    let pending: Vec<&'static HandlerDescriptor> = typed
+        .iter()
+        .chain(catch_all)
+        .copied()
+        .filter(|h| !record.settled_handlers.contains(&h.name) && replay_handler.as_deref().is_none_or(|r| r == h.name))
+        .collect();
+    let event_id = ctx.metadata.id.clone();
+    let ctx = Arc::new(ctx);
+    let results = match pending.as_slice() {
+        [] => Vec::new(),
+        [only] => vec![(*only, invoke(only, ctx).await)],
+        _ => {
+            let outcomes = futures::future::join_all(pending.iter().map(|h| invoke(h, ctx.clone()))).await;
+            pending.into_iter().zip(outcomes).collect()
+        }
+    };
+    Attempt::Handled { event_id, results }
+}
+
+async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
+    let handler = env.plan.batch.expect("a batch group has a batch handler");
+    let HandlerKind::Batch { call, .. } = handler.kind else { unreachable!("the batch handler is a batch") };
+    let mut set_aside = Vec::new();
+    let mut handed = Vec::with_capacity(records.len());
+    let mut contexts = Vec::with_capacity(records.len());
+    for record in records {
+        let prepared = match prepare(env, &record) {
+            Prepared::Ready(ctx) if env.plan.typed_handlers(&ctx.metadata.event_type).is_empty() => {
+                unhandled(env, &record, &ctx.metadata.event_type)
+            }
+            other => other,
+        };
+        match prepared {
+            Prepared::Ready(ctx) => {
+                contexts.push(ctx);
+                handed.push(record);
+            }
+            Prepared::Skip => set_aside.push((record, None)),
+            Prepared::Reject(kind, error) => set_aside.push((record, Some((kind, error)))),
+        }
+    }
+    let result = if contexts.is_empty() {
+        Ok(())
+    } else {
+        match AssertUnwindSafe(call(Arc::new(BatchContext { items: contexts }))).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+        }
+    };
+    BatchAttempt { handler, set_aside, handed, result }
+}
+
+/// Calls a single-record handler, turning a panic into an error.
+async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
+    let call = match handler.kind {
+        HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
+        HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
+    };
+    match AssertUnwindSafe(call(ctx)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
+}

@@ -1,0 +1,217 @@
+//! The fetch loop: the one task that polls the group's consumer.
+//!
+//! It never awaits a handler. Each turn it takes fetched records into the engine, starts ready
+//! work on workers (up to the group's concurrency), applies completions, fires retry and
+//! batch timers, and commits watermarks every commit interval. When buffered records reach
+//! the memory bound it pauses the assigned partitions (librdkafka then drops its prefetched
+//! records and fetches them again from the same position on resume), and it keeps polling
+//! while paused, so a slow or stuck handler never breaches `max.poll.interval.ms`.
+//!
+//! At shutdown it pauses everything and finishes the records it holds (up to the shutdown
+//! timeout; retries waiting for their backoff are dropped), commits synchronously and leaves
+//! the group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, StreamExt};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use super::dispatch::{self, WorkerEnv};
+use super::engine::{Completion, Shared};
+use super::rebalance::{describe, GroupContext};
+
+/// Records taken from librdkafka in one turn before the loop starts work and looks at completions.
+const BURST: usize = 128;
+
+pub(crate) struct FetchLoop {
+    pub consumer: Arc<StreamConsumer<GroupContext>>,
+    pub shared: Arc<Shared>,
+    pub env: Arc<WorkerEnv>,
+}
+
+impl FetchLoop {
+    /// Runs until `shutdown` flips; then drains, commits and leaves the group.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let config = &self.env.config;
+        let mut workers = JoinSet::new();
+        let mut completions: Vec<Completion> = Vec::new();
+        {
+            let mut stream = self.consumer.stream();
+            let mut commit_tick = tokio::time::interval(config.commit_interval);
+            commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let far = || Instant::now() + Duration::from_secs(365 * 86_400);
+            let timer = tokio::time::sleep_until(far());
+            tokio::pin!(timer);
+            let mut timer_at: Option<Instant> = None;
+            loop {
+                let next = self.turn(&mut workers);
+                if next != timer_at {
+                    timer.as_mut().reset(next.unwrap_or_else(far));
+                    timer_at = next;
+                }
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    () = self.shared.wake.notified() => {
+                        self.shared.apply_completions(&mut self.shared.engine(), &mut completions);
+                        while workers.try_join_next().is_some() {}
+                    }
+                    _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                    () = &mut timer, if timer_at.is_some() => {
+                        self.shared.engine().on_timer(Instant::now());
+                        timer_at = None;
+                    }
+                    message = stream.next() => {
+                        self.take(message);
+                        for _ in 1..BURST {
+                            match stream.next().now_or_never() {
+                                Some(message) => self.take(message),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+            }
+            self.drain(&mut stream, &mut workers, &mut completions).await;
+        }
+        workers.abort_all();
+        let group = self.env.group.clone();
+        let FetchLoop { consumer, .. } = self;
+        // Leaving the group blocks: keep it off the async workers.
+        let closed = tokio::task::spawn_blocking(move || {
+            consumer.unsubscribe();
+            match Arc::try_unwrap(consumer) {
+                Ok(consumer) => drop(consumer),
+                Err(_) => warn!("consumer still referenced at close"),
+            }
+        })
+        .await;
+        if let Err(e) = closed {
+            warn!(%group, error = %e, "consumer close failed");
+        }
+        info!(%group, "consumer group stopped");
+    }
+
+    /// Starts ready work, pauses or resumes partitions; returns the next timer deadline.
+    fn turn(&self, workers: &mut JoinSet<()>) -> Option<Instant> {
+        let mut engine = self.shared.engine();
+        while let Some(work) = engine.next_work() {
+            workers.spawn(dispatch::run(self.env.clone(), work));
+        }
+        if let Some((pause, resume)) = engine.pause_changes() {
+            if pause.count() > 0 {
+                let (records, bytes) = engine.buffered();
+                match self.consumer.pause(&pause) {
+                    Ok(()) => debug!(group = %self.env.group, partitions = %describe(&pause), records, bytes, full = engine.is_full(), "fetching paused"),
+                    Err(e) => warn!(group = %self.env.group, error = %e, "cannot pause partitions"),
+                }
+            }
+            if resume.count() > 0 {
+                match self.consumer.resume(&resume) {
+                    Ok(()) => debug!(group = %self.env.group, partitions = %describe(&resume), "fetching resumed"),
+                    Err(e) => warn!(group = %self.env.group, error = %e, "cannot resume partitions"),
+                }
+            }
+        }
+        engine.next_deadline()
+    }
+
+    fn take(&self, message: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>) {
+        match message {
+            Some(Ok(m)) => {
+                self.shared.engine().accept(&m, Instant::now());
+            }
+            Some(Err(e)) => warn!(group = %self.env.group, error = %e, "fetch error"),
+            None => {}
+        }
+    }
+
+    /// Commits watermarks that moved.
+    fn commit(&self, mode: CommitMode) {
+        let tpl = self.shared.engine().commits(None);
+        if tpl.count() == 0 {
+            return;
+        }
+        let submitted = match mode {
+            CommitMode::Async => commit_async(&self.consumer, &tpl),
+            CommitMode::Sync => self.consumer.commit(&tpl, mode),
+        };
+        match submitted {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(group = %self.env.group, error = %e, offsets = %describe(&tpl), "offset commit failed; it is sent again with the next commit");
+                self.shared.engine().commit_failed(&tpl);
+            }
+        }
+    }
+
+    /// Stops fetching, finishes the records held (up to the shutdown timeout), and commits
+    /// what settled.
+    async fn drain(
+        &self,
+        stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>,
+        workers: &mut JoinSet<()>,
+        completions: &mut Vec<Completion>,
+    ) {
+        self.shared.engine().stop();
+        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        loop {
+            self.turn(workers);
+            let (idle, running) = {
+                let engine = self.shared.engine();
+                (engine.idle(), engine.in_flight())
+            };
+            if idle {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = self.shared.wake.notified() => {
+                    self.shared.apply_completions(&mut self.shared.engine(), completions);
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!(group = %self.env.group, running, timeout = ?self.env.config.shutdown_timeout, "handlers still running at the shutdown timeout; their records will be handled again after a restart");
+                    break;
+                }
+                // Serve rebalance events; records that still come are not taken, and are
+                // fetched again by the next owner.
+                _ = stream.next() => {}
+            }
+        }
+        self.commit(CommitMode::Sync);
+        self.shared.engine().set_closing();
+    }
+}
+
+/// Submits an asynchronous commit whose result comes back through the consumer queue, so that
+/// [`GroupContext`]'s commit callback sees failures (and the offsets go out again).
+///
+/// `Consumer::commit(.., CommitMode::Async)` calls `rd_kafka_commit` without a reply queue,
+/// so librdkafka never reports the result (fede1024/rust-rdkafka#856). This does what the
+/// proposed fix does (#857): `rd_kafka_commit_queue` with the consumer queue.
+fn commit_async(consumer: &StreamConsumer<GroupContext>, tpl: &rdkafka::TopicPartitionList) -> rdkafka::error::KafkaResult<()> {
+    use rdkafka::bindings as rd;
+    let rk = consumer.client().native_ptr();
+    // SAFETY: `rk` is the live client of `consumer`; the queue reference is released after
+    // the call, and librdkafka copies the partition list.
+    let error = unsafe {
+        let queue = rd::rd_kafka_queue_get_consumer(rk);
+        let error = rd::rd_kafka_commit_queue(rk, tpl.ptr(), queue, None, std::ptr::null_mut());
+        if !queue.is_null() {
+            rd::rd_kafka_queue_destroy(queue);
+        }
+        error
+    };
+    if error == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(KafkaError::ConsumerCommit(error.into()))
+    }
+}

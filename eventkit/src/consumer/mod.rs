@@ -1,0 +1,127 @@
+//! The consumer engine: one per consumer group. Data flows one way:
+//!
+//! ```text
+//! fetch loop ──records──> scheduler ──ready work──> workers (handler calls, up to `concurrency`)
+//!     ^  pause/resume           │ per key / partition lane; a lane with work started,
+//!     │  by buffered records    │ or waiting for its retry, holds its later records
+//!     │  and bytes              v
+//! offset tracker <──settled offsets── settle (done / retry from memory after backoff / DLQ)
+//!     │ per partition: lowest unsettled record = watermark
+//!     └──> commit every commit interval (async), on revoke and at shutdown (sync)
+//! ```
+//!
+//! - [`fetch`]: the loop that polls the consumer, with backpressure, timers and commits.
+//! - [`scheduler`]: lanes by ordering mode, batching, retries waiting for their backoff.
+//! - [`tracker`]: per-partition watermarks.
+//! - [`dispatch`]: workers that decode records and call handlers.
+//! - [`settle`]: done, retry or dead-letter, for single records and batches alike.
+//! - [`rebalance`]: what assignments and revocations do to all of the above.
+//! - [`engine`]: the bookkeeping the loop and the callbacks share.
+//!
+//! Delivery is at least once: an offset is committed only when every record before it in its
+//! partition settled (handled, dead-lettered with the write acknowledged, or skipped).
+
+mod dispatch;
+mod engine;
+mod fetch;
+mod rebalance;
+mod record;
+mod scheduler;
+mod settle;
+mod tracker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::handler::HandlerKind;
+use crate::publisher::Publisher;
+use crate::registry::{GroupPlan, Registry};
+use crate::state::StateMap;
+
+use dispatch::WorkerEnv;
+use engine::{Engine, Limits, Shared};
+use fetch::FetchLoop;
+use rebalance::GroupContext;
+use scheduler::Policy;
+
+/// A consumer group, ready to run.
+pub(crate) struct GroupRunner {
+    fetch: FetchLoop,
+}
+
+impl GroupRunner {
+    /// Creates the group's consumer and subscribes it to the group's topics.
+    pub(crate) fn new(plan: GroupPlan, config: &Config, registry: Registry, publisher: Publisher, state: Arc<StateMap>) -> Result<Self> {
+        let policy = match plan.batch.map(|h| h.kind) {
+            Some(HandlerKind::Batch { max_size, max_wait_ms, .. }) => Policy::Batches { max_size, max_wait: Duration::from_millis(max_wait_ms) },
+            _ => Policy::Records(plan.ordering),
+        };
+        let limits = Limits {
+            concurrency: plan.concurrency,
+            max_records: config.max_buffered_records,
+            max_bytes: config.max_buffered_bytes,
+            max_uncommitted: config.max_uncommitted,
+        };
+        let shared = Arc::new(Shared::new(Engine::new(policy, limits, plan.routes.clone())));
+
+        let mut client = crate::kafka::client_config(config)?;
+        // librdkafka's own prefetch is bounded like eventkit's buffer, so that both together
+        // stay within about twice the configured bytes.
+        let prefetch_kb = (config.max_buffered_bytes / 1024).clamp(1024, 2_097_151);
+        client
+            .set("group.id", &plan.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &config.auto_offset_reset)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("queued.max.messages.kbytes", prefetch_kb.to_string())
+            .set("queued.min.messages", config.max_buffered_records.clamp(1, 10_000_000).to_string())
+            .set("topic.metadata.refresh.interval.ms", "10000");
+        if config.embedded {
+            // The mock broker holds a fetch for fetch.wait.max.ms even when data is there, and
+            // lets a departed member stall a rejoin for the whole session timeout; in-process
+            // there are no network hiccups to tolerate.
+            client
+                .set("fetch.wait.max.ms", "10")
+                .set("session.timeout.ms", "3000")
+                .set("heartbeat.interval.ms", "500");
+        } else {
+            client.set("fetch.wait.max.ms", "100");
+        }
+        crate::kafka::apply_overrides(&mut client, config);
+        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout };
+        let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
+        let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        info!(
+            group = %plan.group_id,
+            topics = ?topics,
+            handlers = plan.all_handlers().count(),
+            ordering = %plan.ordering,
+            concurrency = plan.concurrency,
+            "consumer group subscribed"
+        );
+        let env = WorkerEnv {
+            group: plan.group_id.as_str().into(),
+            plan,
+            registry,
+            publisher,
+            state,
+            retry_policy: config.retry_policy(),
+            config: config.clone(),
+            shared: shared.clone(),
+        };
+        Ok(GroupRunner { fetch: FetchLoop { consumer: Arc::new(consumer), shared, env: Arc::new(env) } })
+    }
+
+    /// Runs until `shutdown` flips; then commits what settled and leaves the group.
+    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+        self.fetch.run(shutdown).await
+    }
+}

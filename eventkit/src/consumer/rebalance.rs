@@ -1,0 +1,109 @@
+//! Rebalance callbacks (librdkafka runs them inside the fetch loop's poll).
+//!
+//! - **Assign**: each new partition starts afresh from its committed offset, with a new epoch.
+//! - **Revoke**: the group stops starting records of the revoked partitions and drops their
+//!   queued ones (the new owner fetches them again). It waits, up to the revoke timeout, for
+//!   their records in flight, commits their watermarks synchronously, then lets them go.
+//!   Records still running after the timeout no longer move any offset.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tracing::{debug, info, warn};
+
+use super::engine::Shared;
+
+/// librdkafka callbacks of a group consumer: logging, rebalances and commit results.
+pub(crate) struct GroupContext {
+    pub group: String,
+    pub shared: Arc<Shared>,
+    pub revoke_timeout: Duration,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::kafka::log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(group = %self.group, %error, "kafka client error: {reason}");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.shared.engine().assign(tpl);
+                info!(group = %self.group, partitions = %describe(tpl), "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
+            Rebalance::Error(e) => warn!(group = %self.group, error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => debug!(group = %self.group, offsets = %describe(offsets), "offsets committed"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => {
+                warn!(group = %self.group, error = %e, offsets = %describe(offsets), "offset commit failed; it is sent again with the next commit");
+                if let Some(mut engine) = self.shared.try_engine() {
+                    engine.commit_failed(offsets);
+                }
+            }
+        }
+    }
+}
+
+impl GroupContext {
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let mut engine = self.shared.engine();
+        let slots = engine.revoke_begin(tpl);
+        let running = engine.in_flight_of(&slots);
+        // On a current-thread runtime the handlers cannot progress while this callback blocks.
+        let can_wait = !engine.closing() && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread);
+        if running > 0 && can_wait {
+            let deadline = Instant::now() + self.revoke_timeout;
+            let mut buffer = Vec::new();
+            let finished = tokio::task::block_in_place(|| loop {
+                self.shared.apply_completions(&mut engine, &mut buffer);
+                if engine.in_flight_of(&slots) == 0 {
+                    break true;
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            });
+            if !finished {
+                warn!(group = %self.group, running = engine.in_flight_of(&slots), timeout = ?self.revoke_timeout, "records of revoked partitions still running after the revoke timeout; their new owner will handle them again");
+            }
+        }
+        let commit = engine.commits(Some(&slots));
+        drop(engine);
+        if commit.count() > 0 {
+            match consumer.commit(&commit, CommitMode::Sync) {
+                Ok(()) => debug!(group = %self.group, offsets = %describe(&commit), "committed before revoke"),
+                Err(e) => warn!(group = %self.group, error = %e, "commit before revoke failed; the new owner may handle some records again"),
+            }
+        }
+        self.shared.engine().revoke_end(&slots);
+        info!(group = %self.group, partitions = %describe(tpl), waited_for = running, "partitions revoked");
+    }
+}
+
+/// `topic[partition]@offset, ...` for logs.
+pub(crate) fn describe(tpl: &TopicPartitionList) -> String {
+    tpl.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => format!("{}[{}]@{o}", e.topic(), e.partition()),
+            _ => format!("{}[{}]", e.topic(), e.partition()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

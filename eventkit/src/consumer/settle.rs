@@ -1,0 +1,256 @@
+//! Settling: after an attempt, each record is done, retried from memory after its backoff,
+//! or dead-lettered. This is the only place these rules live, for single records and batches:
+//!
+//! - a handler's success settles the record for that handler (it is not run again);
+//! - a record no handler can take (malformed envelope, unknown type, undecodable data) is
+//!   dead-lettered once for the group;
+//! - a failure is retried after the handler's backoff until its retries are exhausted or the
+//!   error is permanent; then the record is dead-lettered for that handler;
+//! - a record counts as settled by a dead letter only once the dead letter write was
+//!   acknowledged; a failed write is retried like a failed attempt.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+use tracing::{error, warn};
+
+use super::dispatch::{Attempt, BatchAttempt, WorkerEnv};
+use super::engine::{Completion, Settled};
+use super::record::Record;
+use super::scheduler::{LaneId, Work};
+use crate::dlq::{self, Failure};
+use crate::handler::{HandlerDescriptor, HandlerError};
+use crate::retry::RetryPolicy;
+
+/// What happens after a failed attempt.
+enum Verdict {
+    /// Try again after the delay.
+    Retry(Duration),
+    /// Dead-letter the record.
+    GiveUp,
+}
+
+fn verdict(policy: RetryPolicy, attempts: u32, error: &HandlerError) -> Verdict {
+    if error.is_permanent() || policy.gives_up_after(attempts) {
+        Verdict::GiveUp
+    } else {
+        Verdict::Retry(policy.delay(attempts))
+    }
+}
+
+/// Settles a single record after an attempt.
+pub(crate) async fn one(env: &WorkerEnv, lane: LaneId, mut record: Record, attempt: Attempt) -> Completion {
+    let outcome = match attempt {
+        Attempt::Skip => Ok(()),
+        Attempt::Reject { kind, error } => reject(env, &mut record, kind, error).await,
+        Attempt::Handled { event_id, results } => handled(env, &mut record, &event_id, results).await,
+    };
+    match outcome {
+        Ok(()) => Completion {
+            lane,
+            slot: record.slot,
+            epoch: record.epoch,
+            settled: Settled::One { offset: record.offset(), bytes: record.size() },
+            retry: None,
+        },
+        Err(delay) => Completion {
+            lane,
+            slot: record.slot,
+            epoch: record.epoch,
+            settled: Settled::Many(Vec::new()),
+            retry: Some((Instant::now() + delay, Work::one(lane, record))),
+        },
+    }
+}
+
+/// A record no handler can take: dead-letter it for the group. `Err(delay)`: the dead letter
+/// write failed; try again after the delay.
+async fn reject(env: &WorkerEnv, record: &mut Record, kind: &'static str, error: String) -> Result<(), Duration> {
+    let attempts = record.attempts + 1;
+    if dead_letter(env, record, kind, error, "", attempts).await {
+        return Ok(());
+    }
+    record.attempts = attempts;
+    record.first_failure.get_or_insert_with(Utc::now);
+    Err(env.retry_policy.delay(attempts))
+}
+
+/// Applies each handler's result. `Err(delay)`: some handler will try again after the delay.
+async fn handled(
+    env: &WorkerEnv,
+    record: &mut Record,
+    event_id: &str,
+    results: Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)>,
+) -> Result<(), Duration> {
+    let attempts = record.attempts + 1;
+    let mut retry_in: Option<Duration> = None;
+    for (h, result) in results {
+        let error = match result {
+            Ok(()) => {
+                record.settled_handlers.push(h.name);
+                continue;
+            }
+            Err(e) if e.is_poison() => return reject(env, record, e.kind(), e.to_string()).await,
+            Err(e) => e,
+        };
+        record.first_failure.get_or_insert_with(Utc::now);
+        let policy = h.retry.apply(env.retry_policy);
+        let delay = match verdict(policy, attempts, &error) {
+            Verdict::GiveUp if dead_letter(env, record, error.kind(), error.to_string(), h.name, attempts).await => {
+                record.settled_handlers.push(h.name);
+                continue;
+            }
+            Verdict::GiveUp => policy.delay(attempts),
+            Verdict::Retry(delay) => {
+                warn!(group = %env.group, record = %record.position(), handler = h.name, event_id, attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "handler failed; the record will be retried");
+                delay
+            }
+        };
+        retry_in = Some(retry_in.map_or(delay, |d| d.min(delay)));
+    }
+    match retry_in {
+        None => Ok(()),
+        Some(delay) => {
+            record.attempts = attempts;
+            Err(delay)
+        }
+    }
+}
+
+/// Settles a batch after an attempt: what the handler handled settles, poison records were
+/// set aside for the dead letter queue, and the rest is retried as one batch, in offset order.
+pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) -> Completion {
+    let BatchAttempt { handler, set_aside, handed, result } = attempt;
+    let (slot, epoch) = match (set_aside.first(), handed.first()) {
+        (Some((r, _)), _) | (None, Some(r)) => (r.slot, r.epoch),
+        (None, None) => unreachable!("a batch holds at least one record"),
+    };
+    let mut settled: Vec<(i64, usize)> = Vec::new();
+    let mut retry: Vec<Record> = Vec::new();
+    let mut delay = Duration::ZERO;
+    let mut settle = |r: Record| settled.push((r.offset(), r.size()));
+
+    for (mut record, rejected) in set_aside {
+        match rejected {
+            None => settle(record),
+            Some((kind, error)) => match reject(env, &mut record, kind, error).await {
+                Ok(()) => settle(record),
+                Err(d) => {
+                    delay = delay.max(d);
+                    retry.push(record);
+                }
+            },
+        }
+    }
+    let policy = handler.retry.apply(env.retry_policy);
+    match result {
+        Ok(()) => handed.into_iter().for_each(&mut settle),
+        // One event's data does not decode: it alone goes to the dead letter queue; the others
+        // come again at once (they were not handled).
+        Err(HandlerError::DecodeAt { index, source }) => {
+            let mut source = Some(source);
+            for (i, mut record) in handed.into_iter().enumerate() {
+                let Some(source) = source.take_if(|_| i == index) else {
+                    retry.push(record);
+                    continue;
+                };
+                let error = HandlerError::Decode(source);
+                match reject(env, &mut record, error.kind(), error.to_string()).await {
+                    Ok(()) => settle(record),
+                    Err(d) => {
+                        delay = delay.max(d);
+                        retry.push(record);
+                    }
+                }
+            }
+        }
+        // Events before the failed one are done; the failed one is retried or dead-lettered,
+        // and those after it come again with it.
+        Err(HandlerError::Partial { succeeded, source }) => {
+            let error = HandlerError::Failed(source);
+            for (i, mut record) in handed.into_iter().enumerate() {
+                match i.cmp(&succeeded) {
+                    std::cmp::Ordering::Less => settle(record),
+                    std::cmp::Ordering::Greater => retry.push(record),
+                    std::cmp::Ordering::Equal => {
+                        if let Some(d) = failed(env, &mut record, handler, policy, &error).await {
+                            warn!(group = %env.group, record = %record.position(), handler = handler.name, attempt = record.attempts, of = policy.retries + 1, retry_in = ?d, error = %error, "batch handler failed; the failed event and those after it will be retried");
+                            delay = delay.max(d);
+                            retry.push(record);
+                        } else {
+                            settle(record);
+                        }
+                    }
+                }
+            }
+        }
+        // The whole batch failed: every event counts an attempt.
+        Err(error) => {
+            let mut logged = false;
+            for mut record in handed {
+                match failed(env, &mut record, handler, policy, &error).await {
+                    Some(d) => {
+                        if !logged {
+                            warn!(group = %env.group, record = %record.position(), handler = handler.name, attempt = record.attempts, of = policy.retries + 1, retry_in = ?d, error = %error, "batch handler failed; the batch will be retried");
+                            logged = true;
+                        }
+                        delay = delay.max(d);
+                        retry.push(record);
+                    }
+                    None => settle(record),
+                }
+            }
+        }
+    }
+    retry.sort_by_key(Record::offset);
+    Completion {
+        lane,
+        slot,
+        epoch,
+        settled: Settled::Many(settled),
+        retry: (!retry.is_empty()).then(|| (Instant::now() + delay, Work::batch(lane, retry))),
+    }
+}
+
+/// Counts a failed attempt of a record for `handler`. `Some(delay)`: retry after it; `None`:
+/// the record was dead-lettered (settled).
+async fn failed(env: &WorkerEnv, record: &mut Record, handler: &HandlerDescriptor, policy: RetryPolicy, error: &HandlerError) -> Option<Duration> {
+    record.attempts += 1;
+    record.first_failure.get_or_insert_with(Utc::now);
+    match verdict(policy, record.attempts, error) {
+        Verdict::Retry(delay) => Some(delay),
+        Verdict::GiveUp => {
+            let attempts = record.attempts;
+            if dead_letter(env, record, error.kind(), error.to_string(), handler.name, attempts).await {
+                None
+            } else {
+                Some(policy.delay(attempts))
+            }
+        }
+    }
+}
+
+/// Writes the original record with the failure's headers to the dead letter topic and waits
+/// for the broker's ack (or, with the dead letter queue off, logs and drops it). True when
+/// the record is settled.
+pub(crate) async fn dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str, error: String, handler: &str, attempts: u32) -> bool {
+    let now = Utc::now();
+    let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure: record.first_failure.unwrap_or(now), last_failure: now };
+    if !env.config.dlq {
+        error!(group = %env.group, record = %record.position(), handler, kind, error = %failure.error, "giving up on record (dead letter queue disabled)");
+        return true;
+    }
+    let topic = env.config.dlq_topic(&record.info.topic);
+    let headers = dlq::dead_letter_headers(&record.headers, &record.info, &failure);
+    match env.publisher.send_headers(&topic, record.info.key.as_deref(), None, record.value.as_deref(), headers).await {
+        Ok((partition, offset)) => {
+            error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %failure.error, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
+            true
+        }
+        Err(e) => {
+            warn!(group = %env.group, record = %record.position(), handler, error = %e, "cannot write to the dead letter queue; the record will be retried");
+            false
+        }
+    }
+}
