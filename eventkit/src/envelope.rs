@@ -79,6 +79,60 @@ pub struct Metadata {
     pub other_headers: Vec<(String, Vec<u8>)>,
 }
 
+/// Borrowed CloudEvents attributes, written as binary-mode headers. [`Metadata::to_headers`]
+/// and the publisher's hot path share it, so both write the same headers in the same order.
+pub(crate) struct BinaryHeaders<'a> {
+    pub spec_version: &'a str,
+    pub id: &'a str,
+    pub source: &'a str,
+    pub event_type: &'a str,
+    pub time: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub subject: Option<&'a str>,
+    pub data_schema: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+    pub schema_version: Option<u32>,
+    pub extensions: &'a BTreeMap<String, String>,
+    pub other_headers: &'a [(String, Vec<u8>)],
+}
+
+impl BinaryHeaders<'_> {
+    pub(crate) fn write(&self) -> OwnedHeaders {
+        let mut number = itoa::Buffer::new();
+        let version = self.schema_version.map(|v| number.format(v));
+        let attributes = [
+            (headers::SPEC_VERSION, Some(self.spec_version)),
+            (headers::ID, Some(self.id)),
+            (headers::SOURCE, Some(self.source)),
+            (headers::TYPE, Some(self.event_type)),
+            (headers::TIME, self.time),
+            (headers::CONTENT_TYPE, self.content_type),
+            (headers::SUBJECT, self.subject),
+            (headers::DATA_SCHEMA, self.data_schema),
+            (headers::CORRELATION_ID, self.correlation_id),
+            (headers::CAUSATION_ID, self.causation_id),
+            (headers::TENANT_ID, self.tenant_id),
+            (headers::SCHEMA_VERSION, version),
+        ];
+        let mut out = OwnedHeaders::new_with_capacity(attributes.len() + self.extensions.len() + self.other_headers.len());
+        for (key, value) in attributes {
+            if let Some(value) = value {
+                out = out.insert(Header { key, value: Some(value) });
+            }
+        }
+        for (name, value) in self.extensions {
+            let key = format!("{}{name}", headers::CE_PREFIX);
+            out = out.insert(Header { key: &key, value: Some(value.as_str()) });
+        }
+        for (key, value) in self.other_headers {
+            out = out.insert(Header { key, value: Some(value.as_slice()) });
+        }
+        out
+    }
+}
+
 impl Metadata {
     /// Fresh metadata for a new event: a UUID v7 id and the current time.
     pub fn new(event_type: impl Into<String>, source: impl Into<String>) -> Self {
@@ -89,6 +143,19 @@ impl Metadata {
             spec_version: SPEC_VERSION.to_owned(),
             time: Some(Utc::now().trunc_subsecs(6)),
             content_type: Some(JSON.to_owned()),
+            ..Metadata::blank()
+        }
+    }
+
+    /// Metadata with every attribute empty or absent.
+    fn blank() -> Self {
+        Metadata {
+            id: String::new(),
+            source: String::new(),
+            event_type: String::new(),
+            spec_version: String::new(),
+            time: None,
+            content_type: None,
             subject: None,
             data_schema: None,
             correlation_id: None,
@@ -111,89 +178,90 @@ impl Metadata {
     /// ```
     pub fn to_headers(&self) -> OwnedHeaders {
         let time = self.time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
-        let version = self.schema_version.map(|v| v.to_string());
-        let attributes = [
-            (headers::SPEC_VERSION, Some(self.spec_version.as_str())),
-            (headers::ID, Some(self.id.as_str())),
-            (headers::SOURCE, Some(self.source.as_str())),
-            (headers::TYPE, Some(self.event_type.as_str())),
-            (headers::TIME, time.as_deref()),
-            (headers::CONTENT_TYPE, self.content_type.as_deref()),
-            (headers::SUBJECT, self.subject.as_deref()),
-            (headers::DATA_SCHEMA, self.data_schema.as_deref()),
-            (headers::CORRELATION_ID, self.correlation_id.as_deref()),
-            (headers::CAUSATION_ID, self.causation_id.as_deref()),
-            (headers::TENANT_ID, self.tenant_id.as_deref()),
-            (headers::SCHEMA_VERSION, version.as_deref()),
-        ];
-        let mut out = OwnedHeaders::new_with_capacity(attributes.len() + self.extensions.len());
-        for (key, value) in attributes {
-            if let Some(value) = value {
-                out = out.insert(Header { key, value: Some(value) });
-            }
+        BinaryHeaders {
+            spec_version: &self.spec_version,
+            id: &self.id,
+            source: &self.source,
+            event_type: &self.event_type,
+            time: time.as_deref(),
+            content_type: self.content_type.as_deref(),
+            subject: self.subject.as_deref(),
+            data_schema: self.data_schema.as_deref(),
+            correlation_id: self.correlation_id.as_deref(),
+            causation_id: self.causation_id.as_deref(),
+            tenant_id: self.tenant_id.as_deref(),
+            schema_version: self.schema_version,
+            extensions: &self.extensions,
+            other_headers: &self.other_headers,
         }
-        for (name, value) in &self.extensions {
-            let key = format!("{}{name}", headers::CE_PREFIX);
-            out = out.insert(Header { key: &key, value: Some(value.as_str()) });
-        }
-        for (key, value) in &self.other_headers {
-            out = out.insert(Header { key, value: Some(value.as_slice()) });
-        }
-        out
+        .write()
     }
 
     /// Reads CloudEvents binary-mode headers. `Ok(None)` means the record carries no
     /// CloudEvents type (not an eventkit-style record); malformed attributes are errors.
     pub fn from_headers<H: Headers>(record_headers: &H) -> Result<Option<Self>> {
-        let mut attributes: BTreeMap<String, String> = BTreeMap::new();
-        let mut other_headers = Vec::new();
-        let mut content_type = None;
+        // One pass, no intermediate map: this runs for every record consumed.
+        let mut m = Metadata::blank();
+        let (mut has_type, mut has_id, mut has_spec_version) = (false, false, false);
         for header in record_headers.iter() {
             let value = header.value.unwrap_or_default();
-            if let Some(name) = header.key.strip_prefix(headers::CE_PREFIX) {
-                let text = std::str::from_utf8(value).map_err(|_| {
-                    Error::Envelope(format!("header `{}` is not UTF-8", header.key))
-                })?;
-                attributes.insert(name.to_owned(), text.to_owned());
-            } else if header.key.eq_ignore_ascii_case(headers::CONTENT_TYPE) {
-                content_type = Some(String::from_utf8_lossy(value).into_owned());
-            } else {
-                other_headers.push((header.key.to_owned(), value.to_vec()));
+            let Some(name) = header.key.strip_prefix(headers::CE_PREFIX) else {
+                if header.key.eq_ignore_ascii_case(headers::CONTENT_TYPE) {
+                    m.content_type = Some(match std::str::from_utf8(value) {
+                        Ok(text) => text.to_owned(),
+                        Err(_) => String::from_utf8_lossy(value).into_owned(),
+                    });
+                } else {
+                    m.other_headers.push((header.key.to_owned(), value.to_vec()));
+                }
+                continue;
+            };
+            let text = std::str::from_utf8(value).map_err(|_| Error::Envelope(format!("header `{}` is not UTF-8", header.key)))?;
+            let set = |slot: &mut String| {
+                slot.clear();
+                slot.push_str(text);
+            };
+            match name {
+                "type" => {
+                    set(&mut m.event_type);
+                    has_type = true;
+                }
+                "id" => {
+                    set(&mut m.id);
+                    has_id = true;
+                }
+                "source" => set(&mut m.source),
+                "specversion" => {
+                    set(&mut m.spec_version);
+                    has_spec_version = true;
+                }
+                "time" => {
+                    let time = DateTime::parse_from_rfc3339(text).map_err(|e| Error::Envelope(format!("header `ce_time` = {text:?}: {e}")))?;
+                    m.time = Some(time.with_timezone(&Utc));
+                }
+                "subject" => m.subject = Some(text.to_owned()),
+                "dataschema" => m.data_schema = Some(text.to_owned()),
+                "correlationid" => m.correlation_id = Some(text.to_owned()),
+                "causationid" => m.causation_id = Some(text.to_owned()),
+                "tenantid" => m.tenant_id = Some(text.to_owned()),
+                "schemaversion" => {
+                    let v = text.parse::<u32>().map_err(|e| Error::Envelope(format!("header `ce_schemaversion` = {text:?}: {e}")))?;
+                    m.schema_version = Some(v);
+                }
+                other => {
+                    m.extensions.insert(other.to_owned(), text.to_owned());
+                }
             }
         }
-        let Some(event_type) = attributes.remove("type") else {
+        if !has_type {
             return Ok(None);
-        };
-        let mut take = |name: &str| attributes.remove(name);
-        let id = take("id").ok_or_else(|| Error::Envelope("missing header `ce_id`".into()))?;
-        let time = take("time")
-            .map(|t| {
-                DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| Error::Envelope(format!("header `ce_time` = {t:?}: {e}")))
-            })
-            .transpose()?;
-        let schema_version = take("schemaversion")
-            .map(|v| {
-                v.parse::<u32>()
-                    .map_err(|e| Error::Envelope(format!("header `ce_schemaversion` = {v:?}: {e}")))
-            })
-            .transpose()?;
-        Ok(Some(Metadata {
-            id,
-            source: take("source").unwrap_or_default(),
-            spec_version: take("specversion").unwrap_or_else(|| SPEC_VERSION.to_owned()),
-            event_type,
-            time,
-            content_type,
-            subject: take("subject"),
-            data_schema: take("dataschema"),
-            correlation_id: take("correlationid"),
-            causation_id: take("causationid"),
-            tenant_id: take("tenantid"),
-            schema_version,
-            extensions: attributes,
-            other_headers,
-        }))
+        }
+        if !has_id {
+            return Err(Error::Envelope("missing header `ce_id`".into()));
+        }
+        if !has_spec_version {
+            m.spec_version.push_str(SPEC_VERSION);
+        }
+        Ok(Some(m))
     }
 }

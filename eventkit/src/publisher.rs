@@ -1,13 +1,17 @@
 //! [`Publisher`]: sends integration events and waits for the broker's acknowledgement.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{SecondsFormat, Utc};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::config::Config;
-use crate::envelope::Metadata;
+use crate::envelope::{BinaryHeaders, Metadata, JSON, SPEC_VERSION};
 use crate::error::{Error, Result};
 use crate::event::IntegrationEvent;
 use crate::wire::{Encoded, WireFormat};
@@ -136,32 +140,101 @@ impl Publisher {
 
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
-        let (topic, key, metadata, record) = self.prepare(event, options)?;
-        self.send_record(&topic, key.as_bytes(), &metadata.id, record).await
+        let topic = self.inner.config.topic_name(E::INFO.topic);
+        let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
+        let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
+        let d = delivered(&topic, delivery).await?;
+        Ok(Published { event_id: out.id, topic, partition: d.partition, offset: d.offset })
     }
 
     /// Publishes several events, pipelined, and waits for every acknowledgement.
     /// Events with the same key keep their order.
+    ///
+    /// Each event is encoded and handed to librdkafka (which copies it) before the next one is
+    /// encoded, so memory holds one encoded event at a time plus librdkafka's queue.
     pub async fn publish_many<E: IntegrationEvent>(&self, events: &[E]) -> Result<Vec<Published>> {
-        let prepared = events
-            .iter()
-            .map(|e| self.prepare(e, PublishOptions::default()))
-            .collect::<Result<Vec<_>>>()?;
-        let sends = prepared
-            .into_iter()
-            .map(|(topic, key, metadata, record)| async move { self.send_record(&topic, key.as_bytes(), &metadata.id, record).await });
-        futures::future::try_join_all(sends).await
+        let topic = self.inner.config.topic_name(E::INFO.topic);
+        let format = self.inner.config.format_of(&E::INFO);
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let out = self.encode(event, PublishOptions::default(), format)?;
+            let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
+            pending.push((out.id, delivery));
+        }
+        let mut published = Vec::with_capacity(pending.len());
+        for (event_id, delivery) in pending {
+            let d = delivered(&topic, delivery).await?;
+            published.push(Published { event_id, topic: topic.clone(), partition: d.partition, offset: d.offset });
+        }
+        Ok(published)
     }
 
     /// Sends a record with the given metadata and JSON data as it is (used by replays and
     /// bridges that already hold metadata).
     pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, format: WireFormat, data: &[u8]) -> Result<Published> {
         let record = crate::wire::encode(format, metadata, data)?;
-        self.send_record(topic, key, &metadata.id, record).await
+        let delivery = self.enqueue(topic, Some(key), None, Some(&record.value), record.headers).await?;
+        let d = delivered(topic, delivery).await?;
+        Ok(Published { event_id: metadata.id.clone(), topic: topic.to_owned(), partition: d.partition, offset: d.offset })
     }
 
     /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
     pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<(i32, i64)> {
+        let delivery = self.enqueue(topic, key, partition, value, headers).await?;
+        let d = delivered(topic, delivery).await?;
+        Ok((d.partition, d.offset))
+    }
+
+    /// Waits until every queued message was delivered (or `timeout` passed).
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        self.inner.producer.flush(timeout).map_err(Error::from)
+    }
+
+    /// Encodes an event: its id, key, JSON value and headers in the event's wire format.
+    fn encode<E: IntegrationEvent>(&self, event: &E, options: PublishOptions, format: WireFormat) -> Result<Outgoing> {
+        let info = &E::INFO;
+        let value = serde_json::to_vec(event)?;
+        let PublishOptions { id, correlation_id, causation_id, tenant_id, subject, key, headers } = options;
+        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let key = key.or_else(|| event.partition_key()).unwrap_or_else(|| id.clone());
+        if format == WireFormat::Binary {
+            // The hot path: headers straight from borrowed values, no metadata to build.
+            static NO_EXTENSIONS: BTreeMap<String, String> = BTreeMap::new();
+            let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+            let headers = BinaryHeaders {
+                spec_version: SPEC_VERSION,
+                id: &id,
+                source: &self.inner.source,
+                event_type: info.event_type,
+                time: Some(&time),
+                content_type: Some(JSON),
+                subject: subject.as_deref(),
+                data_schema: None,
+                correlation_id: correlation_id.as_deref(),
+                causation_id: causation_id.as_deref(),
+                tenant_id: tenant_id.as_deref(),
+                schema_version: Some(info.version),
+                extensions: &NO_EXTENSIONS,
+                other_headers: &headers,
+            }
+            .write();
+            return Ok(Outgoing { id, key, value, headers });
+        }
+        let mut metadata = Metadata::new(info.event_type, self.inner.source.clone());
+        metadata.id = id;
+        metadata.schema_version = Some(info.version);
+        metadata.correlation_id = correlation_id;
+        metadata.causation_id = causation_id;
+        metadata.tenant_id = tenant_id;
+        metadata.subject = subject;
+        metadata.other_headers = headers;
+        let Encoded { headers, value } = crate::wire::encode(format, &metadata, &value)?;
+        Ok(Outgoing { id: metadata.id, key, value, headers })
+    }
+
+    /// Hands a record to librdkafka (which copies it); waits only while its queue is full,
+    /// up to the publish timeout.
+    async fn enqueue(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<DeliveryFuture> {
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(value) = value {
             record = record.payload(value);
@@ -172,49 +245,34 @@ impl Publisher {
         if let Some(p) = partition {
             record = record.partition(p);
         }
-        match self.inner.producer.send(record, self.inner.timeout).await {
-            Ok(d) => Ok((d.partition, d.offset)),
-            Err((source, _)) => Err(Error::Publish { topic: topic.to_owned(), source }),
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        loop {
+            match self.inner.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if tokio::time::Instant::now() < deadline => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => return Err(Error::Publish { topic: topic.to_owned(), source }),
+            }
         }
     }
+}
 
-    /// Waits until every queued message was delivered (or `timeout` passed).
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner.producer.flush(timeout).map_err(Error::from)
-    }
+/// An event encoded for the wire.
+struct Outgoing {
+    id: String,
+    key: String,
+    value: Vec<u8>,
+    headers: OwnedHeaders,
+}
 
-    fn prepare<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, String, Metadata, Encoded)> {
-        let info = &E::INFO;
-        let mut metadata = Metadata::new(info.event_type, self.inner.source.clone());
-        if let Some(id) = options.id {
-            metadata.id = id;
-        }
-        metadata.schema_version = Some(info.version);
-        metadata.correlation_id = options.correlation_id;
-        metadata.causation_id = options.causation_id;
-        metadata.tenant_id = options.tenant_id;
-        metadata.subject = options.subject;
-        metadata.other_headers = options.headers;
-        let key = options
-            .key
-            .or_else(|| event.partition_key())
-            .unwrap_or_else(|| metadata.id.clone());
-        let data = serde_json::to_vec(event)?;
-        let record = crate::wire::encode(self.inner.config.format_of(info), &metadata, &data)?;
-        Ok((self.inner.config.topic_name(info.topic), key, metadata, record))
-    }
-
-    async fn send_record(&self, topic: &str, key: &[u8], event_id: &str, encoded: Encoded) -> Result<Published> {
-        let record = FutureRecord::to(topic).key(key).payload(&encoded.value).headers(encoded.headers);
-        match self.inner.producer.send(record, self.inner.timeout).await {
-            Ok(delivery) => Ok(Published {
-                event_id: event_id.to_owned(),
-                topic: topic.to_owned(),
-                partition: delivery.partition,
-                offset: delivery.offset,
-            }),
-            Err((source, _)) => Err(Error::Publish { topic: topic.to_owned(), source }),
-        }
+/// Waits for the broker's acknowledgement of one record.
+async fn delivered(topic: &str, delivery: DeliveryFuture) -> Result<Delivery> {
+    match delivery.await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err((source, _))) => Err(Error::Publish { topic: topic.to_owned(), source }),
+        Err(_) => Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::Canceled }),
     }
 }
 

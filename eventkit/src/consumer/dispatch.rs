@@ -1,6 +1,6 @@
-//! Workers: one unit of work each. A worker decodes its record (or batch), calls the
-//! handlers that have not settled it yet, lets [`super::settle`] decide what follows, and
-//! hands the completion back to the fetch loop.
+//! Handling one unit of work: decode the record (or batch), call the handlers that have not
+//! settled it yet, and let [`super::settle`] decide what follows. The resulting completion goes
+//! back to the engine. Units of work of a group run concurrently, up to its concurrency.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use tracing::{debug, warn};
 
-use super::engine::Shared;
+use super::engine::Completion;
 use super::record::Record;
 use super::scheduler::{Items, Work};
 use super::settle;
@@ -23,7 +23,7 @@ use crate::retry::RetryPolicy;
 use crate::state::StateMap;
 use crate::wire::Decoded;
 
-/// What every worker of a group needs.
+/// What every handler call of a group needs.
 pub(crate) struct WorkerEnv {
     pub group: Arc<str>,
     pub plan: GroupPlan,
@@ -32,7 +32,6 @@ pub(crate) struct WorkerEnv {
     pub state: Arc<StateMap>,
     pub config: Config,
     pub retry_policy: RetryPolicy,
-    pub shared: Arc<Shared>,
 }
 
 /// How one attempt at a single record went.
@@ -56,10 +55,10 @@ pub(crate) struct BatchAttempt {
     pub result: Result<(), HandlerError>,
 }
 
-/// Runs one unit of work and reports its completion.
-pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) {
+/// Handles one unit of work: its completion says which records settled and what to retry.
+pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) -> Completion {
     let Work { lane, items, .. } = work;
-    let completion = match items {
+    match items {
         Items::One(record) => {
             let attempt = attempt_one(&env, &record).await;
             settle::one(&env, lane, record, attempt).await
@@ -68,8 +67,7 @@ pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) {
             let attempt = attempt_batch(&env, records).await;
             settle::batch(&env, lane, attempt).await
         }
-    };
-    env.shared.complete(completion);
+    }
 }
 
 /// What a record is for this group. Short-lived: boxing `Ready` would cost an allocation per record.
@@ -82,7 +80,7 @@ enum Prepared {
 
 /// Replay addressing and decoding.
 fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
-    if let Some(group) = record.header_text(dlq::headers::REPLAY_GROUP) {
+    if let Some(group) = record.replay_header(dlq::headers::REPLAY_GROUP) {
         if group != *env.group {
             debug!(group = %env.group, record = %record.position(), replay_for = %group, "skipping a replay for another group");
             return Prepared::Skip;
@@ -137,7 +135,7 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         };
     }
     // A replayed record runs only the handler that failed it.
-    let replay_handler = record.header_text(dlq::headers::REPLAY_HANDLER);
+    let replay_handler = record.replay_header(dlq::headers::REPLAY_HANDLER);
     let pending: Vec<&'static HandlerDescriptor> = typed
         .iter()
         .chain(catch_all)

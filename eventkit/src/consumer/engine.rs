@@ -1,16 +1,20 @@
 //! The group's bookkeeping, shared by the fetch loop and the rebalance callbacks: the
-//! partition table with each partition's offset tracker, the scheduler, what is in flight,
+//! partition table with each partition's offset tracker, the scheduler, the work running,
 //! and the counts behind the memory bound.
 //!
-//! Workers never touch it: they hand their [`Completion`] to [`Shared::complete`], and the
-//! fetch loop (or a revoke waiting for in-flight records) applies it.
+//! Running work lives in one set of futures that the fetch loop polls (so handler calls need
+//! no task of their own and no cross-thread hand-off); a revoke drives the same set while it
+//! waits for the revoked partitions' records.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll};
 
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, Stream};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::record::{Epoch, Record, Slot};
@@ -18,20 +22,25 @@ use super::scheduler::{LaneId, Policy, Scheduler, Work};
 use super::tracker::OffsetTracker;
 use crate::registry::TopicRoute;
 
-/// State shared by the fetch loop, the rebalance callbacks and the workers.
+/// How long the buffer may stay full before its partitions are paused.
+pub(crate) const PAUSE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A unit of work being handled.
+pub(crate) type Running = BoxFuture<'static, Completion>;
+
+/// State shared by the fetch loop and the rebalance callbacks.
 pub(crate) struct Shared {
     engine: Mutex<Engine>,
-    completions: Mutex<Vec<Completion>>,
-    /// Wakes the fetch loop when a completion arrives.
-    pub wake: Notify,
+    running: Mutex<FuturesUnordered<Running>>,
 }
 
 impl Shared {
     pub(crate) fn new(engine: Engine) -> Self {
-        Shared { engine: Mutex::new(engine), completions: Mutex::default(), wake: Notify::new() }
+        Shared { engine: Mutex::new(engine), running: Mutex::default() }
     }
 
-    /// The engine. Never held across an await or a call into the consumer that may run a callback.
+    /// The engine. Never held across an await or a call into the consumer that may run a
+    /// callback; taken before `running` when both are needed.
     pub(crate) fn engine(&self) -> MutexGuard<'_, Engine> {
         self.engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -41,20 +50,51 @@ impl Shared {
         self.engine.try_lock().ok()
     }
 
-    /// A worker is done with its work.
-    pub(crate) fn complete(&self, completion: Completion) {
-        self.completions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(completion);
-        self.wake.notify_one();
+    fn running(&self) -> MutexGuard<'_, FuturesUnordered<Running>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies every completion that arrived. Returns how many.
-    pub(crate) fn apply_completions(&self, engine: &mut Engine, buffer: &mut Vec<Completion>) -> usize {
-        std::mem::swap(buffer, &mut *self.completions.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let n = buffer.len();
-        let now = Instant::now();
-        for c in buffer.drain(..) {
-            engine.apply(c, now);
+    /// Starts a unit of work.
+    pub(crate) fn start(&self, work: Running) {
+        self.running().push(work);
+    }
+
+    /// Drives the running work: the next completion, or `Pending` (also while nothing runs).
+    pub(crate) fn poll_completion(&self, cx: &mut TaskContext<'_>) -> Poll<Completion> {
+        let mut running = self.running();
+        if running.is_empty() {
+            return Poll::Pending;
         }
+        match Pin::new(&mut *running).poll_next(cx) {
+            Poll::Ready(Some(c)) => Poll::Ready(c),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The next completion (waits while nothing runs).
+    pub(crate) async fn next_completion(&self) -> Completion {
+        std::future::poll_fn(|cx| self.poll_completion(cx)).await
+    }
+
+    /// Applies the completion `first` and every other one ready now. Returns how many.
+    pub(crate) fn apply_ready(&self, engine: &mut Engine, first: Completion) -> usize {
+        let now = Instant::now();
+        engine.apply(first, now);
+        let mut n = 1;
+        let waker = futures::task::noop_waker();
+        let mut cx = TaskContext::from_waker(&waker);
+        while let Poll::Ready(c) = self.poll_completion(&mut cx) {
+            engine.apply(c, now);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the work still running (shutdown after its timeout): handler calls are cancelled.
+    pub(crate) fn abandon_running(&self) -> usize {
+        let mut running = self.running();
+        let n = running.len();
+        *running = FuturesUnordered::new();
         n
     }
 }
@@ -113,7 +153,9 @@ pub(crate) struct Engine {
     buffered: usize,
     buffered_bytes: usize,
     next_epoch: Epoch,
-    /// Paused because buffered records reached the bound.
+    /// Since when buffered records are at the bound (fetched records are not taken meanwhile).
+    full_since: Option<Instant>,
+    /// Paused because the buffer stayed full for [`PAUSE_AFTER`].
     full: bool,
     /// Pause states may need to change.
     pause_dirty: bool,
@@ -135,6 +177,7 @@ impl Engine {
             buffered: 0,
             buffered_bytes: 0,
             next_epoch: 1,
+            full_since: None,
             full: false,
             pause_dirty: false,
             stopping: false,
@@ -310,9 +353,13 @@ impl Engine {
         self.scheduler.on_timer(now);
     }
 
-    /// When the next retry or batch deadline is due.
+    /// When the next retry or batch deadline is due, or a full buffer turns into a pause.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.scheduler.next_deadline()
+        let pause = self.full_since.filter(|_| !self.full).map(|since| since + PAUSE_AFTER);
+        match (self.scheduler.next_deadline(), pause) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Watermarks that moved since the last commit (of `only` these partitions, or all).
@@ -362,16 +409,38 @@ impl Engine {
         self.closing
     }
 
+    /// Whether fetched records are left in librdkafka's queue for now: the buffer is full, and
+    /// the partitions are not paused yet.
+    pub(crate) fn throttled(&self) -> bool {
+        self.full_since.is_some() && !self.full
+    }
+
     /// Partitions to pause and to resume so that fetching matches the bounds: all of them
-    /// while the buffer is full or at shutdown, and each one that ran too far ahead of its commit.
-    pub(crate) fn pause_changes(&mut self) -> Option<(TopicPartitionList, TopicPartitionList)> {
+    /// when the buffer stayed full for [`PAUSE_AFTER`] or at shutdown, and each one that ran
+    /// too far ahead of its commit.
+    ///
+    /// A full buffer first only stops the loop from taking records: librdkafka keeps its
+    /// prefetched records (bounded like the buffer), and a fast handler frees room in time.
+    /// Pausing drops that prefetch and costs a fetch round trip on resume, so it is kept for
+    /// handlers that are stuck or very slow; the loop then goes on polling, and the member
+    /// stays in its group.
+    pub(crate) fn pause_changes(&mut self, now: Instant) -> Option<(TopicPartitionList, TopicPartitionList)> {
         let Limits { max_records, max_bytes, .. } = self.limits;
-        if !self.full && (self.buffered >= max_records || self.buffered_bytes >= max_bytes) {
-            self.full = true;
-            self.pause_dirty = true;
-        } else if self.full && self.buffered <= max_records / 2 && self.buffered_bytes <= max_bytes / 2 {
-            self.full = false;
-            self.pause_dirty = true;
+        let over = self.buffered >= max_records || self.buffered_bytes >= max_bytes;
+        let under = self.buffered <= max_records / 2 && self.buffered_bytes <= max_bytes / 2;
+        match self.full_since {
+            None if over => self.full_since = Some(now),
+            Some(_) if under => {
+                self.full_since = None;
+                if std::mem::take(&mut self.full) {
+                    self.pause_dirty = true;
+                }
+            }
+            Some(since) if !self.full && now >= since + PAUSE_AFTER => {
+                self.full = true;
+                self.pause_dirty = true;
+            }
+            _ => {}
         }
         if !std::mem::take(&mut self.pause_dirty) {
             return None;
@@ -379,8 +448,10 @@ impl Engine {
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
             let want = self.stopping || self.full || p.lagging;
-            if p.paused != Some(want) {
-                p.paused = Some(want);
+            // A newly assigned partition is not paused: only say so when it must be.
+            let was = p.paused.unwrap_or(false);
+            p.paused = Some(want);
+            if was != want {
                 let list = if want { &mut pause } else { &mut resume };
                 list.add_partition(&p.topic, p.partition);
             }

@@ -1,11 +1,14 @@
 //! The fetch loop: the one task that polls the group's consumer.
 //!
-//! It never awaits a handler. Each turn it takes fetched records into the engine, starts ready
-//! work on workers (up to the group's concurrency), applies completions, fires retry and
-//! batch timers, and commits watermarks every commit interval. When buffered records reach
-//! the memory bound it pauses the assigned partitions (librdkafka then drops its prefetched
-//! records and fetches them again from the same position on resume), and it keeps polling
-//! while paused, so a slow or stuck handler never breaches `max.poll.interval.ms`.
+//! It never waits for one handler. Each turn it takes fetched records into the engine, starts
+//! ready work (up to the group's concurrency; handler calls run concurrently as futures the
+//! loop drives, like `for_each_concurrent`), applies completions, fires retry and batch
+//! timers, and commits watermarks every commit interval. Handler code that computes for long
+//! without awaiting belongs in `tokio::task::spawn_blocking`. When buffered records reach
+//! the memory bound it stops taking records; if the buffer stays full (a stuck or very slow
+//! handler) it pauses the assigned partitions (librdkafka then drops its prefetched records and
+//! fetches them again from the same position on resume) and goes on polling, so the member
+//! never breaches `max.poll.interval.ms`.
 //!
 //! At shutdown it pauses everything and finishes the records it holds (up to the shutdown
 //! timeout; retries waiting for their backoff are dropped), commits synchronously and leaves
@@ -18,12 +21,11 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::dispatch::{self, WorkerEnv};
-use super::engine::{Completion, Shared};
+use super::engine::Shared;
 use super::rebalance::{describe, GroupContext};
 
 /// Records taken from librdkafka in one turn before the loop starts work and looks at completions.
@@ -39,8 +41,6 @@ impl FetchLoop {
     /// Runs until `shutdown` flips; then drains, commits and leaves the group.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let config = &self.env.config;
-        let mut workers = JoinSet::new();
-        let mut completions: Vec<Completion> = Vec::new();
         {
             let mut stream = self.consumer.stream();
             let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -50,7 +50,7 @@ impl FetchLoop {
             tokio::pin!(timer);
             let mut timer_at: Option<Instant> = None;
             loop {
-                let next = self.turn(&mut workers);
+                let (next, take) = self.turn();
                 if next != timer_at {
                     timer.as_mut().reset(next.unwrap_or_else(far));
                     timer_at = next;
@@ -58,16 +58,16 @@ impl FetchLoop {
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => break,
-                    () = self.shared.wake.notified() => {
-                        self.shared.apply_completions(&mut self.shared.engine(), &mut completions);
-                        while workers.try_join_next().is_some() {}
+                    completion = self.shared.next_completion() => {
+                        self.shared.apply_ready(&mut self.shared.engine(), completion);
                     }
                     _ = commit_tick.tick() => self.commit(CommitMode::Async),
                     () = &mut timer, if timer_at.is_some() => {
                         self.shared.engine().on_timer(Instant::now());
                         timer_at = None;
                     }
-                    message = stream.next() => {
+                    // While the buffer is full, records stay in librdkafka's queue.
+                    message = stream.next(), if take => {
                         self.take(message);
                         for _ in 1..BURST {
                             match stream.next().now_or_never() {
@@ -78,9 +78,12 @@ impl FetchLoop {
                     }
                 }
             }
-            self.drain(&mut stream, &mut workers, &mut completions).await;
+            self.drain(&mut stream).await;
         }
-        workers.abort_all();
+        let abandoned = self.shared.abandon_running();
+        if abandoned > 0 {
+            debug!(group = %self.env.group, abandoned, "handler calls cancelled at shutdown");
+        }
         let group = self.env.group.clone();
         let FetchLoop { consumer, .. } = self;
         // Leaving the group blocks: keep it off the async workers.
@@ -98,13 +101,14 @@ impl FetchLoop {
         info!(%group, "consumer group stopped");
     }
 
-    /// Starts ready work, pauses or resumes partitions; returns the next timer deadline.
-    fn turn(&self, workers: &mut JoinSet<()>) -> Option<Instant> {
+    /// Starts ready work, pauses or resumes partitions. Returns the next timer deadline, and
+    /// whether to take fetched records now.
+    fn turn(&self) -> (Option<Instant>, bool) {
         let mut engine = self.shared.engine();
         while let Some(work) = engine.next_work() {
-            workers.spawn(dispatch::run(self.env.clone(), work));
+            self.shared.start(Box::pin(dispatch::run(self.env.clone(), work)));
         }
-        if let Some((pause, resume)) = engine.pause_changes() {
+        if let Some((pause, resume)) = engine.pause_changes(Instant::now()) {
             if pause.count() > 0 {
                 let (records, bytes) = engine.buffered();
                 match self.consumer.pause(&pause) {
@@ -119,7 +123,7 @@ impl FetchLoop {
                 }
             }
         }
-        engine.next_deadline()
+        (engine.next_deadline(), !engine.throttled())
     }
 
     fn take(&self, message: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>) {
@@ -154,16 +158,11 @@ impl FetchLoop {
 
     /// Stops fetching, finishes the records held (up to the shutdown timeout), and commits
     /// what settled.
-    async fn drain(
-        &self,
-        stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>,
-        workers: &mut JoinSet<()>,
-        completions: &mut Vec<Completion>,
-    ) {
+    async fn drain(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
         self.shared.engine().stop();
         let deadline = Instant::now() + self.env.config.shutdown_timeout;
         loop {
-            self.turn(workers);
+            let _ = self.turn();
             let (idle, running) = {
                 let engine = self.shared.engine();
                 (engine.idle(), engine.in_flight())
@@ -173,8 +172,8 @@ impl FetchLoop {
             }
             tokio::select! {
                 biased;
-                () = self.shared.wake.notified() => {
-                    self.shared.apply_completions(&mut self.shared.engine(), completions);
+                completion = self.shared.next_completion() => {
+                    self.shared.apply_ready(&mut self.shared.engine(), completion);
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     warn!(group = %self.env.group, running, timeout = ?self.env.config.shutdown_timeout, "handlers still running at the shutdown timeout; their records will be handled again after a restart");

@@ -1,7 +1,7 @@
 //! The consumer engine: one per consumer group. Data flows one way:
 //!
 //! ```text
-//! fetch loop ──records──> scheduler ──ready work──> workers (handler calls, up to `concurrency`)
+//! fetch loop ──records──> scheduler ──ready work──> running work (handler calls, up to `concurrency`)
 //!     ^  pause/resume           │ per key / partition lane; a lane with work started,
 //!     │  by buffered records    │ or waiting for its retry, holds its later records
 //!     │  and bytes              v
@@ -13,7 +13,7 @@
 //! - [`fetch`]: the loop that polls the consumer, with backpressure, timers and commits.
 //! - [`scheduler`]: lanes by ordering mode, batching, retries waiting for their backoff.
 //! - [`tracker`]: per-partition watermarks.
-//! - [`dispatch`]: workers that decode records and call handlers.
+//! - [`dispatch`]: handling a unit of work: decode, call the handlers.
 //! - [`settle`]: done, retry or dead-letter, for single records and batches alike.
 //! - [`rebalance`]: what assignments and revocations do to all of the above.
 //! - [`engine`]: the bookkeeping the loop and the callbacks share.
@@ -71,9 +71,9 @@ impl GroupRunner {
         let shared = Arc::new(Shared::new(Engine::new(policy, limits, plan.routes.clone())));
 
         let mut client = crate::kafka::client_config(config)?;
-        // librdkafka's own prefetch is bounded like eventkit's buffer, so that both together
-        // stay within about twice the configured bytes.
-        let prefetch_kb = (config.max_buffered_bytes / 1024).clamp(1024, 2_097_151);
+        // librdkafka's own prefetch gets half of the bounds (in bytes for the whole consumer; in
+        // records per partition), so that both together stay within about 1.5 times them.
+        let prefetch_kb = (config.max_buffered_bytes / 2048).clamp(1024, 2_097_151);
         client
             .set("group.id", &plan.group_id)
             .set("enable.auto.commit", "false")
@@ -81,7 +81,7 @@ impl GroupRunner {
             .set("auto.offset.reset", &config.auto_offset_reset)
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("queued.max.messages.kbytes", prefetch_kb.to_string())
-            .set("queued.min.messages", config.max_buffered_records.clamp(1, 10_000_000).to_string())
+            .set("queued.min.messages", (config.max_buffered_records / 2).clamp(1, 10_000_000).to_string())
             .set("topic.metadata.refresh.interval.ms", "10000");
         if config.embedded {
             // The mock broker holds a fetch for fetch.wait.max.ms even when data is there, and
@@ -115,7 +115,6 @@ impl GroupRunner {
             state,
             retry_policy: config.retry_policy(),
             config: config.clone(),
-            shared: shared.clone(),
         };
         Ok(GroupRunner { fetch: FetchLoop { consumer: Arc::new(consumer), shared, env: Arc::new(env) } })
     }

@@ -7,7 +7,7 @@
 //!   Records still running after the timeout no longer move any offset.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -67,17 +67,22 @@ impl GroupContext {
         // On a current-thread runtime the handlers cannot progress while this callback blocks.
         let can_wait = !engine.closing() && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread);
         if running > 0 && can_wait {
-            let deadline = Instant::now() + self.revoke_timeout;
-            let mut buffer = Vec::new();
-            let finished = tokio::task::block_in_place(|| loop {
-                self.shared.apply_completions(&mut engine, &mut buffer);
-                if engine.in_flight_of(&slots) == 0 {
-                    break true;
-                }
-                if Instant::now() >= deadline {
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(1));
+            // This callback runs inside the fetch loop's poll, so the loop cannot drive the
+            // running work now: drive it here (off the async worker) until the revoked
+            // partitions' records are done.
+            let deadline = tokio::time::Instant::now() + self.revoke_timeout;
+            let finished = tokio::task::block_in_place(|| {
+                futures::executor::block_on(async {
+                    while engine.in_flight_of(&slots) > 0 {
+                        match tokio::time::timeout_at(deadline, self.shared.next_completion()).await {
+                            Ok(completion) => {
+                                self.shared.apply_ready(&mut engine, completion);
+                            }
+                            Err(_) => return false,
+                        }
+                    }
+                    true
+                })
             });
             if !finished {
                 warn!(group = %self.group, running = engine.in_flight_of(&slots), timeout = ?self.revoke_timeout, "records of revoked partitions still running after the revoke timeout; their new owner will handle them again");

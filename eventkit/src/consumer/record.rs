@@ -75,6 +75,14 @@ impl Record {
         Position(&self.info)
     }
 
+    /// The first value of a replay-address header, as text.
+    pub(crate) fn replay_header(&self, key: &str) -> Option<String> {
+        if !self.headers.has_replay_address() {
+            return None;
+        }
+        self.header_text(key)
+    }
+
     /// The first value of a header, as text.
     pub(crate) fn header_text(&self, key: &str) -> Option<String> {
         self.headers.iter().find(|h| h.key == key).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
@@ -90,33 +98,39 @@ impl std::fmt::Display for Position<'_> {
     }
 }
 
-/// A record's headers in one buffer: names and values back to back, with an index. Null
+/// A record's headers: names in one string and values in one buffer, with an index. Null
 /// values stay null.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecordHeaders {
-    bytes: Vec<u8>,
-    /// Per header: end of the name, end of the value (`None`: a null value).
-    index: Vec<(u32, Option<u32>)>,
+    names: String,
+    values: Vec<u8>,
+    /// Per header: end of its name in `names`, end of its value in `values` (a null value
+    /// takes no bytes), and whether the value is null.
+    index: Vec<(u32, u32, bool)>,
+    /// Whether any header is a replay address (`eventkit-replay-*`).
+    replay: bool,
 }
 
 impl RecordHeaders {
     fn copy<H: Headers>(headers: &H) -> Self {
         let count = headers.count();
-        let mut out = RecordHeaders { bytes: Vec::with_capacity(count * 32), index: Vec::with_capacity(count) };
+        let mut out = RecordHeaders { names: String::with_capacity(count * 16), values: Vec::with_capacity(count * 32), index: Vec::with_capacity(count), replay: false };
         for h in headers.iter() {
-            out.bytes.extend_from_slice(h.key.as_bytes());
-            let key_end = out.bytes.len() as u32;
-            let value_end = h.value.map(|v| {
-                out.bytes.extend_from_slice(v);
-                out.bytes.len() as u32
-            });
-            out.index.push((key_end, value_end));
+            out.replay |= h.key.starts_with(REPLAY_PREFIX);
+            out.names.push_str(h.key);
+            out.values.extend_from_slice(h.value.unwrap_or_default());
+            out.index.push((out.names.len() as u32, out.values.len() as u32, h.value.is_none()));
         }
         out
     }
 
     fn size(&self) -> usize {
-        self.bytes.capacity() + self.index.capacity() * std::mem::size_of::<(u32, Option<u32>)>()
+        self.names.capacity() + self.values.capacity() + self.index.capacity() * std::mem::size_of::<(u32, u32, bool)>()
+    }
+
+    /// Whether any header addresses a replay.
+    pub(crate) fn has_replay_address(&self) -> bool {
+        self.replay
     }
 
     #[cfg(test)]
@@ -129,22 +143,22 @@ impl RecordHeaders {
     }
 }
 
+/// Prefix of the headers that address a replayed record to a group and handler.
+const REPLAY_PREFIX: &str = "eventkit-replay-";
+
 impl Headers for RecordHeaders {
     fn count(&self) -> usize {
         self.index.len()
     }
 
     fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
-        let (key_end, value_end) = *self.index.get(idx)?;
-        let start = match idx {
-            0 => 0,
-            _ => {
-                let (prev_key_end, prev_value_end) = self.index[idx - 1];
-                prev_value_end.unwrap_or(prev_key_end)
-            }
-        } as usize;
-        let key = std::str::from_utf8(&self.bytes[start..key_end as usize]).unwrap_or_default();
-        let value = value_end.map(|end| &self.bytes[key_end as usize..end as usize]);
+        let (name_end, value_end, null) = *self.index.get(idx)?;
+        let (name_start, value_start) = match idx.checked_sub(1) {
+            Some(prev) => (self.index[prev].0, self.index[prev].1),
+            None => (0, 0),
+        };
+        let key = &self.names[name_start as usize..name_end as usize];
+        let value = (!null).then(|| &self.values[value_start as usize..value_end as usize]);
         Some(Header { key, value })
     }
 }

@@ -40,7 +40,9 @@ pub(crate) struct Work {
     pub items: Items,
 }
 
-/// The records of a unit of work.
+/// The records of a unit of work. Single records are the common case: boxing them would cost
+/// an allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Items {
     One(Record),
     Batch(Vec<Record>),

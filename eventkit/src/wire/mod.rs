@@ -98,6 +98,9 @@ fn content_type(value: &str, other: &[(String, Vec<u8>)]) -> OwnedHeaders {
     out
 }
 
+/// How structured-mode content types begin (`application/cloudevents+json`, ...).
+const CE_CONTENT_PREFIX: &[u8] = b"application/cloudevents";
+
 /// What a consumer knows about a topic before reading a record from it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TopicHints {
@@ -119,12 +122,10 @@ pub(crate) struct Decoded {
 /// Reads a record in whichever format it carries. `Ok(None)`: the record carries no type
 /// information and the topic has no single event type to assume.
 pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &RecordInfo, hints: &TopicHints) -> Result<Option<Decoded>> {
-    let content_type = record_headers
-        .iter()
-        .find(|h| h.key.eq_ignore_ascii_case(headers::CONTENT_TYPE))
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
-    if content_type.as_deref().is_some_and(|c| c.starts_with("application/cloudevents")) {
+    let content_type = record_headers.iter().find(|h| h.key.eq_ignore_ascii_case(headers::CONTENT_TYPE)).and_then(|h| h.value);
+    let structured = content_type.is_some_and(|c| c.len() >= CE_CONTENT_PREFIX.len() && c[..CE_CONTENT_PREFIX.len()].eq_ignore_ascii_case(CE_CONTENT_PREFIX));
+    let content_type = || content_type.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+    if structured {
         let (metadata, data) = structured::decode(value, other_headers(record_headers))?;
         return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Structured }));
     }
@@ -133,7 +134,7 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &Rec
     }
     if hints.legacy {
         let (mut metadata, data) = legacy::decode(value, record)?;
-        metadata.content_type = content_type;
+        metadata.content_type = content_type();
         metadata.other_headers = other_headers(record_headers);
         return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Legacy }));
     }
@@ -141,7 +142,7 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &Rec
     let mut metadata = Metadata::new(event_type, "");
     metadata.id = synthetic_id(record);
     metadata.time = record.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-    metadata.content_type = content_type;
+    metadata.content_type = content_type();
     metadata.other_headers = other_headers(record_headers);
     Ok(Some(Decoded { metadata, data: value.clone(), format: WireFormat::Untyped }))
 }
