@@ -36,4 +36,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export EVENTKIT_TEST_BOOTSTRAP="127.0.0.1:$port"
+# Tests that depend on a broker's limits (noida-db keeps Kafka's default 1 MiB record limit).
+export EVENTKIT_TEST_BROKER=noida-db
 echo "real broker: noida-db at $EVENTKIT_TEST_BOOTSTRAP" >&2

@@ -99,7 +99,7 @@ fn sdk_decode(python: &std::path::Path, records: &[RawRecord]) -> Vec<Value> {
 async fn eventkit_records_are_valid_cloudevents(target: Target) {
     let Some(python) = test_python("eventkit_records_are_valid_cloudevents") else { return };
     let seen = Seen::default();
-    let running = target.app().state(seen.clone()).build().unwrap().start().await.unwrap();
+    let running = target.app().groups(["interop"]).state(seen.clone()).build().unwrap().start().await.unwrap();
     let publisher = running.publisher();
     let options = || PublishOptions::default().correlation_id("corr-1").tenant_id("acme").subject("order-7");
     let b = publisher.publish_with(&OrderBinary { order_id: "o-7".into(), total: 9.5 }, options()).await.unwrap();
@@ -158,7 +158,7 @@ on_both_brokers!(eventkit_records_are_valid_cloudevents);
 async fn sdk_and_legacy_events_from_python_are_handled(target: Target) {
     let Some(python) = test_python("sdk_and_legacy_events_from_python_are_handled") else { return };
     let seen = Seen::default();
-    let running = target.app().state(seen.clone()).build().unwrap().start().await.unwrap();
+    let running = target.app().groups(["interop"]).state(seen.clone()).build().unwrap().start().await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/produce.py");
     let out = Command::new(&python)
         .args([script, target.bootstrap(), &target.topic("interop.sdk"), &target.topic("interop.erp")])
@@ -178,7 +178,7 @@ async fn sdk_and_legacy_events_from_python_are_handled(target: Target) {
     assert_eq!(key.as_deref(), Some(&b"PRD-123"[..]));
     assert_eq!(m.id, "evt-123456");
     assert_eq!(m.event_type, "inventory.low_stock");
-    assert_eq!(m.schema_version, Some(1));
+    assert_eq!((m.schema_version.as_deref(), m.schema_major()), (Some("1.0"), Some(1)), "kept as the ERP wrote it");
     assert_eq!(m.source, "inventory-service");
     assert_eq!(m.tenant_id.as_deref(), Some("tenant-1"));
     assert_eq!(m.correlation_id.as_deref(), Some("corr-789"));
@@ -202,3 +202,152 @@ async fn sdk_and_legacy_events_from_python_are_handled(target: Target) {
     }
 }
 on_both_brokers!(sdk_and_legacy_events_from_python_are_handled);
+
+/// The event of the conformance cases.
+#[integration_event(topic = "interop.conformance", type = "conf.order", key = id)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfOrder {
+    pub id: String,
+}
+
+type Conformance = Log<(String, Metadata)>;
+
+/// Records what it read, then forwards it as a bridge would (the metadata as read), in both
+/// CloudEvents modes: the official SDK must accept the copies.
+#[handler(group = "conformance")]
+async fn conformance(e: ConfOrder, ctx: &Context, seen: &Conformance) -> eventkit::Result<()> {
+    seen.push((e.id.clone(), ctx.metadata().clone()));
+    let forwarded = format!("{}.forwarded", ctx.record().topic);
+    for format in [WireFormat::Binary, WireFormat::Structured] {
+        ctx.publisher().send_raw(&forwarded, e.id.as_bytes(), ctx.metadata(), format, ctx.data()).await?;
+    }
+    Ok(())
+}
+
+/// Encodes events with the Python CloudEvents SDK.
+fn sdk_encode(python: &std::path::Path, events: &[Value]) -> Vec<RawRecord> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/ce_encode.py");
+    let mut child = Command::new(python).arg(script).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("python");
+    let mut stdin = child.stdin.take().unwrap();
+    for e in events {
+        writeln!(stdin, "{e}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "ce_encode.py failed");
+    let unhex = |h: &str| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            RawRecord {
+                headers: v["headers"].as_array().unwrap().iter().map(|h| (h[0].as_str().unwrap().to_owned(), unhex(h[1].as_str().unwrap()))).collect(),
+                key: v["key"].as_str().map(unhex),
+                value: unhex(v["value"].as_str().unwrap()),
+            }
+        })
+        .collect()
+}
+
+/// Hostile and foreign records read the way the spec and the official SDK read them: mixed-case
+/// `ce_` names, invalid required attributes, `data_base64`, non-conforming extension names
+/// (mapped, so that forwarded copies are valid), a foreign schema version kept as given.
+async fn conformance_cases_agree_with_the_sdk(target: Target) {
+    let Some(python) = test_python("conformance_cases_agree_with_the_sdk") else { return };
+    let seen = Conformance::default();
+    let running = target.app().groups(["conformance"]).state(seen.clone()).build().unwrap().start().await.unwrap();
+    let topic = target.topic("interop.conformance");
+    let ce = |spec: &'static str, id: &'static str, source: &'static str, ty: &'static str| vec![("ce_specversion", spec), ("ce_id", id), ("ce_source", source), ("ce_type", ty)];
+
+    // Read by the SDK and by eventkit alike: the same raw records.
+    let mixed_other: Vec<(&str, &str)> = vec![("CE_SPECVERSION", "1.0"), ("ce_ID", "other-1"), ("Ce_Source", "py"), ("CE_TYPE", "Other")];
+    let mixed_ok: Vec<(&str, &str)> = vec![("CE_SPECVERSION", "1.0"), ("ce_ID", "mixed-1"), ("Ce_Source", "py"), ("ce_Type", "conf.order"), ("CE_TENANTID", "t1")];
+    let hostile = [
+        ("other", mixed_other),
+        ("spec2", ce("2.0", "spec-1", "py", "conf.order")),
+        ("nosource", ce("1.0", "nosource-1", "", "conf.order")),
+        ("emptyid", ce("1.0", "", "py", "conf.order")),
+    ];
+    let mut raw = Vec::new();
+    for (name, headers) in &hostile {
+        target.produce_raw(&topic, name, headers, br#"{"id":"hostile"}"#).await;
+        raw.push(RawRecord { headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(), key: None, value: br#"{"id":"hostile"}"#.to_vec() });
+    }
+    let sdk = sdk_decode(&python, &raw);
+    assert_eq!(sdk[0]["attributes"]["type"], "Other", "the SDK reads CE_TYPE: {}", sdk[0]);
+    for (verdict, (name, _)) in sdk[1..].iter().zip(&hostile[1..]) {
+        assert!(verdict.get("error").is_some(), "the SDK rejects {name}: {verdict}");
+    }
+    target.produce_raw(&topic, "mixed", &mixed_ok, br#"{"id":"mixed"}"#).await;
+    let mut traced = ce("1.0", "traced-1", "py", "conf.order");
+    traced.extend([("ce_Trace_ID", "t-1"), ("ce_schemaversion", "1.2.0")]);
+    target.produce_raw(&topic, "traced", &traced, br#"{"id":"traced"}"#).await;
+    // Bytes data: the SDK writes `data_base64` in structured mode.
+    let encoded = sdk_encode(&python, &[json!({"mode": "structured", "attributes": {"type": "conf.order", "source": "py", "id": "b64-1", "datacontenttype": "application/json"}, "data_hex": hex(br#"{"id":"b64"}"#)})]);
+    let headers: Vec<(&str, &str)> = encoded[0].headers.iter().map(|(k, v)| (k.as_str(), std::str::from_utf8(v).unwrap())).collect();
+    target.produce_raw(&topic, "b64", &headers, &encoded[0].value).await;
+    // An invalid extension name and a null attribute in structured mode.
+    let structured = json!({"specversion": "1.0", "id": "bad-1", "source": "py", "type": "conf.order", "Bad_Name": "v", "subject": null, "data": {"id": "badname"}});
+    target.produce_raw(&topic, "badname", &[("content-type", "application/cloudevents+json")], &serde_json::to_vec(&structured).unwrap()).await;
+
+    assert!(eventually(Duration::from_secs(60), || seen.len() >= 4).await, "[{}] {:?}", target.kind, seen.snapshot());
+    let dlq = running.dead_letters();
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = dlq.list("interop.conformance", &eventkit::DlqFilter::default()).await.unwrap();
+        if entries.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let forwarded = target.read_records(&format!("{topic}.forwarded"), 8);
+    running.shutdown().await.unwrap();
+
+    let mut handled: Vec<(String, Metadata)> = seen.snapshot();
+    handled.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(handled.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["b64", "badname", "mixed", "traced"], "[{}]", target.kind);
+    let by_id = |id: &str| &handled.iter().find(|(i, _)| i == id).unwrap().1;
+    assert_eq!(by_id("mixed").tenant_id.as_deref(), Some("t1"), "CE_TENANTID is the tenant");
+    assert_eq!(by_id("traced").extensions.get("traceid").map(String::as_str), Some("t-1"), "ce_Trace_ID is mapped to traceid");
+    assert_eq!(by_id("traced").schema_version.as_deref(), Some("1.2.0"), "a foreign schema version is kept as given");
+    assert_eq!((by_id("badname").extensions.get("badname").map(String::as_str), by_id("badname").subject.as_ref()), (Some("v"), None));
+    let mut kinds: Vec<(String, String)> = entries.iter().map(|d| (d.event_id.clone().unwrap_or_default(), d.kind.clone())).collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [("".into(), "envelope".into()), ("nosource-1".into(), "envelope".into()), ("other-1".into(), "unknown-type".into()), ("spec-1".into(), "envelope".into())],
+        "[{}] {entries:#?}",
+        target.kind
+    );
+    assert!(entries.iter().any(|d| d.error.contains("specversion")) && entries.iter().any(|d| d.error.contains("source")), "errors name the attribute");
+
+    // What eventkit forwards, the SDK accepts, with the mapped names.
+    for verdict in sdk_decode(&python, &forwarded) {
+        assert!(verdict.get("error").is_none(), "[{}] the SDK rejected a forwarded record: {verdict}", target.kind);
+        let a = &verdict["attributes"];
+        match a["id"].as_str().unwrap() {
+            "traced-1" => assert_eq!((a["traceid"].as_str(), a["schemaversion"].as_str()), (Some("t-1"), Some("1.2.0")), "{a}"),
+            "bad-1" => assert!(a["badname"] == "v" && a.get("subject").is_none(), "{a}"),
+            _ => {}
+        }
+    }
+}
+on_both_brokers!(conformance_cases_agree_with_the_sdk);
+
+/// With legacy as the app's format (`EVENTKIT_WIRE_FORMAT=legacy`), the app reads the
+/// envelopes it writes.
+async fn legacy_as_the_app_format_reads_its_own_events(target: Target) {
+    let seen = Seen::default();
+    let mut config = eventkit::Config::default();
+    config.wire_format = WireFormat::Legacy;
+    let running = target.app().config(config).groups(["interop"]).state(seen.clone()).build().unwrap().start().await.unwrap();
+    running.publisher().publish(&OrderBinary { order_id: "o-legacy".into(), total: 2.5 }).await.unwrap();
+    assert!(eventually(Duration::from_secs(60), || !seen.is_empty()).await, "[{}] nothing handled", target.kind);
+    running.shutdown().await.unwrap();
+    let body: Value = serde_json::from_slice(&target.read_records(&target.topic("interop.orders"), 1)[0].value).unwrap();
+    assert_eq!(body["metadata"]["event_type"], "OrderBinary", "written as a legacy envelope");
+    let (what, m, format, _) = &seen.snapshot()[0];
+    assert_eq!((what.as_str(), *format, m.schema_major()), ("binary o-legacy 2.5", WireFormat::Legacy, Some(3)));
+}
+on_both_brokers!(legacy_as_the_app_format_reads_its_own_events);

@@ -57,7 +57,7 @@ fn seen(handler: &'static str, order_id: &str, ctx: &Context) -> Seen {
         key: ctx.record().key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
         topic: ctx.record().topic.to_string(),
         source: m.source.clone(),
-        version: m.schema_version,
+        version: m.schema_major(),
         correlation: m.correlation_id.clone(),
         tenant: m.tenant_id.clone(),
         has_time: m.time.is_some(),

@@ -135,7 +135,7 @@ async fn poison_inside_a_batch_takes_its_own_path(target: Target) {
     publisher.publish_many(&[PageView { user: "same".into(), seq: 0 }, PageView { user: "same".into(), seq: 1 }]).await.unwrap();
     let ce = [("ce_specversion", "1.0"), ("ce_id", "bad-1"), ("ce_source", "t"), ("ce_type", "PageView")];
     let (_, bad_offset) = target.produce_raw(&topic, "same", &ce, br#"{"user": 7}"#).await;
-    let (_, unknown_offset) = target.produce_raw(&topic, "same", &[("ce_specversion", "1.0"), ("ce_id", "u-1"), ("ce_type", "Nope")], b"{}").await;
+    let (_, unknown_offset) = target.produce_raw(&topic, "same", &[("ce_specversion", "1.0"), ("ce_id", "u-1"), ("ce_source", "t"), ("ce_type", "Nope")], b"{}").await;
     // A replay addressed to another group is not this group's business.
     let replay = [("ce_specversion", "1.0"), ("ce_id", "r-1"), ("ce_type", "PageView"), ("eventkit-replay-group", "someone-else")];
     target.produce_raw(&topic, "same", &replay, br#"{"user":"same","seq":99}"#).await;
@@ -201,7 +201,7 @@ async fn catch_all_sees_every_type(target: Target) {
     p.publish(&OrderShipped { id: "o1".into() }).await.unwrap();
     p.publish(&OrderCancelled { id: "o2".into() }).await.unwrap();
     // A type no part of the app declares, on the explicit topic of the audit handler.
-    target.produce_raw(&target.topic("shapes.audit-extra"), "k", &[("ce_specversion", "1.0"), ("ce_id", "m-1"), ("ce_type", "Mystery")], br#"{"id":"m"}"#).await;
+    target.produce_raw(&target.topic("shapes.audit-extra"), "k", &[("ce_specversion", "1.0"), ("ce_id", "m-1"), ("ce_source", "t"), ("ce_type", "Mystery")], br#"{"id":"m"}"#).await;
     // Plain JSON without any type information, from a simple producer.
     target.produce_raw(&target.topic("shapes.audit-extra"), "k", &[], br#"{"id":"plain"}"#).await;
     assert!(eventually(Duration::from_secs(60), || seen.len() >= 9).await, "[{}] {:?}", target.kind, seen.snapshot());

@@ -58,6 +58,16 @@ impl AnyEvent {
 /// Reads the record of `ctx` as an [`AnyEvent`].
 #[doc(hidden)]
 pub fn decode_any(ctx: &Context) -> Result<AnyEvent, HandlerError> {
-    let data = if ctx.data().is_empty() { serde_json::Value::Null } else { serde_json::from_slice(ctx.data()).map_err(HandlerError::Decode)? };
+    let data = if ctx.data().is_empty() {
+        serde_json::Value::Null
+    } else if !crate::wire::is_json_content(ctx.metadata().content_type.as_deref()) {
+        // Text data (`text/plain`, ...) as a JSON string, whichever mode it came in.
+        match std::str::from_utf8(ctx.data()) {
+            Ok(text) => serde_json::Value::String(text.to_owned()),
+            Err(_) => serde_json::from_slice(ctx.data()).map_err(HandlerError::Decode)?,
+        }
+    } else {
+        serde_json::from_slice(ctx.data()).map_err(HandlerError::Decode)?
+    };
     Ok(AnyEvent { metadata: ctx.metadata().clone(), record: ctx.record().clone(), data })
 }

@@ -136,7 +136,13 @@ pub async fn run(args: Vec<String>, config: &Config) -> Result<()> {
                 _ => return Err(Error::Config("choose what to replay: --offset P:O, --range P:FROM-TO or --all".into())),
             };
             let report = dlq.replay(&target.topic, selection, &target.filter(config)).await?;
-            println!("replayed {}, already replayed {}", report.replayed, report.already_replayed);
+            for (entry, why) in &report.skipped {
+                eprintln!("skipped {entry}: {why}");
+            }
+            println!("replayed {}, already replayed {}, skipped {}", report.replayed, report.already_replayed, report.skipped.len());
+            if !report.skipped.is_empty() {
+                return Err(Error::msg(format!("{} selected entries could not be replayed", report.skipped.len())));
+            }
         }
     }
     Ok(())

@@ -16,7 +16,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::envelope::headers as ce;
 use crate::error::{Error, Result};
 use crate::publisher::Publisher;
 
@@ -54,7 +53,14 @@ pub mod headers {
     pub const REPLAY_GROUP: &str = "eventkit-replay-group";
     /// On a replayed record: the only handler of that group that runs.
     pub const REPLAY_HANDLER: &str = "eventkit-replay-handler";
+    /// On an entry too large to copy whole: what was left out (`value,headers`) and the
+    /// original value's size in bytes, as `value,headers;SIZE`. The original is still at
+    /// `eventkit-dlq-topic`/`-partition`/`-offset`.
+    pub const OMITTED: &str = "eventkit-dlq-omitted";
 }
+
+/// The longest `eventkit-dlq-error` text, in bytes.
+pub(crate) const MAX_ERROR_BYTES: usize = 2048;
 
 /// Values of the `eventkit-dlq-kind` header.
 pub mod kinds {
@@ -86,19 +92,23 @@ pub(crate) struct Failure<'a> {
     pub last_failure: DateTime<Utc>,
 }
 
-/// The original headers plus the dead-letter headers.
+/// The original headers (`None`: left out, with the value of `omitted_value_size` bytes) plus
+/// the dead-letter headers, each of them bounded.
 pub(crate) fn dead_letter_headers<H: Headers>(
-    original: &H,
+    original: Option<&H>,
     record: &crate::context::RecordInfo,
     failure: &Failure<'_>,
+    omitted_value_size: Option<usize>,
 ) -> OwnedHeaders {
-    let mut out = OwnedHeaders::new_with_capacity(original.count() + 11);
-    for h in original.iter().filter(|h| !h.key.starts_with(headers::PREFIX)) {
-        out = out.insert(h);
+    let mut out = OwnedHeaders::new_with_capacity(original.map_or(0, Headers::count) + 12);
+    if let Some(original) = original {
+        for h in original.iter().filter(|h| !h.key.starts_with(headers::PREFIX)) {
+            out = out.insert(h);
+        }
     }
     let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     let added = [
-        (headers::ERROR, failure.error.clone()),
+        (headers::ERROR, bounded(&failure.error, MAX_ERROR_BYTES)),
         (headers::KIND, failure.kind.to_owned()),
         (headers::ATTEMPTS, failure.attempts.to_string()),
         (headers::TOPIC, record.topic.to_string()),
@@ -113,7 +123,23 @@ pub(crate) fn dead_letter_headers<H: Headers>(
     for (key, value) in &added {
         out = out.insert(Header { key, value: Some(value.as_bytes()) });
     }
+    if let Some(size) = omitted_value_size {
+        let omitted = format!("value,headers;{size}");
+        out = out.insert(Header { key: headers::OMITTED, value: Some(omitted.as_bytes()) });
+    }
     out
+}
+
+/// At most `max` bytes of `text` (cut at a character boundary), marked when cut.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..cut], text.len())
 }
 
 /// One entry of a dead letter topic.
@@ -159,6 +185,10 @@ pub struct DeadLetter {
     pub last_failure: String,
     /// Whether the entry was replayed already.
     pub replayed: bool,
+    /// Set when the original was too large to copy whole: its value's size. The entry then
+    /// has no value and no original headers; the original is at `topic`/`original_partition`/
+    /// `original_offset`.
+    pub value_omitted: Option<usize>,
 }
 
 /// Which entries to look at.
@@ -227,6 +257,8 @@ pub struct ReplayReport {
     pub replayed: usize,
     /// Selected entries skipped because they were replayed before.
     pub already_replayed: usize,
+    /// Selected entries that cannot be replayed: `dlq-topic/partition/offset` and why.
+    pub skipped: Vec<(String, String)>,
 }
 
 /// Reads and replays dead letter topics.
@@ -272,6 +304,14 @@ impl DeadLetterQueue {
         for d in self.list(topic, &filter).await?.into_iter().filter(|d| selection.contains(d)) {
             if d.replayed {
                 report.already_replayed += 1;
+                continue;
+            }
+            if let Some(size) = d.value_omitted {
+                let why = format!(
+                    "the original ({size} bytes) was too large to keep in the dead letter queue; it is at {}[{}]@{}",
+                    d.topic, d.original_partition, d.original_offset
+                );
+                report.skipped.push((format!("{}/{}/{}", d.dlq_topic, d.partition, d.offset), why));
                 continue;
             }
             let mut out = OwnedHeaders::new_with_capacity(d.headers.len() + 3);
@@ -345,14 +385,17 @@ fn read_topic(client: rdkafka::ClientConfig, dlq_topic: &str) -> Result<Vec<Dead
             continue;
         }
         let num = |k: &str| get(k).and_then(|v| v.parse::<i64>().ok());
+        let original: Vec<(String, Vec<u8>)> = all.iter().filter(|(k, _)| !k.starts_with(headers::PREFIX)).cloned().collect();
+        let (event_type, event_id) = crate::wire::peek_type_and_id(&original, m.payload().unwrap_or_default());
+        let value_omitted = get(headers::OMITTED).and_then(|o| o.split_once(';').and_then(|(_, size)| size.parse().ok()));
         entries.push(DeadLetter {
             dlq_topic: dlq_topic.to_owned(),
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().unwrap_or_default().to_vec(),
-            event_id: get(ce::ID),
-            event_type: get(ce::TYPE),
+            event_id,
+            event_type,
             error: get(headers::ERROR).unwrap_or_default(),
             kind: get(headers::KIND).unwrap_or_default(),
             attempts: num(headers::ATTEMPTS).unwrap_or_default() as u32,
@@ -364,8 +407,9 @@ fn read_topic(client: rdkafka::ClientConfig, dlq_topic: &str) -> Result<Vec<Dead
             handler: get(headers::HANDLER).unwrap_or_default(),
             first_failure: get(headers::FIRST_FAILURE).unwrap_or_default(),
             last_failure: get(headers::LAST_FAILURE).unwrap_or_default(),
-            headers: all.iter().filter(|(k, _)| !k.starts_with(headers::PREFIX)).cloned().collect(),
+            headers: original,
             replayed: false,
+            value_omitted,
         });
     }
     for e in &mut entries {

@@ -71,12 +71,35 @@ pub struct Metadata {
     pub causation_id: Option<String>,
     /// Extension `tenantid`.
     pub tenant_id: Option<String>,
-    /// Extension `schemaversion`.
-    pub schema_version: Option<u32>,
+    /// Extension `schemaversion`, as the producer gave it (eventkit writes the declared
+    /// version, e.g. `3`; other producers may write `2.0` or `1.2.0`). See
+    /// [`Metadata::schema_major`].
+    pub schema_version: Option<String>,
     /// Other CloudEvents extension attributes, by name without the `ce_` prefix.
     pub extensions: BTreeMap<String, String>,
     /// Headers that are not CloudEvents attributes, kept as they came.
     pub other_headers: Vec<(String, Vec<u8>)>,
+}
+
+/// The attribute name of a `ce_` header (case-insensitive prefix), as given.
+fn ce_attribute(key: &str) -> Option<&str> {
+    let prefix = key.get(..headers::CE_PREFIX.len())?;
+    prefix.eq_ignore_ascii_case(headers::CE_PREFIX).then(|| &key[headers::CE_PREFIX.len()..])
+}
+
+/// Attributes already read, to reject duplicates (a record has few attributes: a small list).
+#[derive(Default)]
+struct Seen(Vec<String>);
+
+impl Seen {
+    fn once(&mut self, name: &str) -> Result<()> {
+        if self.0.iter().any(|n| n == name) {
+            let shown = if name == "content-type" { name.to_owned() } else { format!("ce_{name}") };
+            return Err(Error::Envelope(format!("header `{}` is given twice", crate::wire::quote_str(&shown))));
+        }
+        self.0.push(name.to_owned());
+        Ok(())
+    }
 }
 
 /// Borrowed CloudEvents attributes, written as binary-mode headers. [`Metadata::to_headers`]
@@ -93,15 +116,14 @@ pub(crate) struct BinaryHeaders<'a> {
     pub correlation_id: Option<&'a str>,
     pub causation_id: Option<&'a str>,
     pub tenant_id: Option<&'a str>,
-    pub schema_version: Option<u32>,
+    pub schema_version: Option<&'a str>,
     pub extensions: &'a BTreeMap<String, String>,
     pub other_headers: &'a [(String, Vec<u8>)],
 }
 
 impl BinaryHeaders<'_> {
     pub(crate) fn write(&self) -> OwnedHeaders {
-        let mut number = itoa::Buffer::new();
-        let version = self.schema_version.map(|v| number.format(v));
+        let version = self.schema_version;
         let attributes = [
             (headers::SPEC_VERSION, Some(self.spec_version)),
             (headers::ID, Some(self.id)),
@@ -147,8 +169,20 @@ impl Metadata {
         }
     }
 
+    /// The major number of the schema version (`3`, `2.0` and `2.1.4` give 3, 2 and 2), to
+    /// compare with an event's declared version.
+    ///
+    /// ```
+    /// let mut m = eventkit::Metadata::new("OrderPlaced", "shop");
+    /// m.schema_version = Some("2.1".into());
+    /// assert_eq!(m.schema_major(), Some(2));
+    /// ```
+    pub fn schema_major(&self) -> Option<u32> {
+        self.schema_version.as_deref()?.split('.').next()?.trim().parse().ok()
+    }
+
     /// Metadata with every attribute empty or absent.
-    fn blank() -> Self {
+    pub(crate) fn blank() -> Self {
         Metadata {
             id: String::new(),
             source: String::new(),
@@ -190,7 +224,7 @@ impl Metadata {
             correlation_id: self.correlation_id.as_deref(),
             causation_id: self.causation_id.as_deref(),
             tenant_id: self.tenant_id.as_deref(),
-            schema_version: self.schema_version,
+            schema_version: self.schema_version.as_deref(),
             extensions: &self.extensions,
             other_headers: &self.other_headers,
         }
@@ -199,44 +233,59 @@ impl Metadata {
 
     /// Reads CloudEvents binary-mode headers. `Ok(None)` means the record carries no
     /// CloudEvents type (not an eventkit-style record); malformed attributes are errors.
+    ///
+    /// The rules ([`crate::wire`] states them for every format):
+    /// - `ce_` header names match case-insensitively; attribute names are lowercase;
+    /// - a CloudEvents attribute given twice, or a null or empty `id`, `source`, `type` or
+    ///   `specversion`, is an error; `specversion` must be `1.0`;
+    /// - extension names that are not lowercase letters and digits are mapped (see
+    ///   [`crate::wire::extension_name`]); a null extension value means absent;
+    /// - `ce_datacontenttype`, `ce_data` and `ce_data_base64` are not attributes in binary mode:
+    ///   they are kept apart, as plain headers named `x-ce_...`.
     pub fn from_headers<H: Headers>(record_headers: &H) -> Result<Option<Self>> {
         // One pass, no intermediate map: this runs for every record consumed.
         let mut m = Metadata::blank();
-        let (mut has_type, mut has_id, mut has_spec_version) = (false, false, false);
+        let mut seen = Seen::default();
+        let mut has_type = false;
         for header in record_headers.iter() {
-            let value = header.value.unwrap_or_default();
-            let Some(name) = header.key.strip_prefix(headers::CE_PREFIX) else {
+            let Some(name) = ce_attribute(header.key) else {
                 if header.key.eq_ignore_ascii_case(headers::CONTENT_TYPE) {
-                    m.content_type = Some(match std::str::from_utf8(value) {
+                    seen.once("content-type")?;
+                    m.content_type = header.value.map(|v| match std::str::from_utf8(v) {
                         Ok(text) => text.to_owned(),
-                        Err(_) => String::from_utf8_lossy(value).into_owned(),
+                        Err(_) => String::from_utf8_lossy(v).into_owned(),
                     });
                 } else {
-                    m.other_headers.push((header.key.to_owned(), value.to_vec()));
+                    m.other_headers.push((header.key.to_owned(), header.value.unwrap_or_default().to_vec()));
                 }
                 continue;
             };
-            let text = std::str::from_utf8(value).map_err(|_| Error::Envelope(format!("header `{}` is not UTF-8", header.key)))?;
+            let lower = name.to_ascii_lowercase();
+            if matches!(lower.as_str(), "datacontenttype" | "data" | "data_base64") {
+                m.other_headers.push((format!("x-{}", header.key), header.value.unwrap_or_default().to_vec()));
+                continue;
+            }
+            let Some(value) = header.value else {
+                // Null means absent (required attributes are checked below).
+                seen.once(&lower)?;
+                continue;
+            };
+            let text = std::str::from_utf8(value).map_err(|_| Error::Envelope(format!("header `{}` is not UTF-8", crate::wire::quote_str(header.key))))?;
+            seen.once(&lower)?;
             let set = |slot: &mut String| {
                 slot.clear();
                 slot.push_str(text);
             };
-            match name {
+            match lower.as_str() {
                 "type" => {
                     set(&mut m.event_type);
                     has_type = true;
                 }
-                "id" => {
-                    set(&mut m.id);
-                    has_id = true;
-                }
+                "id" => set(&mut m.id),
                 "source" => set(&mut m.source),
-                "specversion" => {
-                    set(&mut m.spec_version);
-                    has_spec_version = true;
-                }
+                "specversion" => set(&mut m.spec_version),
                 "time" => {
-                    let time = DateTime::parse_from_rfc3339(text).map_err(|e| Error::Envelope(format!("header `ce_time` = {text:?}: {e}")))?;
+                    let time = DateTime::parse_from_rfc3339(text).map_err(|e| Error::Envelope(format!("header `ce_time` = {}: {e}", crate::wire::quote_str(text))))?;
                     m.time = Some(time.with_timezone(&Utc));
                 }
                 "subject" => m.subject = Some(text.to_owned()),
@@ -244,24 +293,38 @@ impl Metadata {
                 "correlationid" => m.correlation_id = Some(text.to_owned()),
                 "causationid" => m.causation_id = Some(text.to_owned()),
                 "tenantid" => m.tenant_id = Some(text.to_owned()),
-                "schemaversion" => {
-                    let v = text.parse::<u32>().map_err(|e| Error::Envelope(format!("header `ce_schemaversion` = {text:?}: {e}")))?;
-                    m.schema_version = Some(v);
-                }
-                other => {
-                    m.extensions.insert(other.to_owned(), text.to_owned());
-                }
+                "schemaversion" => m.schema_version = Some(text.to_owned()),
+                _ => match crate::wire::extension_name(&lower, |n| m.extensions.contains_key(n) || crate::wire::is_attribute(n)) {
+                    Some(ext) => {
+                        m.extensions.insert(ext, text.to_owned());
+                    }
+                    // A name that maps to nothing usable stays a plain header, renamed so that
+                    // it does not read as an attribute again.
+                    None => m.other_headers.push((format!("x-{}", header.key), value.to_vec())),
+                },
             }
         }
-        if !has_type {
+        if !has_type && m.id.is_empty() && m.spec_version.is_empty() {
             return Ok(None);
         }
-        if !has_id {
-            return Err(Error::Envelope("missing header `ce_id`".into()));
-        }
-        if !has_spec_version {
-            m.spec_version.push_str(SPEC_VERSION);
-        }
+        m.check("header `ce_", "`")?;
         Ok(Some(m))
+    }
+
+    /// Checks the required CloudEvents attributes: `id`, `source`, `type` present and not
+    /// empty, `specversion` 1.0. `before`/`after` frame attribute names in messages.
+    pub(crate) fn check(&self, before: &str, after: &str) -> Result<()> {
+        for (name, value) in [("specversion", &self.spec_version), ("id", &self.id), ("source", &self.source), ("type", &self.event_type)] {
+            if value.is_empty() {
+                return Err(Error::Envelope(format!("required attribute {before}{name}{after} is missing or empty")));
+            }
+        }
+        if self.spec_version != SPEC_VERSION {
+            return Err(Error::Envelope(format!(
+                "{before}specversion{after} = {}: eventkit reads CloudEvents {SPEC_VERSION}",
+                crate::wire::quote_str(&self.spec_version)
+            )));
+        }
+        Ok(())
     }
 }

@@ -110,11 +110,17 @@ impl Publisher {
     }
 
     pub(crate) fn with_broker(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>) -> Result<Self> {
+        if config.service_name.trim().is_empty() {
+            return Err(Error::Config("the service name is empty: it is the CloudEvents `source` of published events (set KAFKA_SERVICE_NAME)".into()));
+        }
         let mut client = crate::kafka::client_config(config)?;
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            // The broker's own limit decides what is too large, not the producer's 1 MB default
+            // (a dead letter copy adds headers to a record the broker accepted).
+            .set("message.max.bytes", "104857600")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string());
         crate::kafka::apply_overrides(&mut client, config);
         Ok(Publisher {
@@ -197,10 +203,12 @@ impl Publisher {
         let PublishOptions { id, correlation_id, causation_id, tenant_id, subject, key, headers } = options;
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let key = key.or_else(|| event.partition_key()).unwrap_or_else(|| id.clone());
+        crate::wire::check_headers(&headers)?;
         if format == WireFormat::Binary {
             // The hot path: headers straight from borrowed values, no metadata to build.
             static NO_EXTENSIONS: BTreeMap<String, String> = BTreeMap::new();
             let time = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+            let mut number = itoa::Buffer::new();
             let headers = BinaryHeaders {
                 spec_version: SPEC_VERSION,
                 id: &id,
@@ -213,7 +221,7 @@ impl Publisher {
                 correlation_id: correlation_id.as_deref(),
                 causation_id: causation_id.as_deref(),
                 tenant_id: tenant_id.as_deref(),
-                schema_version: Some(info.version),
+                schema_version: Some(number.format(info.version)),
                 extensions: &NO_EXTENSIONS,
                 other_headers: &headers,
             }
@@ -222,7 +230,7 @@ impl Publisher {
         }
         let mut metadata = Metadata::new(info.event_type, self.inner.source.clone());
         metadata.id = id;
-        metadata.schema_version = Some(info.version);
+        metadata.schema_version = Some(info.version.to_string());
         metadata.correlation_id = correlation_id;
         metadata.causation_id = causation_id;
         metadata.tenant_id = tenant_id;

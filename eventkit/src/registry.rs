@@ -229,8 +229,10 @@ impl Registry {
             .into_iter()
             .map(|(topic, events)| {
                 let bare = topic.strip_prefix(config.topic_prefix.as_str()).unwrap_or(&topic);
+                // Legacy when this app publishes legacy envelopes there (by the event's own
+                // format, the topic's, or the app's) or the topic is declared legacy.
                 let legacy = config.topic_formats.get(bare) == Some(&WireFormat::Legacy)
-                    || events.iter().any(|e| e.format == Some(WireFormat::Legacy));
+                    || events.iter().any(|e| config.format_of(e) == WireFormat::Legacy);
                 let single_type = match events.as_slice() {
                     [only] => Some(only.event_type),
                     _ => None,

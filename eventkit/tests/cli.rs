@@ -60,8 +60,8 @@ async fn dlq_count_list_and_replay() {
     let table = eventkit(&bootstrap, &["dlq", "list", "--topic", "orders"]);
     assert!(table.contains("cli.orders.dlq: 2 entries") && table.contains("shop::bill"), "{table}");
 
-    assert_eq!(eventkit(&bootstrap, &["dlq", "replay", "--topic", "orders", "--offset", "0:0"]).trim(), "replayed 1, already replayed 0");
-    assert_eq!(eventkit(&bootstrap, &["dlq", "replay", "--topic", "orders", "--all"]).trim(), "replayed 1, already replayed 1");
+    assert_eq!(eventkit(&bootstrap, &["dlq", "replay", "--topic", "orders", "--offset", "0:0"]).trim(), "replayed 1, already replayed 0, skipped 0");
+    assert_eq!(eventkit(&bootstrap, &["dlq", "replay", "--topic", "orders", "--all"]).trim(), "replayed 1, already replayed 1, skipped 0");
     assert_eq!(eventkit(&bootstrap, &["dlq", "count", "--topic", "orders"]).trim(), "0");
 
     // Back on the original topic: original key, value and event id; no dead-letter headers;

@@ -96,13 +96,19 @@ impl Target {
         format!("{}{group}", self.prefix)
     }
 
-    /// A plain producer, for records eventkit would never write.
+    /// A plain producer, for records eventkit would never write (up to the broker's size limit).
     pub fn raw_producer(&self) -> FutureProducer {
-        ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().expect("producer")
+        ClientConfig::new().set("bootstrap.servers", &self.bootstrap).set("message.max.bytes", "10000000").create().expect("producer")
     }
 
     /// Produces a raw record and returns its partition and offset.
     pub async fn produce_raw(&self, topic: &str, key: &str, headers: &[(&str, &str)], value: &[u8]) -> (i32, i64) {
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.produce_raw_bytes(topic, key, &headers, value).await
+    }
+
+    /// [`Target::produce_raw`] with header values that need not be text.
+    pub async fn produce_raw_bytes(&self, topic: &str, key: &str, headers: &[(&str, &[u8])], value: &[u8]) -> (i32, i64) {
         let mut h = rdkafka::message::OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(rdkafka::message::Header { key: k, value: Some(*v) });

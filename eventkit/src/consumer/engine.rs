@@ -248,8 +248,13 @@ impl Engine {
         slots
     }
 
-    /// Forgets revoked partitions; work of theirs still running no longer moves offsets.
+    /// Forgets revoked partitions; work of theirs still running no longer moves offsets. What
+    /// the revoke's wait left queued (a retry of a record that failed meanwhile) is dropped.
     pub(crate) fn revoke_end(&mut self, slots: &[Slot]) {
+        for &slot in slots {
+            let (n, bytes) = self.scheduler.drop_slot(slot);
+            self.release_buffer(n, bytes);
+        }
         for &slot in slots {
             let p = &mut self.partitions[slot as usize];
             p.epoch = 0;
@@ -277,15 +282,21 @@ impl Engine {
         if p.epoch == 0 || self.stopping || !p.tracker.track(m.offset()) {
             return false;
         }
+        let record = Record::copy(m, slot, p.epoch, &p.route);
+        self.take(record, now);
+        true
+    }
+
+    /// Takes a tracked record into the buffer and the scheduler.
+    fn take(&mut self, record: Record, now: Instant) {
+        let p = &mut self.partitions[record.slot as usize];
         if !p.lagging && p.tracker.uncommitted() >= self.limits.max_uncommitted {
             p.lagging = true;
             self.pause_dirty = true;
         }
-        let record = Record::copy(m, slot, p.epoch, &p.route);
         self.buffered += 1;
         self.buffered_bytes += record.size();
         self.scheduler.enqueue(record, now);
-        true
     }
 
     /// The next work to start, when a slot is free.
@@ -293,12 +304,20 @@ impl Engine {
         if self.in_flight >= self.limits.concurrency {
             return None;
         }
-        let work = self.scheduler.next_ready()?;
-        self.in_flight += 1;
-        let p = &mut self.partitions[work.slot as usize];
-        p.in_flight += 1;
-        p.started = p.started.max(Some(work.last_offset()));
-        Some(work)
+        loop {
+            let work = self.scheduler.next_ready()?;
+            let p = &mut self.partitions[work.slot as usize];
+            if p.epoch != work.epoch {
+                // Left over from an assignment that ended: its records are the next owner's.
+                let (n, bytes) = work.held();
+                self.release_buffer(n, bytes);
+                continue;
+            }
+            p.in_flight += 1;
+            p.started = p.started.max(Some(work.last_offset()));
+            self.in_flight += 1;
+            return Some(work);
+        }
     }
 
     /// Applies a worker's completion: settled offsets move the watermark, the lane is freed or
@@ -308,9 +327,11 @@ impl Engine {
         let retry_held = c.retry.as_ref().map_or((0, 0), |(_, w)| w.held());
         let p = &mut self.partitions[c.slot as usize];
         if p.epoch != c.epoch {
-            // The partition was revoked meanwhile: only the memory is given back.
+            // The partition was revoked meanwhile: nothing is settled or retried, the memory is
+            // given back, and the records of its key that came since may start.
             let (n, bytes) = settled_held(&c.settled);
-            return self.release_buffer(n + retry_held.0, bytes + retry_held.1);
+            self.release_buffer(n + retry_held.0, bytes + retry_held.1);
+            return self.scheduler.release(c.lane, now);
         }
         p.in_flight -= 1;
         let (mut n, mut bytes) = (0, 0);
@@ -362,14 +383,23 @@ impl Engine {
         }
     }
 
-    /// Watermarks that moved since the last commit (of `only` these partitions, or all).
-    pub(crate) fn commits(&mut self, only: Option<&[Slot]>) -> TopicPartitionList {
+    /// Watermarks to commit (of `only` these partitions, or all): those that moved since the
+    /// last commit, or with `every`, all of them (the synchronous commits on revoke and at
+    /// shutdown, which must not rely on an asynchronous commit still on its way).
+    pub(crate) fn commits(&mut self, only: Option<&[Slot]>, every: bool) -> TopicPartitionList {
         let mut tpl = TopicPartitionList::new();
         for (slot, p) in self.partitions.iter_mut().enumerate() {
             if p.epoch == 0 || only.is_some_and(|s| !s.contains(&(slot as Slot))) {
                 continue;
             }
-            if let Some(offset) = p.tracker.take_commit() {
+            let offset = if every {
+                let w = p.tracker.watermark();
+                p.tracker.take_commit();
+                w
+            } else {
+                p.tracker.take_commit()
+            };
+            if let Some(offset) = offset {
                 let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(offset));
             }
         }
@@ -448,15 +478,25 @@ impl Engine {
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
             let want = self.stopping || self.full || p.lagging;
-            // A newly assigned partition is not paused: only say so when it must be.
-            let was = p.paused.unwrap_or(false);
-            p.paused = Some(want);
-            if was != want {
+            // Unknown (newly assigned): librdkafka keeps a partition's pause across a revoke
+            // and a new assignment, so it is told either way.
+            if p.paused != Some(want) {
+                p.paused = Some(want);
                 let list = if want { &mut pause } else { &mut resume };
                 list.add_partition(&p.topic, p.partition);
             }
         }
         Some((pause, resume))
+    }
+
+    /// Pausing or resuming these partitions failed: they are told again next turn.
+    pub(crate) fn pause_failed(&mut self, tpl: &TopicPartitionList) {
+        for e in tpl.elements() {
+            if let Some(slot) = self.slot(e.topic(), e.partition()) {
+                self.partitions[slot as usize].paused = None;
+            }
+        }
+        self.pause_dirty = true;
     }
 
     /// Records and bytes held (queued, in flight or waiting for a retry).
@@ -474,5 +514,125 @@ fn settled_held(settled: &Settled) -> (usize, usize) {
     match settled {
         Settled::One { bytes, .. } => (1, *bytes),
         Settled::Many(records) => (records.len(), records.iter().map(|r| r.1).sum()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::consumer::record::RecordHeaders;
+    use crate::consumer::scheduler::Items;
+    use crate::context::RecordInfo;
+    use crate::ordering::Ordering;
+
+    const TOPIC: &str = "t";
+
+    fn engine(max_records: usize) -> Engine {
+        let route = Arc::new(TopicRoute { topic: TOPIC.into(), hints: Default::default(), catch_all: Vec::new() });
+        let limits = Limits { concurrency: 8, max_records, max_bytes: usize::MAX, max_uncommitted: 1_000 };
+        Engine::new(Policy::Records(Ordering::Key), limits, [(TOPIC.to_owned(), route)].into())
+    }
+
+    fn partition(p: i32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(TOPIC, p);
+        tpl
+    }
+
+    /// What `accept` does for a fetched record.
+    fn fetched(e: &mut Engine, partition: i32, offset: i64, key: &str) {
+        let slot = e.slot(TOPIC, partition).unwrap();
+        let p = &mut e.partitions[slot as usize];
+        assert!(p.tracker.track(offset));
+        let record = Record {
+            slot,
+            epoch: p.epoch,
+            route: p.route.clone(),
+            info: RecordInfo { topic: TOPIC.into(), partition, offset, key: Some(Bytes::copy_from_slice(key.as_bytes())), timestamp_ms: None },
+            headers: RecordHeaders::default(),
+            value: None,
+            attempts: 0,
+            first_failure: None,
+            settled_handlers: Vec::new(),
+        };
+        e.take(record, Instant::now());
+    }
+
+    fn failed(work: Work, due: Instant) -> Completion {
+        Completion { lane: work.lane, slot: work.slot, epoch: work.epoch, settled: Settled::Many(Vec::new()), retry: Some((due, work)) }
+    }
+
+    fn offset_of(work: &Work) -> i64 {
+        match &work.items {
+            Items::One(r) => r.offset(),
+            Items::Batch(rs) => rs[0].offset(),
+        }
+    }
+
+    #[test]
+    fn a_retry_made_while_a_revoke_waits_dies_with_the_revoke() {
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "k");
+        fetched(&mut e, 0, 1, "k");
+        let running = e.next_work().unwrap();
+        let slots = e.revoke_begin(&partition(0));
+        // The revoke waits; the running record fails meanwhile and asks for a retry.
+        let now = Instant::now();
+        e.apply(failed(running, now), now);
+        e.revoke_end(&slots);
+        e.on_timer(now + Duration::from_secs(60));
+        assert!(e.next_work().is_none(), "nothing of the revoked partition starts");
+        assert_eq!((e.buffered(), e.in_flight()), ((0, 0), 0));
+        // Assigned again: the record is fetched again and runs once, for the new assignment.
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "k");
+        let again = e.next_work().unwrap();
+        assert_eq!((offset_of(&again), e.in_flight_of(&slots)), (0, 1));
+    }
+
+    #[test]
+    fn stale_work_is_never_started() {
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "a");
+        // Ready, not started; the partition goes and comes back before it starts.
+        let slots = e.revoke_begin(&partition(0));
+        e.revoke_end(&slots);
+        e.assign(&partition(0));
+        assert!(e.next_work().is_none());
+        assert_eq!(e.buffered(), (0, 0));
+    }
+
+    #[test]
+    fn a_partition_paused_when_revoked_is_resumed_when_assigned_again() {
+        let mut e = engine(1);
+        e.assign(&partition(0));
+        let now = Instant::now();
+        let _ = e.pause_changes(now);
+        fetched(&mut e, 0, 0, "k");
+        let _ = e.pause_changes(now);
+        let (pause, _) = e.pause_changes(now + PAUSE_AFTER).expect("full for long: paused");
+        assert_eq!(pause.count(), 1);
+        let slots = e.revoke_begin(&partition(0));
+        e.revoke_end(&slots);
+        e.assign(&partition(0));
+        let (pause, resume) = e.pause_changes(now + PAUSE_AFTER).expect("told after the assignment");
+        assert_eq!((pause.count(), resume.count()), (0, 1), "librdkafka keeps the pause across assignments");
+    }
+
+    #[test]
+    fn synchronous_commits_send_watermarks_an_asynchronous_commit_took() {
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "k");
+        assert_eq!(e.commits(None, false).count(), 1, "the watermark goes out asynchronously");
+        assert_eq!(e.commits(None, false).count(), 0, "and is not sent again while it does not move");
+        let every = e.commits(None, true);
+        assert_eq!(every.elements()[0].offset(), Offset::Offset(0), "the revoke commit sends it anyway");
     }
 }

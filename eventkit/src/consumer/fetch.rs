@@ -113,13 +113,19 @@ impl FetchLoop {
                 let (records, bytes) = engine.buffered();
                 match self.consumer.pause(&pause) {
                     Ok(()) => debug!(group = %self.env.group, partitions = %describe(&pause), records, bytes, full = engine.is_full(), "fetching paused"),
-                    Err(e) => warn!(group = %self.env.group, error = %e, "cannot pause partitions"),
+                    Err(e) => {
+                        warn!(group = %self.env.group, error = %e, "cannot pause partitions; trying again");
+                        engine.pause_failed(&pause);
+                    }
                 }
             }
             if resume.count() > 0 {
                 match self.consumer.resume(&resume) {
                     Ok(()) => debug!(group = %self.env.group, partitions = %describe(&resume), "fetching resumed"),
-                    Err(e) => warn!(group = %self.env.group, error = %e, "cannot resume partitions"),
+                    Err(e) => {
+                        warn!(group = %self.env.group, error = %e, "cannot resume partitions; trying again");
+                        engine.pause_failed(&resume);
+                    }
                 }
             }
         }
@@ -136,9 +142,9 @@ impl FetchLoop {
         }
     }
 
-    /// Commits watermarks that moved.
+    /// Commits watermarks: asynchronously those that moved; synchronously (shutdown) all.
     fn commit(&self, mode: CommitMode) {
-        let tpl = self.shared.engine().commits(None);
+        let tpl = self.shared.engine().commits(None, matches!(mode, CommitMode::Sync));
         if tpl.count() == 0 {
             return;
         }

@@ -65,7 +65,10 @@ impl GroupContext {
         let slots = engine.revoke_begin(tpl);
         let running = engine.in_flight_of(&slots);
         // On a current-thread runtime the handlers cannot progress while this callback blocks.
-        let can_wait = !engine.closing() && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread);
+        // Lost partitions (the member was fenced or timed out) belong to others already.
+        let can_wait = !engine.closing()
+            && !consumer.assignment_lost()
+            && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread);
         if running > 0 && can_wait {
             // This callback runs inside the fetch loop's poll, so the loop cannot drive the
             // running work now: drive it here (off the async worker) until the revoked
@@ -88,7 +91,7 @@ impl GroupContext {
                 warn!(group = %self.group, running = engine.in_flight_of(&slots), timeout = ?self.revoke_timeout, "records of revoked partitions still running after the revoke timeout; their new owner will handle them again");
             }
         }
-        let commit = engine.commits(Some(&slots));
+        let commit = engine.commits(Some(&slots), true);
         drop(engine);
         if commit.count() > 0 {
             match consumer.commit(&commit, CommitMode::Sync) {

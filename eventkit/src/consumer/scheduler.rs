@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::record::{Record, Slot};
+use super::record::{Epoch, Record, Slot};
 use crate::ordering::Ordering;
 
 /// Identifies a lane: a hash of partition and key (`key` mode) or the partition's slot.
@@ -37,6 +37,8 @@ pub(crate) enum Policy {
 pub(crate) struct Work {
     pub lane: LaneId,
     pub slot: Slot,
+    /// The assignment its records came from: work of an earlier one is never started.
+    pub epoch: Epoch,
     pub items: Items,
 }
 
@@ -50,11 +52,11 @@ pub(crate) enum Items {
 
 impl Work {
     pub(crate) fn one(lane: LaneId, record: Record) -> Self {
-        Work { lane, slot: record.slot, items: Items::One(record) }
+        Work { lane, slot: record.slot, epoch: record.epoch, items: Items::One(record) }
     }
 
     pub(crate) fn batch(lane: LaneId, records: Vec<Record>) -> Self {
-        Work { lane, slot: records[0].slot, items: Items::Batch(records) }
+        Work { lane, slot: records[0].slot, epoch: records[0].epoch, items: Items::Batch(records) }
     }
 
     /// The offset of its last record.
@@ -78,6 +80,9 @@ struct Lane {
     slot: Slot,
     /// Work of the lane is started, ready or waiting for its retry.
     busy: bool,
+    /// That work is running. Such a lane outlives its partition's revoke: records of the same
+    /// key from a later assignment wait behind it until it completes.
+    started: bool,
     /// Later records, in offset order.
     queue: VecDeque<Record>,
     /// Batch groups: when the oldest queued record has waited `max_wait`.
@@ -86,7 +91,7 @@ struct Lane {
 
 impl Lane {
     fn new(slot: Slot) -> Self {
-        Lane { slot, busy: false, queue: VecDeque::new(), deadline: None }
+        Lane { slot, busy: false, started: false, queue: VecDeque::new(), deadline: None }
     }
 }
 
@@ -203,7 +208,11 @@ impl Scheduler {
 
     /// The next work to start.
     pub(crate) fn next_ready(&mut self) -> Option<Work> {
-        self.ready.pop_front()
+        let work = self.ready.pop_front()?;
+        if let Some(lane) = self.lanes.get_mut(&work.lane) {
+            lane.started = true;
+        }
+        Some(work)
     }
 
     /// The lane's work settled: its next record (or batch) may start.
@@ -218,6 +227,7 @@ impl Scheduler {
                 }
                 Some(l) => {
                     l.busy = false;
+                    l.started = false;
                     self.dispatch_batch(lane, now);
                 }
                 None => {}
@@ -226,7 +236,10 @@ impl Scheduler {
         }
         let Entry::Occupied(mut l) = self.lanes.entry(lane) else { return };
         match l.get_mut().queue.pop_front() {
-            Some(next) => self.ready.push_back(Work::one(lane, next)),
+            Some(next) => {
+                l.get_mut().started = false;
+                self.ready.push_back(Work::one(lane, next));
+            }
             None => {
                 l.remove();
             }
@@ -235,6 +248,9 @@ impl Scheduler {
 
     /// Puts work back to be started again at `due`; its lane stays held meanwhile.
     pub(crate) fn retry_at(&mut self, due: Instant, work: Work) {
+        if let Some(lane) = self.lanes.get_mut(&work.lane) {
+            lane.started = false;
+        }
         self.seq += 1;
         self.delayed.push(Delayed { due, seq: self.seq, work });
     }
@@ -351,7 +367,10 @@ impl Scheduler {
                 return true;
             }
             count(l.queue.len(), l.queue.iter().map(Record::size).sum());
-            false
+            l.queue.clear();
+            l.deadline = None;
+            // A lane whose work still runs stays, empty, until that work completes.
+            l.started
         });
         self.ready.retain(|w| {
             if !dropped(w.slot) {
@@ -508,6 +527,24 @@ mod tests {
         s.release(a.lane, now);
         assert_eq!(drain_ready(&mut s).iter().flat_map(offsets).collect::<Vec<_>>(), [2]);
         assert_eq!(s.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_running_lane_outlives_its_partition_and_holds_the_key_of_the_next_assignment() {
+        let mut s = Scheduler::new(Policy::Records(Ordering::Key));
+        let now = Instant::now();
+        s.enqueue(record(0, 0, Some("k")), now);
+        s.enqueue(record(0, 1, Some("k")), now);
+        let running = s.next_ready().unwrap();
+        assert_eq!(s.drop_slot(0).0, 1, "the queued record goes");
+        // The partition comes back (a new epoch); its first record of the key waits.
+        let mut again = record(0, 0, Some("k"));
+        again.epoch = 2;
+        s.enqueue(again, now);
+        assert!(s.next_ready().is_none(), "the key is still running from before the revoke");
+        s.release(running.lane, now);
+        let next = s.next_ready().unwrap();
+        assert_eq!((next.epoch, offsets(&next)), (2, vec![0]));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! or dead-lettered. This is the only place these rules live, for single records and batches:
 //!
 //! - a handler's success settles the record for that handler (it is not run again);
-//! - a record no handler can take (malformed envelope, unknown type, undecodable data) is
-//!   dead-lettered once for the group;
+//! - a record no handler can take (malformed envelope, unknown type) is dead-lettered once for
+//!   the group; data that does not decode as a handler's type is dead-lettered for that handler;
 //! - a failure is retried after the handler's backoff until its retries are exhausted or the
 //!   error is permanent; then the record is dead-lettered for that handler;
 //! - a record counts as settled by a dead letter only once the dead letter write was
@@ -12,14 +12,16 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::time::Instant;
 use tracing::{error, warn};
 
 use super::dispatch::{Attempt, BatchAttempt, WorkerEnv};
 use super::engine::{Completion, Settled};
-use super::record::Record;
+use super::record::{Record, RecordHeaders};
 use super::scheduler::{LaneId, Work};
 use crate::dlq::{self, Failure};
+use crate::error::Error;
 use crate::handler::{HandlerDescriptor, HandlerError};
 use crate::retry::RetryPolicy;
 
@@ -91,7 +93,15 @@ async fn handled(
                 record.settled_handlers.push(h.name);
                 continue;
             }
-            Err(e) if e.is_poison() => return reject(env, record, e.kind(), e.to_string()).await,
+            // The data does not decode as this handler's type: retrying cannot help. It is
+            // dead-lettered for this handler; the others' outcomes stand.
+            Err(e) if e.is_poison() => {
+                if dead_letter(env, record, e.kind(), e.to_string(), h.name, attempts).await {
+                    record.settled_handlers.push(h.name);
+                    continue;
+                }
+                e
+            }
             Err(e) => e,
         };
         record.first_failure.get_or_insert_with(Utc::now);
@@ -156,12 +166,12 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
                     continue;
                 };
                 let error = HandlerError::Decode(source);
-                match reject(env, &mut record, error.kind(), error.to_string()).await {
-                    Ok(()) => settle(record),
-                    Err(d) => {
-                        delay = delay.max(d);
-                        retry.push(record);
-                    }
+                if dead_letter(env, &record, error.kind(), error.to_string(), handler.name, record.attempts + 1).await {
+                    settle(record);
+                } else {
+                    record.attempts += 1;
+                    delay = delay.max(env.retry_policy.delay(record.attempts));
+                    retry.push(record);
                 }
             }
         }
@@ -234,18 +244,37 @@ async fn failed(env: &WorkerEnv, record: &mut Record, handler: &HandlerDescripto
 /// Writes the original record with the failure's headers to the dead letter topic and waits
 /// for the broker's ack (or, with the dead letter queue off, logs and drops it). True when
 /// the record is settled.
+///
+/// A record too large to copy whole (with the failure headers added, over the broker's limit)
+/// is dead-lettered without its value and original headers: the entry keeps the failure
+/// headers, the original's topic, partition and offset, and says what was left out
+/// (`eventkit-dlq-omitted`). So nothing blocks, and the original can still be found.
 pub(crate) async fn dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str, error: String, handler: &str, attempts: u32) -> bool {
     let now = Utc::now();
     let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure: record.first_failure.unwrap_or(now), last_failure: now };
     if !env.config.dlq {
-        error!(group = %env.group, record = %record.position(), handler, kind, error = %failure.error, "giving up on record (dead letter queue disabled)");
+        error!(group = %env.group, record = %record.position(), handler, kind, error = %dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES), "giving up on record (dead letter queue disabled)");
         return true;
     }
     let topic = env.config.dlq_topic(&record.info.topic);
-    let headers = dlq::dead_letter_headers(&record.headers, &record.info, &failure);
-    match env.publisher.send_headers(&topic, record.info.key.as_deref(), None, record.value.as_deref(), headers).await {
+    let key = record.info.key.as_deref();
+    let headers = dlq::dead_letter_headers(Some(&record.headers), &record.info, &failure, None);
+    let mut sent = env.publisher.send_headers(&topic, key, None, record.value.as_deref(), headers).await;
+    let mut omitted = false;
+    if let Err(Error::Publish { source: KafkaError::MessageProduction(code) | KafkaError::MessageConsumption(code), .. }) = &sent {
+        if matches!(code, RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge | RDKafkaErrorCode::InvalidMessageSize) {
+            let size = record.value.as_ref().map_or(0, |v| v.len());
+            let headers = dlq::dead_letter_headers::<RecordHeaders>(None, &record.info, &failure, Some(size));
+            // A key over a few KiB is left out too.
+            let key = key.filter(|k| k.len() <= 4096);
+            sent = env.publisher.send_headers(&topic, key, None, None, headers).await;
+            omitted = true;
+        }
+    }
+    match sent {
         Ok((partition, offset)) => {
-            error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %failure.error, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
+            let error = dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES);
+            error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %error, omitted, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
             true
         }
         Err(e) => {

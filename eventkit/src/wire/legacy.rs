@@ -1,6 +1,6 @@
 //! The JSON body envelope of existing services:
 //! `{"metadata": {"event_id", "event_type", "event_version", "timestamp", "source_service",
-//! "tenant_id", "correlation_id", "causation_id", ...}, "payload": {...}}`.
+//! "tenant_id", "correlation_id", "causation_id", "subject", "dataschema", ...}, "payload": {...}}`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 use crate::context::RecordInfo;
 use crate::envelope::{Metadata, SPEC_VERSION};
 use crate::error::{Error, Result};
+
+/// The metadata members the envelope defines; extensions cannot use these names.
+const MEMBERS: [&str; 10] =
+    ["event_id", "event_type", "event_version", "timestamp", "source_service", "tenant_id", "correlation_id", "causation_id", "subject", "dataschema"];
 
 pub(crate) fn encode(m: &Metadata, data: &[u8]) -> Result<Vec<u8>> {
     let mut meta = Map::new();
@@ -18,53 +22,64 @@ pub(crate) fn encode(m: &Metadata, data: &[u8]) -> Result<Vec<u8>> {
     };
     put("event_id", Some(m.id.clone()));
     put("event_type", Some(m.event_type.clone()));
-    put("event_version", m.schema_version.map(|v| format!("{v}.0")));
+    // The envelope writes versions as `major.minor`; eventkit's own are whole numbers.
+    put("event_version", m.schema_version.as_ref().map(|v| if v.parse::<u64>().is_ok() { format!("{v}.0") } else { v.clone() }));
     put("timestamp", m.time.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true)));
     put("source_service", Some(m.source.clone()));
     put("tenant_id", m.tenant_id.clone());
     put("correlation_id", m.correlation_id.clone());
     put("causation_id", m.causation_id.clone());
     put("subject", m.subject.clone());
+    put("dataschema", m.data_schema.clone());
     for (k, v) in &m.extensions {
+        if MEMBERS.contains(&k.as_str()) {
+            return Err(Error::Envelope(format!("extension `{k}` would overwrite the legacy envelope's own `metadata.{k}`")));
+        }
         put(k, Some(v.clone()));
     }
     let payload: Value = serde_json::from_slice(data)?;
     Ok(serde_json::to_vec(&serde_json::json!({ "metadata": meta, "payload": payload }))?)
 }
 
-pub(crate) fn decode(value: &[u8], record: &RecordInfo) -> Result<(Metadata, Vec<u8>)> {
-    let mut body: Map<String, Value> =
-        serde_json::from_slice(value).map_err(|e| Error::Envelope(format!("legacy envelope is not a JSON object: {e}")))?;
-    let Some(Value::Object(mut meta)) = body.remove("metadata") else {
-        return Err(Error::Envelope("legacy envelope without a `metadata` object".into()));
+/// Reads a legacy envelope. `Ok(None)`: the value is not one (no `metadata` object), so the
+/// record may still be plain JSON of the topic's only event type.
+pub(crate) fn decode(value: &[u8], record: &RecordInfo) -> Result<Option<(Metadata, Vec<u8>)>> {
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(value) else {
+        return Ok(None);
+    };
+    let mut meta = match body.remove("metadata") {
+        Some(Value::Object(meta)) => meta,
+        _ => return Ok(None),
     };
     let payload = body.remove("payload").ok_or_else(|| Error::Envelope("legacy envelope without `payload`".into()))?;
     let mut text = |k: &str| meta.remove(k).filter(|v| !v.is_null()).map(super::json_text);
-    let event_type = text("event_type").ok_or_else(|| Error::Envelope("legacy envelope without `metadata.event_type`".into()))?;
-    let time = text("timestamp")
-        .map(|t| parse_time(&t).ok_or_else(|| Error::Envelope(format!("`metadata.timestamp` = {t:?} is not RFC 3339"))))
+    let mut m = Metadata::blank();
+    m.event_type = text("event_type").filter(|t| !t.is_empty()).ok_or_else(|| Error::Envelope("legacy envelope without `metadata.event_type`".into()))?;
+    m.time = text("timestamp")
+        .map(|t| parse_time(&t).ok_or_else(|| Error::Envelope(format!("`metadata.timestamp` = {} is not RFC 3339", super::quote_str(&t)))))
         .transpose()?;
-    let schema_version = text("event_version").map(|v| {
-        v.split('.').next().and_then(|major| major.trim().parse::<u32>().ok()).ok_or_else(|| Error::Envelope(format!("`metadata.event_version` = {v:?}")))
-    });
-    let metadata = Metadata {
-        id: text("event_id").unwrap_or_else(|| super::synthetic_id(record)),
-        source: text("source_service").unwrap_or_default(),
-        spec_version: SPEC_VERSION.to_owned(),
-        event_type,
-        time,
-        content_type: None,
-        subject: text("subject"),
-        data_schema: None,
-        correlation_id: text("correlation_id"),
-        causation_id: text("causation_id"),
-        tenant_id: text("tenant_id"),
-        schema_version: schema_version.transpose()?,
-        extensions: Default::default(),
-        other_headers: Vec::new(),
-    };
-    let extensions = meta.into_iter().map(|(k, v)| (k, super::json_text(v))).collect();
-    Ok((Metadata { extensions, ..metadata }, serde_json::to_vec(&payload)?))
+    m.id = text("event_id").filter(|id| !id.is_empty()).unwrap_or_else(|| super::synthetic_id(record));
+    m.source = text("source_service").unwrap_or_default();
+    m.spec_version = SPEC_VERSION.to_owned();
+    m.subject = text("subject");
+    m.data_schema = text("dataschema");
+    m.correlation_id = text("correlation_id");
+    m.causation_id = text("causation_id");
+    m.tenant_id = text("tenant_id");
+    m.schema_version = text("event_version");
+    for (name, value) in meta {
+        if value.is_null() {
+            continue;
+        }
+        let value = super::json_text(value);
+        match super::extension_name(&name, |n| m.extensions.contains_key(n) || super::is_attribute(n)) {
+            Some(ext) => {
+                m.extensions.insert(ext, value);
+            }
+            None => m.other_headers.push((format!("x-{name}"), value.into_bytes())),
+        }
+    }
+    Ok(Some((m, serde_json::to_vec(&payload)?)))
 }
 
 /// RFC 3339, or the same without an offset (read as UTC), as Python's `isoformat()` writes.

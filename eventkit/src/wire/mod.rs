@@ -75,8 +75,12 @@ pub(crate) struct Encoded {
     pub value: Vec<u8>,
 }
 
-/// Writes `metadata` and the JSON `data` in `format`.
+/// Writes `metadata` and the JSON `data` in `format`. Refuses what would not read back as
+/// written: missing required attributes, extension names that are not lowercase letters and
+/// digits or that are attribute names, and plain headers named like attributes (`ce_*`,
+/// `content-type`).
 pub(crate) fn encode(format: WireFormat, metadata: &Metadata, data: &[u8]) -> Result<Encoded> {
+    check_for_publish(format, metadata)?;
     match format {
         WireFormat::Binary | WireFormat::Untyped => Ok(Encoded { headers: metadata.to_headers(), value: data.to_vec() }),
         WireFormat::Structured => {
@@ -88,6 +92,42 @@ pub(crate) fn encode(format: WireFormat, metadata: &Metadata, data: &[u8]) -> Re
             Ok(Encoded { headers: content_type(crate::envelope::JSON, &metadata.other_headers), value })
         }
     }
+}
+
+fn check_for_publish(format: WireFormat, m: &Metadata) -> Result<()> {
+    match format {
+        WireFormat::Legacy if m.event_type.is_empty() => return Err(Error::Envelope("the event type is empty".into())),
+        WireFormat::Legacy => {}
+        _ => m.check("`", "`")?,
+    }
+    check_headers(&m.other_headers)?;
+    for name in m.extensions.keys() {
+        if !is_extension_name(name) || is_attribute(name) {
+            return Err(Error::Envelope(format!(
+                "extension name {} is not usable: CloudEvents extension names are lowercase letters and digits, and not attribute names",
+                quote_str(name)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plain headers must not read as CloudEvents attributes.
+pub(crate) fn check_headers(other: &[(String, Vec<u8>)]) -> Result<()> {
+    for (key, _) in other {
+        if is_attribute_header(key) {
+            return Err(Error::Envelope(format!(
+                "header {} is a CloudEvents attribute: set it through PublishOptions or the metadata, not as a header",
+                quote_str(key)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `content-type` and `ce_*`, case-insensitively.
+fn is_attribute_header(key: &str) -> bool {
+    key.eq_ignore_ascii_case(headers::CONTENT_TYPE) || key.get(..headers::CE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(headers::CE_PREFIX))
 }
 
 fn content_type(value: &str, other: &[(String, Vec<u8>)]) -> OwnedHeaders {
@@ -133,10 +173,13 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &Rec
         return Ok(Some(Decoded { metadata, data: value.clone(), format: WireFormat::Binary }));
     }
     if hints.legacy {
-        let (mut metadata, data) = legacy::decode(value, record)?;
-        metadata.content_type = content_type();
-        metadata.other_headers = other_headers(record_headers);
-        return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Legacy }));
+        // Plain JSON without a `metadata` object falls through to the single-type rule.
+        if let Some((mut metadata, data)) = legacy::decode(value, record)? {
+            metadata.content_type = content_type();
+            let extras = std::mem::replace(&mut metadata.other_headers, other_headers(record_headers));
+            metadata.other_headers.extend(extras);
+            return Ok(Some(Decoded { metadata, data: data.into(), format: WireFormat::Legacy }));
+        }
     }
     let Some(event_type) = hints.single_type else { return Ok(None) };
     let mut metadata = Metadata::new(event_type, "");
@@ -147,9 +190,95 @@ pub(crate) fn decode<H: Headers>(record_headers: &H, value: &Bytes, record: &Rec
     Ok(Some(Decoded { metadata, data: value.clone(), format: WireFormat::Untyped }))
 }
 
+/// The event type and id of a record, best effort, whatever its format: `ce_type`/`ce_id`
+/// headers (case-insensitive, a duplicate gives none), a structured CloudEvent's `type`/`id`,
+/// or a legacy envelope's `metadata.event_type`/`event_id`. For listings of records that may
+/// not decode.
+pub(crate) fn peek_type_and_id(record_headers: &[(String, Vec<u8>)], value: &[u8]) -> (Option<String>, Option<String>) {
+    let header = |name: &str| {
+        let mut matches = record_headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        match (matches.next(), matches.next()) {
+            (Some((_, v)), None) => std::str::from_utf8(v).ok().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let (event_type, id) = (header(headers::TYPE), header(headers::ID));
+    if event_type.is_some() {
+        return (event_type, id);
+    }
+    let Ok(serde_json::Value::Object(body)) = serde_json::from_slice::<serde_json::Value>(value) else { return (None, id) };
+    let text = |o: &serde_json::Map<String, serde_json::Value>, k: &str| o.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    match body.get("metadata") {
+        Some(serde_json::Value::Object(meta)) => (text(meta, "event_type"), text(meta, "event_id")),
+        _ => (text(&body, "type"), text(&body, "id")),
+    }
+}
+
 /// A stable id for a record that has none: the same on every redelivery.
 pub(crate) fn synthetic_id(record: &RecordInfo) -> String {
     format!("{}/{}/{}", record.topic, record.partition, record.offset)
+}
+
+/// Whether a data content type is JSON (absent means JSON).
+pub(crate) fn is_json_content(content_type: Option<&str>) -> bool {
+    structured::is_json(content_type)
+}
+
+/// How many characters of a value an error message quotes.
+const QUOTED: usize = 64;
+
+/// A value for an error message: quoted, and when long only its first characters and its
+/// length, so that an error (and the dead letter header carrying it) stays small whatever the
+/// record holds.
+pub(crate) fn quote_str(value: &str) -> String {
+    let mut chars = value.char_indices();
+    match chars.nth(QUOTED) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
+/// [`quote_str`] for a JSON value.
+pub(crate) fn quote_json(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    let mut chars = text.char_indices();
+    match chars.nth(QUOTED) {
+        None => text,
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// CloudEvents context attribute names (core and the extensions eventkit knows): not usable
+/// as other extensions' names.
+pub(crate) fn is_attribute(name: &str) -> bool {
+    matches!(
+        name,
+        "specversion" | "id" | "source" | "type" | "time" | "datacontenttype" | "dataschema" | "subject" | "data" | "data_base64"
+            | "correlationid" | "causationid" | "tenantid" | "schemaversion"
+    )
+}
+
+/// The extension name a foreign attribute is read as. CloudEvents extension names are
+/// lowercase letters and digits; others are mapped by lowercasing and dropping every other
+/// character (`Trace_ID` and `retry_count` become `traceid` and `retrycount`). `None` when
+/// nothing usable is left or the name is taken (`taken` says which are): the caller keeps the
+/// value as a plain header instead.
+///
+/// ```
+/// # use eventkit::wire::extension_name;
+/// assert_eq!(extension_name("priority", |_| false).as_deref(), Some("priority"));
+/// assert_eq!(extension_name("Retry_Count", |_| false).as_deref(), Some("retrycount"));
+/// assert_eq!(extension_name("__", |_| false), None);
+/// assert_eq!(extension_name("Type", |n| n == "type"), None);
+/// ```
+pub fn extension_name(name: &str, taken: impl Fn(&str) -> bool) -> Option<String> {
+    let mapped: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    (!mapped.is_empty() && !taken(&mapped)).then_some(mapped)
+}
+
+/// Whether a name is a valid CloudEvents extension name (lowercase letters and digits).
+pub(crate) fn is_extension_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// An attribute value as text: strings as they are, anything else as JSON.
@@ -163,7 +292,7 @@ fn json_text(value: serde_json::Value) -> String {
 fn other_headers<H: Headers>(record_headers: &H) -> Vec<(String, Vec<u8>)> {
     record_headers
         .iter()
-        .filter(|h| !h.key.eq_ignore_ascii_case(headers::CONTENT_TYPE) && !h.key.starts_with(headers::CE_PREFIX))
+        .filter(|h| !is_attribute_header(h.key))
         .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
         .collect()
 }
@@ -171,6 +300,7 @@ fn other_headers<H: Headers>(record_headers: &H) -> Vec<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Header;
 
     fn record() -> RecordInfo {
         RecordInfo { topic: "t".into(), partition: 1, offset: 7, key: None, timestamp_ms: Some(1_700_000_000_000) }
@@ -180,7 +310,7 @@ mod tests {
         let mut m = Metadata::new("OrderPlaced", "shop");
         m.correlation_id = Some("c".into());
         m.tenant_id = Some("acme".into());
-        m.schema_version = Some(2);
+        m.schema_version = Some("2".into());
         m.subject = Some("order-1".into());
         m.extensions.insert("priority".into(), "high".into());
         m
@@ -199,6 +329,10 @@ mod tests {
             if format != WireFormat::Binary {
                 expected.content_type = decoded.metadata.content_type.clone();
             }
+            if format == WireFormat::Legacy {
+                // The envelope writes whole-number versions as `major.minor`.
+                expected.schema_version = Some("2.0".into());
+            }
             assert_eq!(decoded.metadata, expected, "{format}");
             let data_back: serde_json::Value = serde_json::from_slice(&decoded.data).unwrap();
             assert_eq!(data_back, serde_json::from_slice::<serde_json::Value>(data).unwrap(), "{format}");
@@ -212,5 +346,151 @@ mod tests {
         let d = decode(&OwnedHeaders::new(), &empty, &record(), &hints).unwrap().unwrap();
         assert_eq!((d.metadata.event_type.as_str(), d.metadata.id.as_str(), d.format), ("Ping", "t/1/7", WireFormat::Untyped));
         assert!(decode(&OwnedHeaders::new(), &empty, &record(), &TopicHints::default()).unwrap().is_none());
+    }
+
+    fn binary<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, Option<V>)]) -> Result<Option<Decoded>> {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header { key: k.as_ref(), value: v.as_ref().map(|v| v.as_ref()) });
+        }
+        decode(&h, &Bytes::from_static(b"{}"), &record(), &TopicHints { legacy: false, single_type: Some("Single") })
+    }
+
+    const VALID: [(&str, Option<&str>); 4] = [("ce_specversion", Some("1.0")), ("ce_id", Some("e-1")), ("ce_source", Some("s")), ("ce_type", Some("T"))];
+
+    /// The valid headers without those named in `drop`, plus `changes`.
+    fn with(changes: &[(&str, Option<&str>)], drop: &[&str]) -> Vec<(String, Option<String>)> {
+        VALID
+            .iter()
+            .filter(|(k, _)| !drop.contains(k))
+            .chain(changes)
+            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+            .collect()
+    }
+
+    fn envelope_error(result: Result<Option<Decoded>>) -> String {
+        match result {
+            Err(Error::Envelope(e)) => e,
+            other => panic!("expected an envelope error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ce_headers_match_case_insensitively() {
+        let d = binary(&[("CE_SPECVERSION", Some("1.0")), ("ce_ID", Some("e-9")), ("Ce_Source", Some("s")), ("ce_Type", Some("Other")), ("ce_TenantId", Some("acme"))]).unwrap().unwrap();
+        assert_eq!((d.metadata.event_type.as_str(), d.metadata.id.as_str(), d.metadata.tenant_id.as_deref()), ("Other", "e-9", Some("acme")));
+        assert!(d.metadata.other_headers.is_empty());
+    }
+
+    #[test]
+    fn required_attributes_are_checked() {
+        for (changes, drop, names) in [
+            (vec![], vec!["ce_source"], "source"),
+            (vec![], vec!["ce_specversion"], "specversion"),
+            (vec![("ce_id", Some(""))], vec!["ce_id"], "id"),
+            (vec![("ce_id", None)], vec!["ce_id"], "id"),
+            (vec![("ce_type", Some(""))], vec!["ce_type"], "type"),
+            (vec![("ce_specversion", Some("2.0"))], vec!["ce_specversion"], "specversion"),
+            (vec![("ce_specversion", Some("0.3"))], vec!["ce_specversion"], "specversion"),
+        ] {
+            let e = envelope_error(binary(&with(&changes, &drop)));
+            assert!(e.contains(names), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_duplicate_attribute_is_an_envelope_error() {
+        let e = envelope_error(binary(&with(&[("CE_TYPE", Some("Other"))], &[])));
+        assert!(e.contains("twice"), "{e}");
+        let e = envelope_error(binary(&with(&[("content-type", Some("application/json")), ("Content-Type", Some("text/plain"))], &[])));
+        assert!(e.contains("content-type"), "{e}");
+    }
+
+    #[test]
+    fn extension_names_are_mapped_and_reserved_ones_kept_apart() {
+        let d = binary(&with(&[("ce_Trace_ID", Some("t-1")), ("ce_", Some("x")), ("ce_datacontenttype", Some("text/plain")), ("ce_gone", None)], &[])).unwrap().unwrap();
+        assert_eq!(d.metadata.extensions.get("traceid").map(String::as_str), Some("t-1"));
+        assert!(!d.metadata.extensions.contains_key("gone"), "null means absent");
+        let plain: Vec<&str> = d.metadata.other_headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(plain, ["x-ce_", "x-ce_datacontenttype"]);
+        // What is read this way can be written again.
+        assert!(encode(WireFormat::Binary, &d.metadata, b"{}").is_ok());
+    }
+
+    #[test]
+    fn errors_quote_a_bounded_prefix_of_huge_values() {
+        let huge = "\u{1}".repeat(300_000);
+        let e = envelope_error(binary(&with(&[("ce_time", Some(&huge))], &[])));
+        assert!(e.len() < 600 && e.contains("300000 bytes"), "{} chars", e.len());
+    }
+
+    #[test]
+    fn publishing_refuses_what_would_read_back_differently() {
+        let mut m = sample();
+        m.other_headers.push(("CE_type".into(), b"X".to_vec()));
+        assert!(encode(WireFormat::Binary, &m, b"{}").is_err());
+        let mut m = sample();
+        m.extensions.insert("Bad_Name".into(), "v".into());
+        assert!(encode(WireFormat::Structured, &m, b"{}").is_err());
+        let mut m = sample();
+        m.extensions.insert("event_type".into(), "v".into());
+        assert!(encode(WireFormat::Legacy, &m, b"{}").is_err(), "an extension named like the legacy event_type");
+        let mut m = sample();
+        m.source = String::new();
+        assert!(encode(WireFormat::Binary, &m, b"{}").is_err());
+    }
+
+    fn structured_value(json: serde_json::Value) -> Result<Option<Decoded>> {
+        let h = OwnedHeaders::new().insert(Header { key: "content-type", value: Some(structured::CONTENT_TYPE) });
+        decode(&h, &Bytes::from(serde_json::to_vec(&json).unwrap()), &record(), &TopicHints::default())
+    }
+
+    #[test]
+    fn structured_mode_follows_the_spec() {
+        let base = serde_json::json!({"specversion": "1.0", "id": "i", "source": "s", "type": "T"});
+        let with = |extra: serde_json::Value| {
+            let mut o = base.clone();
+            o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            o
+        };
+        // data_base64 decodes; for JSON content it is the JSON.
+        let d = structured_value(with(serde_json::json!({"data_base64": "eyJhIjoxfQ=="}))).unwrap().unwrap();
+        assert_eq!(&d.data[..], br#"{"a":1}"#);
+        assert!(envelope_error(structured_value(with(serde_json::json!({"data": 1, "data_base64": "AA=="})))).contains("both"));
+        // Non-JSON data reaches handlers as its bytes, as in binary mode.
+        let d = structured_value(with(serde_json::json!({"datacontenttype": "text/plain", "data": "hello"}))).unwrap().unwrap();
+        assert_eq!(&d.data[..], b"hello");
+        // A foreign schema version is kept as given; null means absent; names are mapped.
+        let d = structured_value(with(serde_json::json!({"schemaversion": "1.2.0", "subject": null, "Bad_Name": "v"}))).unwrap().unwrap();
+        assert_eq!((d.metadata.schema_version.as_deref(), d.metadata.schema_major()), (Some("1.2.0"), Some(1)));
+        assert_eq!((d.metadata.subject.as_ref(), d.metadata.extensions.get("badname").map(String::as_str)), (None, Some("v")));
+        let d = structured_value(with(serde_json::json!({"schemaversion": 3.0}))).unwrap().unwrap();
+        assert_eq!(d.metadata.schema_version.as_deref(), Some("3.0"));
+        assert!(envelope_error(structured_value(serde_json::json!({"specversion": "1.0", "id": "i", "type": "T"}))).contains("source"));
+    }
+
+    #[test]
+    fn legacy_keeps_versions_and_schemas_and_lets_plain_json_through() {
+        let hints = TopicHints { legacy: true, single_type: Some("Single") };
+        let body = serde_json::json!({"metadata": {"event_type": "T", "event_id": "e", "event_version": "2.1", "dataschema": "urn:x", "retry_count": 3}, "payload": {}});
+        let d = decode(&OwnedHeaders::new(), &Bytes::from(serde_json::to_vec(&body).unwrap()), &record(), &hints).unwrap().unwrap();
+        assert_eq!((d.metadata.schema_version.as_deref(), d.metadata.data_schema.as_deref()), (Some("2.1"), Some("urn:x")));
+        assert_eq!(d.metadata.extensions.get("retrycount").map(String::as_str), Some("3"));
+        let back = encode(WireFormat::Legacy, &d.metadata, b"{}").unwrap();
+        let again = decode(&back.headers, &Bytes::from(back.value), &record(), &hints).unwrap().unwrap();
+        assert_eq!((again.metadata.schema_version.as_deref(), again.metadata.data_schema.as_deref()), (Some("2.1"), Some("urn:x")));
+        // Plain JSON on a single-type legacy topic is that type.
+        let d = decode(&OwnedHeaders::new(), &Bytes::from_static(br#"{"sku": "a"}"#), &record(), &hints).unwrap().unwrap();
+        assert_eq!((d.metadata.event_type.as_str(), d.format), ("Single", WireFormat::Untyped));
+    }
+
+    #[test]
+    fn dead_letter_listings_find_type_and_id_in_every_format() {
+        let headers = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect::<Vec<_>>();
+        assert_eq!(peek_type_and_id(&headers(&[("CE_TYPE", "A"), ("ce_id", "1")]), b""), (Some("A".into()), Some("1".into())));
+        assert_eq!(peek_type_and_id(&headers(&[("ce_type", "A"), ("ce_type", "B")]), b"").0, None, "a duplicate gives none");
+        assert_eq!(peek_type_and_id(&[], br#"{"specversion":"1.0","type":"S","id":"2"}"#), (Some("S".into()), Some("2".into())));
+        assert_eq!(peek_type_and_id(&[], br#"{"metadata":{"event_type":"L","event_id":"3"},"payload":{}}"#), (Some("L".into()), Some("3".into())));
+        assert_eq!(peek_type_and_id(&[], b"\xff"), (None, None));
     }
 }

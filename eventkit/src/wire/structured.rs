@@ -1,9 +1,10 @@
 //! CloudEvents structured content mode: the event as one JSON object.
 
+use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::envelope::{Metadata, JSON, SPEC_VERSION};
+use crate::envelope::{Metadata, JSON};
 use crate::error::{Error, Result};
 
 /// The content type of structured records.
@@ -27,13 +28,35 @@ pub(crate) fn encode(m: &Metadata, data: &[u8]) -> Result<Vec<u8>> {
     put("correlationid", m.correlation_id.clone().map(Into::into));
     put("causationid", m.causation_id.clone().map(Into::into));
     put("tenantid", m.tenant_id.clone().map(Into::into));
-    put("schemaversion", m.schema_version.map(Into::into));
+    put("schemaversion", m.schema_version.as_ref().map(|v| match v.parse::<u64>() {
+        // eventkit's own versions are numbers; foreign ones are kept as given.
+        Ok(n) => n.into(),
+        Err(_) => v.clone().into(),
+    }));
     for (k, v) in &m.extensions {
         put(k, Some(v.clone().into()));
     }
-    let data: Value = serde_json::from_slice(data)?;
+    let data: Value = if is_json(m.content_type.as_deref()) {
+        serde_json::from_slice(data)?
+    } else {
+        match std::str::from_utf8(data) {
+            Ok(text) => Value::String(text.to_owned()),
+            Err(_) => {
+                o.insert("data_base64".into(), base64::engine::general_purpose::STANDARD.encode(data).into());
+                return Ok(serde_json::to_vec(&o)?);
+            }
+        }
+    };
     o.insert("data".into(), data);
     Ok(serde_json::to_vec(&o)?)
+}
+
+/// Whether a data content type is JSON (`application/json`, `text/json`, `...+json`), which
+/// it is when absent.
+pub(crate) fn is_json(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else { return true };
+    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
 pub(crate) fn decode(value: &[u8], other_headers: Vec<(String, Vec<u8>)>) -> Result<(Metadata, Vec<u8>)> {
@@ -41,41 +64,52 @@ pub(crate) fn decode(value: &[u8], other_headers: Vec<(String, Vec<u8>)>) -> Res
         .map_err(|e| Error::Envelope(format!("structured CloudEvent is not a JSON object: {e}")))?;
     let mut text = |k: &str| -> Result<Option<String>> {
         match o.remove(k) {
+            // Null means absent.
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) if k == "schemaversion" => Ok(Some(other.to_string())),
-            Some(other) => Err(Error::Envelope(format!("attribute `{k}` is not a string: {other}"))),
+            Some(n @ Value::Number(_)) if k == "schemaversion" => Ok(Some(n.to_string())),
+            Some(other) => Err(Error::Envelope(format!("attribute `{k}` is not a string: {}", super::quote_json(&other)))),
         }
     };
-    let event_type = text("type")?.ok_or_else(|| Error::Envelope("structured CloudEvent without `type`".into()))?;
-    let id = text("id")?.ok_or_else(|| Error::Envelope("structured CloudEvent without `id`".into()))?;
-    let time = text("time")?
-        .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|e| Error::Envelope(format!("`time` = {t:?}: {e}"))))
+    let mut m = Metadata::blank();
+    m.spec_version = text("specversion")?.unwrap_or_default();
+    m.id = text("id")?.unwrap_or_default();
+    m.source = text("source")?.unwrap_or_default();
+    m.event_type = text("type")?.unwrap_or_default();
+    m.time = text("time")?
+        .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)).map_err(|e| Error::Envelope(format!("`time` = {}: {e}", super::quote_str(&t)))))
         .transpose()?;
-    let schema_version = text("schemaversion")?
-        .map(|v| v.parse::<u32>().map_err(|e| Error::Envelope(format!("`schemaversion` = {v:?}: {e}"))))
-        .transpose()?;
-    let metadata = Metadata {
-        id,
-        source: text("source")?.unwrap_or_default(),
-        spec_version: text("specversion")?.unwrap_or_else(|| SPEC_VERSION.to_owned()),
-        event_type,
-        time,
-        content_type: text("datacontenttype")?,
-        subject: text("subject")?,
-        data_schema: text("dataschema")?,
-        correlation_id: text("correlationid")?,
-        causation_id: text("causationid")?,
-        tenant_id: text("tenantid")?,
-        schema_version,
-        extensions: Default::default(),
-        other_headers,
-    };
+    m.content_type = text("datacontenttype")?;
+    m.subject = text("subject")?;
+    m.data_schema = text("dataschema")?;
+    m.correlation_id = text("correlationid")?;
+    m.causation_id = text("causationid")?;
+    m.tenant_id = text("tenantid")?;
+    m.schema_version = text("schemaversion")?;
+    m.check("`", "`")?;
     let data = match (o.remove("data"), o.remove("data_base64")) {
-        (Some(data), _) => serde_json::to_vec(&data)?,
-        (None, Some(_)) => return Err(Error::Envelope("binary `data_base64` is not a JSON event".into())),
-        (None, None) => b"null".to_vec(),
+        (Some(_), Some(_)) => return Err(Error::Envelope("structured CloudEvent has both `data` and `data_base64`".into())),
+        (Some(Value::Null) | None, None) => b"null".to_vec(),
+        // Data that is not JSON reaches handlers as its bytes, as in binary mode.
+        (Some(Value::String(s)), None) if !is_json(m.content_type.as_deref()) => s.into_bytes(),
+        (Some(data), None) => serde_json::to_vec(&data)?,
+        (None, Some(Value::String(b64))) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|e| Error::Envelope(format!("`data_base64` is not base64: {e}")))?,
+        (None, Some(other)) => return Err(Error::Envelope(format!("`data_base64` is not a string: {}", super::quote_json(&other)))),
     };
-    let extensions = o.into_iter().map(|(k, v)| (k, super::json_text(v))).collect();
-    Ok((Metadata { extensions, ..metadata }, data))
+    m.other_headers = other_headers;
+    for (name, value) in o {
+        if value.is_null() {
+            continue;
+        }
+        let value = super::json_text(value);
+        match super::extension_name(&name, |n| m.extensions.contains_key(n) || super::is_attribute(n)) {
+            Some(ext) => {
+                m.extensions.insert(ext, value);
+            }
+            None => m.other_headers.push((format!("x-{name}"), value.into_bytes())),
+        }
+    }
+    Ok((m, data))
 }
