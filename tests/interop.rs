@@ -343,6 +343,11 @@ async fn legacy_as_the_app_format_reads_its_own_events(target: Target) {
     config.wire_format = WireFormat::Legacy;
     let running = target.app().config(config).groups(["interop"]).state(seen.clone()).build().unwrap().start().await.unwrap();
     running.publisher().publish(&OrderBinary { order_id: "o-legacy".into(), total: 2.5 }).await.unwrap();
+    // A header that would read as a CloudEvents attribute is refused, in every format.
+    for header in ["ce_type", "CE_ID", "Content-Type"] {
+        let refused = running.publisher().publish_with(&OrderBinary { order_id: "x".into(), total: 0.0 }, PublishOptions::default().header(header, "X")).await;
+        assert!(matches!(refused, Err(eventkit::Error::Envelope(_))), "{header}: {refused:?}");
+    }
     assert!(eventually(Duration::from_secs(60), || !seen.is_empty()).await, "[{}] nothing handled", target.kind);
     running.shutdown().await.unwrap();
     let body: Value = serde_json::from_slice(&target.read_records(&target.topic("interop.orders"), 1)[0].value).unwrap();
