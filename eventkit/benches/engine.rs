@@ -373,11 +373,11 @@ async fn slow_bench(bench: &Bench) -> Vec<SlowResult> {
 }
 
 /// End-to-end latency in ms (p50, p99) of eventkit and of raw rust-rdkafka, at `rate` events/s
-/// for `secs`: the medians of two alternating rounds each.
+/// for `secs`: the medians of three alternating rounds each.
 async fn latency_bench(bench: &Bench, rate: u64, secs: u64) -> ((f64, f64), (f64, f64)) {
     let (mut kit, mut raw) = (Vec::new(), Vec::new());
-    for round in 0..4 {
-        if round % 3 == 0 {
+    for round in 0..6 {
+        if [0, 3, 4].contains(&round) {
             kit.push(kit_latency(bench, rate, secs, round).await);
         } else {
             raw.push(raw_latency(bench, rate, secs, round).await);
