@@ -77,7 +77,7 @@ async fn poison_records_are_dead_lettered(target: Target) {
         "[{}] {entries:#?}",
         target.kind
     );
-    assert_eq!(entries[0].value, b"\xff\x00 not json", "original value untouched");
+    assert_eq!(entries[0].value.as_deref(), Some(&b"\xff\x00 not json"[..]), "original value untouched");
     assert!(entries[2].error.contains("NoSuchEvent"), "{}", entries[2].error);
     assert_eq!(stock.handled.snapshot(), ["a", "untyped", "boom", "b", "c"], "[{}] valid events flow past poison", target.kind);
     assert_eq!(stock.panicked_once.lock().unwrap().len(), 1, "the panic happened and was retried");
@@ -124,11 +124,11 @@ async fn a_huge_record_with_a_bad_attribute_does_not_block_its_partition(target:
         assert_eq!((d.topic.as_str(), d.original_partition), (topic.as_str(), partition), "a reference to the original");
     }
     assert!(entries[0].error.contains("ce_time") && entries[0].error.contains("300000 bytes"), "{}", entries[0].error);
-    assert_eq!((entries[0].value.len(), entries[0].value_omitted), (600_000, None), "[{}] the 900 KB record fits, copied whole", target.kind);
+    assert_eq!((entries[0].value.as_ref().map(Vec::len), entries[0].value_omitted), (Some(600_000), None), "[{}] the 900 KB record fits, copied whole", target.kind);
     match entries[1].value_omitted {
         Some(size) => {
             assert_eq!(size, 1_048_300, "the entry says how large the value was");
-            assert!(entries[1].value.is_empty() && entries[1].headers.is_empty());
+            assert!(entries[1].value.is_none() && entries[1].headers.is_empty());
         }
         // A broker with a higher record limit takes the whole copy.
         None => assert!(std::env::var("EVENTKIT_TEST_BROKER").is_err() || target.kind == "embedded", "[{}] noida-db has Kafka's 1 MiB limit: the value must be left out", target.kind),
@@ -136,3 +136,27 @@ async fn a_huge_record_with_a_bad_attribute_does_not_block_its_partition(target:
     assert_eq!(target.committed(&target.group("stock"), &topic, partition), Some(after.offset + 1), "[{}] committed past both", target.kind);
 }
 on_both_brokers!(a_huge_record_with_a_bad_attribute_does_not_block_its_partition);
+
+/// A tombstone (null value) with a null header is dead-lettered with both still null.
+async fn a_tombstone_is_dead_lettered_as_a_tombstone(target: Target) {
+    let stock = Stock::default();
+    let running = target.app().state(stock.clone()).build().unwrap().start().await.unwrap();
+    let topic = target.topic("poison.items");
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header { key: "trace", value: None::<&[u8]> });
+    let record: rdkafka::producer::FutureRecord<'_, str, [u8]> = rdkafka::producer::FutureRecord::to(&topic).key("gone").headers(headers);
+    target.raw_producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    let dlq = running.dead_letters();
+    let mut entries = Vec::new();
+    for _ in 0..100 {
+        entries = dlq.list("poison.items", &eventkit::DlqFilter::default()).await.unwrap();
+        if !entries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.shutdown().await.unwrap();
+    assert_eq!(entries.len(), 1, "[{}]", target.kind);
+    assert_eq!((entries[0].value.as_ref(), entries[0].key.as_deref()), (None, Some(&b"gone"[..])), "[{}] still a tombstone", target.kind);
+    assert_eq!(entries[0].headers, [("trace".to_owned(), None)], "[{}] the null header is still null", target.kind);
+}
+on_both_brokers!(a_tombstone_is_dead_lettered_as_a_tombstone);

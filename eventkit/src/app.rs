@@ -250,7 +250,15 @@ impl App {
     }
 
     /// Starts consumers and the publisher; the app runs until [`Running::shutdown`].
+    ///
+    /// When the program was started as `PROGRAM dlq ...`, it runs that command instead and
+    /// exits with its status (see [`crate::cli`]): a binary never runs its service when given
+    /// a command line for the dead letter tool.
     pub async fn start(self) -> Result<Running> {
+        let args: Vec<String> = std::env::args().collect();
+        if crate::cli::is_command(&args) {
+            crate::cli::run_and_exit(args, &self.config, Some(self.registry.clone())).await;
+        }
         let App { mut config, registry, state, broker } = self;
         let broker = match (broker, &config.bootstrap_servers) {
             (Some(broker), _) => Some(broker),
@@ -289,10 +297,6 @@ impl App {
     pub async fn run(self) -> Result<()> {
         if self.list_topics_if_asked() {
             return Ok(());
-        }
-        let args: Vec<String> = std::env::args().collect();
-        if crate::cli::is_command(&args) {
-            return crate::cli::run(args, &self.config).await;
         }
         let running = self.start().await?;
         shutdown_signal().await?;

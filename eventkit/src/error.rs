@@ -16,6 +16,12 @@ pub enum Error {
     /// Configuration is invalid or incomplete.
     #[error("configuration: {0}")]
     Config(String),
+    /// A command or call was given arguments it cannot use (command lines exit with status 2).
+    #[error("{0}")]
+    Usage(String),
+    /// What was asked for does not exist (a topic, a dead letter entry).
+    #[error("{0}")]
+    NotFound(String),
     /// The registered events and handlers are inconsistent.
     #[error("registry: {0}")]
     Registry(String),

@@ -142,6 +142,11 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         .copied()
         .filter(|h| !record.settled_handlers.contains(&h.name) && replay_handler.as_deref().is_none_or(|r| r == h.name))
         .collect();
+    if let Some(name) = &replay_handler {
+        if !typed.iter().chain(catch_all).any(|h| h.name == *name) {
+            warn!(group = %env.group, record = %record.position(), handler = %name, "a replay addressed to a handler this group does not have; nothing to run");
+        }
+    }
     let event_id = ctx.metadata.id.clone();
     let ctx = Arc::new(ctx);
     let results = match pending.as_slice() {
