@@ -68,16 +68,7 @@ pub(crate) fn decode(value: &[u8], record: &RecordInfo) -> Result<Option<(Metada
     m.tenant_id = text("tenant_id");
     m.schema_version = text("event_version");
     for (name, value) in meta {
-        if value.is_null() {
-            continue;
-        }
-        let value = super::json_text(value);
-        match super::extension_name(&name, |n| m.extensions.contains_key(n) || super::is_attribute(n)) {
-            Some(ext) => {
-                m.extensions.insert(ext, value);
-            }
-            None => m.other_headers.push((format!("x-{name}"), value.into_bytes())),
-        }
+        super::add_extension(&mut m, &name, value);
     }
     Ok(Some((m, serde_json::to_vec(&payload)?)))
 }

@@ -276,6 +276,22 @@ pub fn extension_name(name: &str, taken: impl Fn(&str) -> bool) -> Option<String
     (!mapped.is_empty() && !taken(&mapped)).then_some(mapped)
 }
 
+/// Adds a foreign attribute read from JSON (structured members, legacy metadata) as an
+/// extension under its mapped name ([`extension_name`]), or as a plain `x-NAME` header when no
+/// name is usable. Null means absent.
+pub(crate) fn add_extension(m: &mut Metadata, name: &str, value: serde_json::Value) {
+    if value.is_null() {
+        return;
+    }
+    let value = json_text(value);
+    match extension_name(name, |n| m.extensions.contains_key(n) || is_attribute(n)) {
+        Some(ext) => {
+            m.extensions.insert(ext, value);
+        }
+        None => m.other_headers.push((format!("x-{name}"), value.into_bytes())),
+    }
+}
+
 /// Whether a name is a valid CloudEvents extension name (lowercase letters and digits).
 pub(crate) fn is_extension_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())

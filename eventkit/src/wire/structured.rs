@@ -100,16 +100,7 @@ pub(crate) fn decode(value: &[u8], other_headers: Vec<(String, Vec<u8>)>) -> Res
     };
     m.other_headers = other_headers;
     for (name, value) in o {
-        if value.is_null() {
-            continue;
-        }
-        let value = super::json_text(value);
-        match super::extension_name(&name, |n| m.extensions.contains_key(n) || super::is_attribute(n)) {
-            Some(ext) => {
-                m.extensions.insert(ext, value);
-            }
-            None => m.other_headers.push((format!("x-{name}"), value.into_bytes())),
-        }
+        super::add_extension(&mut m, &name, value);
     }
     Ok((m, data))
 }
