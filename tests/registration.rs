@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eventkit::{integration_event, EventInfo, HandlerDescriptor, Registry, Requirements};
+use eventkit::{integration_event, HandlerDescriptor, Registry, Requirements};
 use eventkit_test_extra::{ExtraSeen, Ping};
 use eventkit_tests::{eventually, on_both_brokers, Log, Target};
 
@@ -77,14 +77,6 @@ fn duplicate_handler_names_are_rejected() {
     assert!(Registry::of([&FIRST]).is_ok());
 }
 
-static CLASHING: EventInfo = EventInfo { module: "elsewhere", rust_name: "OtherDupe", ..<Dupe as eventkit::IntegrationEvent>::INFO };
-
-#[test]
-fn duplicate_event_types_are_rejected() {
-    let err = Registry::new([&<Dupe as eventkit::IntegrationEvent>::INFO, &CLASHING], []).unwrap_err().to_string();
-    assert!(err.contains("event type `Dupe` is declared twice"), "{err}");
-}
-
 #[test]
 fn missing_state_is_a_startup_error_naming_handlers_and_types() {
     let err = eventkit::App::builder()
@@ -95,4 +87,20 @@ fn missing_state_is_a_startup_error_naming_handlers_and_types() {
         .to_string();
     assert!(err.contains("handler `registration::nested::deeper::on_ping` needs eventkit_tests::Log<u32>"), "{err}");
     assert!(!err.contains("on_ping_extra"), "{err}");
+}
+
+/// A binary that lists a handlers-only crate in its Cargo.toml but never names it does not link
+/// it: its handlers are not there, and the app says so at startup. `eventkit::link!` fixes it.
+#[test]
+fn a_handlers_only_crate_needs_to_be_linked() {
+    let run = |bin: &str| {
+        let out = std::process::Command::new(bin).env_remove("KAFKA_BOOTSTRAP_SERVERS").output().unwrap();
+        assert!(out.status.success(), "{bin}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (linked, _) = run(env!("CARGO_BIN_EXE_eventkit-test-linked-app"));
+    assert_eq!(linked.trim(), "eventkit_test_handlers_only::on_invoiced");
+    let (unlinked, log) = run(env!("CARGO_BIN_EXE_eventkit-test-unlinked-app"));
+    assert_eq!(unlinked.trim(), "", "never named: not linked, no handlers");
+    assert!(log.contains("registers no events and no handlers") && log.contains("eventkit::link!"), "{log}");
 }

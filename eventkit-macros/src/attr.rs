@@ -45,6 +45,7 @@ pub struct EventArgs {
     pub version: Option<LitInt>,
     pub event_type: Option<LitStr>,
     pub format: Option<LitStr>,
+    pub krate: Option<LitStr>,
 }
 
 impl Parse for EventArgs {
@@ -67,6 +68,9 @@ impl Parse for EventArgs {
             } else if lookahead.peek(kw::format) {
                 let k: kw::format = input.parse()?;
                 set_once(&mut args.format, "format", k.span, value(input)?)?;
+            } else if lookahead.peek(Token![crate]) {
+                let k: Token![crate] = input.parse()?;
+                set_once(&mut args.krate, "crate", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }
@@ -92,6 +96,7 @@ pub struct HandlerArgs {
     pub max_wait: Option<LitStr>,
     pub ordering: Option<LitStr>,
     pub concurrency: Option<LitInt>,
+    pub krate: Option<LitStr>,
 }
 
 impl Parse for HandlerArgs {
@@ -136,6 +141,9 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::concurrency) {
                 let k: kw::concurrency = input.parse()?;
                 set_once(&mut args.concurrency, "concurrency", k.span, value(input)?)?;
+            } else if lookahead.peek(Token![crate]) {
+                let k: Token![crate] = input.parse()?;
+                set_once(&mut args.krate, "crate", k.span, value(input)?)?;
             } else {
                 return Err(lookahead.error());
             }

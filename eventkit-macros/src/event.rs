@@ -1,12 +1,14 @@
 //! `#[integration_event]`: parse → validate → expand.
 
-use heck::ToSnakeCase;
+use heck::{ToKebabCase, ToLowerCamelCase, ToShoutyKebabCase, ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::TokenStream;
-use quote::quote;
-use syn::spanned::Spanned;
-use syn::{Fields, ItemStruct};
+use quote::{quote, quote_spanned};
+use syn::punctuated::Punctuated;
+use syn::ext::IdentExt;
+use syn::{Fields, Item, ItemStruct, Meta, Token};
 
 use crate::attr::{Errors, EventArgs};
+use crate::krate::{self, Krate};
 
 /// What validation leaves for expansion: plain values, never raw attributes.
 struct Event {
@@ -14,19 +16,28 @@ struct Event {
     event_type: String,
     topic: String,
     version: u32,
-    key: Option<syn::Ident>,
+    /// The key field: its Rust name and its name in the event's JSON.
+    key: Option<(syn::Ident, String)>,
     format: Option<syn::Ident>,
+    /// No impl can be generated (a generic struct): only the item and the errors.
+    item_only: bool,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item: ItemStruct = match syn::parse2(item.clone()) {
-        Ok(item) => item,
+    let item = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Struct(item)) => item,
+        Ok(other) => {
+            let span = match &other {
+                Item::Enum(e) => e.enum_token.span,
+                Item::Union(u) => u.union_token.span,
+                Item::Fn(f) => f.sig.fn_token.span,
+                _ => proc_macro2::Span::call_site(),
+            };
+            let e = syn::Error::new(span, "`#[integration_event]` applies to a struct with named fields").to_compile_error();
+            return quote! { #item #e };
+        }
         Err(_) => {
-            let e = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "`#[integration_event]` applies to a struct with named fields",
-            );
-            let e = e.to_compile_error();
+            let e = syn::Error::new(proc_macro2::Span::call_site(), "`#[integration_event]` applies to a struct with named fields").to_compile_error();
             return quote! { #item #e };
         }
     };
@@ -38,32 +49,48 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             EventArgs::default()
         }
     };
+    let krate = krate::resolve(args.krate.as_ref(), &mut errors);
     let event = validate(args, item, &mut errors);
-    let tokens = generate(&event);
+    let tokens = generate(&event, &krate);
     let errors = errors.to_compile_error();
     quote! { #tokens #errors }
 }
 
-fn validate(args: EventArgs, item: ItemStruct, errors: &mut Errors) -> Event {
+fn validate(args: EventArgs, mut item: ItemStruct, errors: &mut Errors) -> Event {
     let name = item.ident.to_string();
+    let mut item_only = false;
     if !item.generics.params.is_empty() {
-        errors.push(syn::Error::new(item.generics.span(), "integration events cannot be generic"));
+        errors.push(syn::Error::new_spanned(&item.generics, "integration events cannot be generic"));
+        item_only = true;
     }
-    let field_names: Vec<String> = match &item.fields {
-        Fields::Named(fields) => fields.named.iter().filter_map(|f| f.ident.as_ref()).map(|i| i.to_string()).collect(),
+    strip_serde_derives(&mut item, errors);
+    let rename_all = serde_value(&item.attrs, "rename_all");
+    let fields: Vec<(syn::Ident, String)> = match &item.fields {
+        Fields::Named(fields) => fields
+            .named
+            .iter()
+            .filter_map(|f| {
+                let ident = f.ident.clone()?;
+                let rust = ident.unraw().to_string();
+                let json = match (serde_value(&f.attrs, "rename"), &rename_all) {
+                    (Some(renamed), _) => renamed,
+                    (None, Some(rule)) => apply_rename_all(rule, &rust),
+                    (None, None) => rust,
+                };
+                Some((ident, json))
+            })
+            .collect(),
         _ => {
             errors.push(syn::Error::new(item.ident.span(), "`#[integration_event]` applies to a struct with named fields"));
             Vec::new()
         }
     };
-    let key = args.key.and_then(|key| {
-        if field_names.iter().any(|f| key == f) {
-            Some(key)
-        } else {
-            errors.push(syn::Error::new(
-                key.span(),
-                format!("`{name}` has no field `{}`; its fields are: {}", key, field_names.join(", ")),
-            ));
+    let key = args.key.and_then(|key| match fields.iter().find(|(f, _)| f.unraw() == key.unraw()) {
+        // The user's own token: errors about the key (e.g. no `Display`) point at it.
+        Some((_, json)) => Some((key, json.clone())),
+        None => {
+            let names: Vec<String> = fields.iter().map(|(f, _)| f.unraw().to_string()).collect();
+            errors.push(syn::Error::new(key.span(), format!("`{name}` has no field `{}`; its fields are: {}", key.unraw(), names.join(", "))));
             None
         }
     });
@@ -104,11 +131,75 @@ fn validate(args: EventArgs, item: ItemStruct, errors: &mut Errors) -> Event {
             None
         }
     });
-    Event { item, event_type, topic, version, key, format }
+    Event { item, event_type, topic, version, key, format, item_only }
+}
+
+/// `#[integration_event]` derives serde itself: a `Serialize`/`Deserialize` in the item's own
+/// derives would implement them twice. Each is reported and left out.
+fn strip_serde_derives(item: &mut ItemStruct, errors: &mut Errors) {
+    for attr in &mut item.attrs {
+        if !attr.path().is_ident("derive") {
+            continue;
+        }
+        let Ok(paths) = attr.parse_args_with(Punctuated::<syn::Path, Token![,]>::parse_terminated) else { continue };
+        let is_serde = |p: &syn::Path| p.segments.last().is_some_and(|s| s.ident == "Serialize" || s.ident == "Deserialize");
+        if !paths.iter().any(is_serde) {
+            continue;
+        }
+        for p in paths.iter().filter(|p| is_serde(p)) {
+            errors.push(syn::Error::new_spanned(p, "`#[integration_event]` derives `Serialize` and `Deserialize` itself: remove them from this derive"));
+        }
+        let kept: Vec<&syn::Path> = paths.iter().filter(|p| !is_serde(p)).collect();
+        *attr = syn::parse_quote!(#[derive(#(#kept),*)]);
+    }
+}
+
+/// The value of `#[serde(NAME = "...")]` among `attrs` (`rename(serialize = "...")` too).
+fn serde_value(attrs: &[syn::Attribute], name: &str) -> Option<String> {
+    for attr in attrs.iter().filter(|a| a.path().is_ident("serde")) {
+        let Ok(metas) = attr.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) else { continue };
+        for meta in metas {
+            match meta {
+                Meta::NameValue(nv) if nv.path.is_ident(name) => {
+                    if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = nv.value {
+                        return Some(s.value());
+                    }
+                }
+                Meta::List(list) if list.path.is_ident(name) => {
+                    let inner = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated).ok()?;
+                    for m in inner {
+                        if let Meta::NameValue(nv) = m {
+                            if nv.path.is_ident("serialize") {
+                                if let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = nv.value {
+                                    return Some(s.value());
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
+/// serde's `rename_all` rules, for a snake_case field name.
+fn apply_rename_all(rule: &str, field: &str) -> String {
+    match rule {
+        "lowercase" => field.to_lowercase(),
+        "UPPERCASE" => field.to_uppercase(),
+        "PascalCase" => field.to_upper_camel_case(),
+        "camelCase" => field.to_lower_camel_case(),
+        "SCREAMING_SNAKE_CASE" => field.to_shouty_snake_case(),
+        "kebab-case" => field.to_kebab_case(),
+        "SCREAMING-KEBAB-CASE" => field.to_shouty_kebab_case(),
+        _ => field.to_owned(),
+    }
 }
 
 /// Kafka's rule for topic names.
-fn check_topic(topic: &str) -> Result<(), String> {
+pub fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() || topic.len() > 249 || topic == "." || topic == ".." {
         return Err(format!("invalid topic {topic:?}: 1 to 249 characters, not `.` or `..`"));
     }
@@ -118,29 +209,38 @@ fn check_topic(topic: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn generate(event: &Event) -> TokenStream {
-    let Event { item, event_type, topic, version, key, format } = event;
+fn generate(event: &Event, krate: &Krate) -> TokenStream {
+    let Event { item, event_type, topic, version, key, format, item_only } = event;
+    let Krate { path: k, text } = krate;
+    let serde_path = format!("{text}::__private::serde");
+    let derives = quote! {
+        #[derive(#k::__private::serde::Serialize, #k::__private::serde::Deserialize)]
+        #[serde(crate = #serde_path)]
+    };
+    if *item_only {
+        return quote! { #derives #item };
+    }
     let format = match format {
-        Some(f) => quote!(::core::option::Option::Some(::eventkit::WireFormat::#f)),
+        Some(f) => quote!(::core::option::Option::Some(#k::WireFormat::#f)),
         None => quote!(::core::option::Option::None),
     };
     let ident = &item.ident;
     let rust_name = ident.to_string();
     let (key_field, partition_key) = match key {
-        Some(k) => {
-            let name = k.to_string();
-            (quote!(::core::option::Option::Some(#name)), quote!(::core::option::Option::Some(::std::string::ToString::to_string(&self.#k))))
+        Some((field, json)) => {
+            // Spanned on the `key = ...` token: a key type without `Display` is reported there.
+            let text = quote_spanned!(field.span()=> #k::__private::key_text(&self.#field));
+            (quote!(::core::option::Option::Some(#json)), quote!(::core::option::Option::Some(#text)))
         }
         None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None)),
     };
     quote! {
-        #[derive(::eventkit::__private::serde::Serialize, ::eventkit::__private::serde::Deserialize)]
-        #[serde(crate = "::eventkit::__private::serde")]
+        #derives
         #item
 
         const _: () = {
-            impl ::eventkit::IntegrationEvent for #ident {
-                const INFO: ::eventkit::EventInfo = ::eventkit::EventInfo {
+            impl #k::IntegrationEvent for #ident {
+                const INFO: #k::EventInfo = #k::EventInfo {
                     event_type: #event_type,
                     rust_name: #rust_name,
                     module: ::core::module_path!(),
@@ -148,13 +248,15 @@ fn generate(event: &Event) -> TokenStream {
                     version: #version,
                     key_field: #key_field,
                     format: #format,
+                    type_id: ::core::any::TypeId::of::<#ident>,
+                    type_name: ::core::any::type_name::<#ident>,
                 };
                 fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
                     #partition_key
                 }
             }
-            ::eventkit::__private::inventory::submit! {
-                ::eventkit::EventDescriptor { info: &<#ident as ::eventkit::IntegrationEvent>::INFO }
+            #k::__private::inventory::submit! {
+                #k::EventDescriptor { info: &<#ident as #k::IntegrationEvent>::INFO }
             }
         };
     }

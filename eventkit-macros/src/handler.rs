@@ -1,4 +1,8 @@
 //! `#[handler]`: parse → validate → expand.
+//!
+//! Whether a handler is catch-all is decided by the type system, not by a name: its event
+//! argument's `eventkit::HandlerEvent` impl (integration events are typed, `eventkit::AnyEvent`
+//! is catch-all, under whatever name it is imported).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -6,6 +10,8 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, LitStr, Type};
 
 use crate::attr::{Errors, HandlerArgs};
+use crate::event::check_topic;
+use crate::krate::{self, Krate};
 
 /// How one argument after the event is obtained.
 enum Extract {
@@ -17,8 +23,8 @@ enum Extract {
 
 /// What the handler takes.
 enum Shape {
-    Typed,
-    CatchAll { topics: Vec<String> },
+    /// One event: typed or catch-all, decided by the event type.
+    Single { topics: Option<(Span, Vec<String>)>, all: Option<Span> },
     Batch { max_size: usize, max_wait_ms: u64 },
 }
 
@@ -52,8 +58,9 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             HandlerArgs::default()
         }
     };
+    let krate = krate::resolve(args.krate.as_ref(), &mut errors);
     match validate(args, item.clone(), &mut errors) {
-        Some(handler) if errors.to_compile_error().is_empty() => generate(&handler),
+        Some(handler) if errors.to_compile_error().is_empty() => generate(&handler, &krate),
         _ => {
             let errors = errors.to_compile_error();
             quote! { #item #errors }
@@ -67,7 +74,7 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
         errors.push(syn::Error::new(sig.fn_token.span, "`#[handler]` functions must be `async fn`"));
     }
     if !sig.generics.params.is_empty() {
-        errors.push(syn::Error::new(sig.generics.span(), "`#[handler]` functions cannot be generic"));
+        errors.push(syn::Error::new_spanned(&sig.generics, "`#[handler]` functions cannot be generic"));
     }
     let group = attrs.group.map(|g| {
         let value = g.value();
@@ -76,7 +83,13 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
         }
         value
     });
-    let name = attrs.name.map(|n| n.value());
+    let name = attrs.name.map(|n| {
+        let value = n.value();
+        if value.trim().is_empty() {
+            errors.push(syn::Error::new(n.span(), "`name` must not be empty"));
+        }
+        value
+    });
     let retries = attrs.retries.and_then(|r| match r.base10_parse::<u32>() {
         Ok(n) => Some(n),
         Err(_) => {
@@ -121,20 +134,24 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     let event = match inputs.next() {
         Some(FnArg::Typed(arg)) => match &*arg.ty {
             Type::Reference(r) => {
-                errors.push(syn::Error::new(r.span(), "a handler takes its event by value, e.g. `event: UserCreated`"));
+                errors.push(syn::Error::new_spanned(r, "a handler takes its event by value, e.g. `event: UserCreated`"));
+                None
+            }
+            Type::ImplTrait(t) => {
+                errors.push(syn::Error::new_spanned(t, "a handler's event is a named type, e.g. `event: UserCreated`, not `impl Trait`"));
                 None
             }
             ty if batch => match vec_element(ty) {
                 Some(inner) => Some(inner),
                 None => {
-                    errors.push(syn::Error::new(ty.span(), "a batch handler takes its events as `Vec<E>`"));
+                    errors.push(syn::Error::new_spanned(ty, "a batch handler takes its events as `Vec<E>`"));
                     None
                 }
             },
             ty => Some(ty.clone()),
         },
         Some(FnArg::Receiver(r)) => {
-            errors.push(syn::Error::new(r.span(), "`#[handler]` functions cannot take `self`"));
+            errors.push(syn::Error::new_spanned(r, "`#[handler]` goes on a free function, not on a method: move it out of the `impl` block"));
             None
         }
         None => {
@@ -145,33 +162,22 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
             None
         }
     };
-    let args = inputs
-        .filter_map(|arg| match arg {
-            FnArg::Typed(arg) => Some(match &*arg.ty {
-                Type::Reference(r) if r.mutability.is_none() => Extract::Ref((*r.elem).clone()),
-                Type::Reference(r) => {
-                    errors.push(syn::Error::new(r.span(), "handler arguments cannot be `&mut`"));
-                    return None;
-                }
-                ty => Extract::Value(ty.clone()),
-            }),
-            FnArg::Receiver(r) => {
-                errors.push(syn::Error::new(r.span(), "`#[handler]` functions cannot take `self`"));
-                None
-            }
-        })
-        .collect();
+    let args = inputs.filter_map(|arg| extractor(arg, errors)).collect();
     let event = event?;
-    let catch_all = is_any_event(&event);
-    if let Some(span) = attrs.all {
-        if !catch_all {
-            errors.push(syn::Error::new(span, "a catch-all handler (`all`) takes `eventkit::AnyEvent` as its first argument"));
+    if let Some((span, topics)) = &attrs.topics {
+        if batch {
+            errors.push(syn::Error::new(*span, "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)"));
+        }
+        for t in topics {
+            if let Err(problem) = check_topic(&t.value()) {
+                errors.push(syn::Error::new(t.span(), problem));
+            }
         }
     }
+    if let (Some(span), true) = (attrs.all, batch) {
+        errors.push(syn::Error::new(span, "batch handlers take typed events: `Vec<E>` with `E` an integration event"));
+    }
     let shape = if batch {
-        if catch_all {
-            errors.push(syn::Error::new(event.span(), "batch handlers take typed events: `Vec<E>` with `E` an integration event"));
-        }
         let max_size = match &attrs.max_size {
             Some(m) => match m.base10_parse::<usize>() {
                 Ok(n) if n >= 1 => n,
@@ -193,15 +199,55 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
             None => 50,
         };
         Shape::Batch { max_size, max_wait_ms }
-    } else if catch_all {
-        Shape::CatchAll { topics: attrs.topics.as_ref().map(|(_, t)| t.iter().map(LitStr::value).collect()).unwrap_or_default() }
     } else {
-        Shape::Typed
+        Shape::Single { topics: attrs.topics.map(|(span, t)| (span, t.iter().map(LitStr::value).collect())), all: attrs.all }
     };
-    if let (Some((span, _)), false) = (&attrs.topics, matches!(shape, Shape::CatchAll { .. })) {
-        errors.push(syn::Error::new(*span, "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)"));
-    }
     Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, item })
+}
+
+/// An argument after the event: `&T` or a `FromContext` value.
+fn extractor(arg: &FnArg, errors: &mut Errors) -> Option<Extract> {
+    let arg = match arg {
+        FnArg::Typed(arg) => arg,
+        FnArg::Receiver(r) => {
+            errors.push(syn::Error::new_spanned(r, "`#[handler]` goes on a free function, not on a method: move it out of the `impl` block"));
+            return None;
+        }
+    };
+    match &*arg.ty {
+        Type::Reference(r) if r.mutability.is_some() => {
+            errors.push(syn::Error::new_spanned(r, "handler arguments cannot be `&mut`: take `&T` and use interior mutability (a `Mutex`, an atomic) for shared state"));
+            None
+        }
+        Type::Reference(r) if matches!(&*r.elem, Type::Slice(_) | Type::TraitObject(_)) || is_path(&r.elem, "str") => {
+            errors.push(syn::Error::new_spanned(
+                r,
+                "this cannot be a handler argument: arguments after the event are `&Context`, app state (`&T` or `State<T>` for a type `T` registered with `App::builder().state(..)`), or a `FromContext` extractor",
+            ));
+            None
+        }
+        Type::Reference(r) if last_segment(&r.elem).is_some_and(|s| s == "State") => {
+            errors.push(syn::Error::new_spanned(r, "take app state as `State<T>` or as `&T`, not `&State<T>`"));
+            None
+        }
+        Type::Reference(r) => Some(Extract::Ref((*r.elem).clone())),
+        Type::ImplTrait(t) => {
+            errors.push(syn::Error::new_spanned(t, "handler arguments are named types, not `impl Trait`"));
+            None
+        }
+        ty => Some(Extract::Value(ty.clone())),
+    }
+}
+
+fn last_segment(ty: &Type) -> Option<String> {
+    match ty {
+        Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        _ => None,
+    }
+}
+
+fn is_path(ty: &Type, name: &str) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
 }
 
 /// `Vec<T>` -> `T`.
@@ -220,31 +266,35 @@ fn vec_element(ty: &Type) -> Option<Type> {
     }
 }
 
-/// Whether the type is (a path ending in) `AnyEvent`.
-fn is_any_event(ty: &Type) -> bool {
-    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "AnyEvent"))
-}
-
-/// `"50ms"`, `"2s"`, `"1m"` in milliseconds.
-fn parse_duration_ms(d: &str) -> Result<u64, String> {
+/// `"50ms"`, `"2s"`, `"1m"` in milliseconds; at most about 24 days.
+pub fn parse_duration_ms(d: &str) -> Result<u64, String> {
+    const MAX_MS: u64 = i32::MAX as u64;
     let usage = format!("expected a duration like `50ms`, `2s` or `1m`; got {d:?}");
     let d = d.trim();
     let split = d.find(|c: char| !c.is_ascii_digit()).unwrap_or(d.len());
     let (n, unit) = d.split_at(split);
-    let n: u64 = n.parse().map_err(|_| usage.clone())?;
-    match unit {
-        "ms" => Ok(n),
-        "s" => Ok(n * 1000),
-        "m" => Ok(n * 60_000),
-        _ => Err(usage),
+    if n.is_empty() {
+        return Err(usage);
     }
+    let too_long = || format!("{d:?} is too long: at most {MAX_MS} ms (about 24 days)");
+    let n: u64 = n.parse().map_err(|_| too_long())?;
+    let factor = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        _ => return Err(usage),
+    };
+    n.checked_mul(factor).filter(|ms| *ms <= MAX_MS).ok_or_else(too_long)
 }
 
 /// `"100ms..10s"`: first and longest delay, in milliseconds.
 fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
     let usage = "expected `backoff = \"FIRST..MAX\"` with durations like `100ms`, `2s`, `1m`";
     let (first, max) = text.split_once("..").ok_or_else(|| format!("{usage}; got {text:?}"))?;
-    let ms = |d: &str| parse_duration_ms(d).map_err(|_| format!("{usage}; got {text:?}"));
+    let ms = |d: &str| match parse_duration_ms(d) {
+        Err(e) if e.contains("too long") => Err(e),
+        other => other.map_err(|_| format!("{usage}; got {text:?}")),
+    };
     let (first, max) = (ms(first)?, ms(max)?);
     if first > max {
         return Err(format!("backoff {text:?}: the first delay is longer than the longest"));
@@ -252,37 +302,28 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
     Ok((first, max))
 }
 
-fn generate(handler: &Handler) -> TokenStream {
+fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
     let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency } = handler;
-    let ordering = match ordering.as_deref() {
-        Some("key") => quote!(::core::option::Option::Some(::eventkit::Ordering::Key)),
-        Some("partition") => quote!(::core::option::Option::Some(::eventkit::Ordering::Partition)),
-        Some(_) => quote!(::core::option::Option::Some(::eventkit::Ordering::None)),
-        None => quote!(::core::option::Option::None),
-    };
-    let concurrency = match concurrency {
-        Some(n) => quote!(::core::option::Option::Some(#n)),
-        None => quote!(::core::option::Option::None),
-    };
+    let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
-    let retries = match retries {
-        Some(n) => quote!(::core::option::Option::Some(#n)),
-        None => quote!(::core::option::Option::None),
+    let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
+    let none = quote!(::core::option::Option::None);
+    let retries = retries.map(|n| some(quote!(#n))).unwrap_or_else(|| none.clone());
+    let backoff_ms = backoff_ms.map(|(a, b)| some(quote!((#a, #b)))).unwrap_or_else(|| none.clone());
+    let ordering = match ordering.as_deref() {
+        Some("key") => some(quote!(#k::Ordering::Key)),
+        Some("partition") => some(quote!(#k::Ordering::Partition)),
+        Some(_) => some(quote!(#k::Ordering::None)),
+        None => none.clone(),
     };
-    let backoff_ms = match backoff_ms {
-        Some((a, b)) => quote!(::core::option::Option::Some((#a, #b))),
-        None => quote!(::core::option::Option::None),
-    };
+    let concurrency = concurrency.map(|n| some(quote!(#n))).unwrap_or_else(|| none.clone());
     let fn_ident = &item.sig.ident;
     let fn_name = fn_ident.to_string();
     let name = match name {
         Some(n) => quote!(#n),
         None => quote!(::core::concat!(::core::module_path!(), "::", #fn_name)),
     };
-    let group = match group {
-        Some(g) => quote!(::core::option::Option::Some(#g)),
-        None => quote!(::core::option::Option::None),
-    };
+    let group = group.as_ref().map(|g| some(quote!(#g))).unwrap_or_else(|| none.clone());
     let idents: Vec<_> = (0..args.len()).map(|i| format_ident!("__arg{}", i)).collect();
     let (extract_ref, require_ref, base) = if batch {
         (quote!(extract_batch_ref), quote!(require_batch_ref), quote!(__ctx.first()))
@@ -291,39 +332,56 @@ fn generate(handler: &Handler) -> TokenStream {
     };
     let extracts = args.iter().zip(&idents).map(|(arg, ident)| match arg {
         Extract::Ref(ty) => quote_spanned! {ty.span()=>
-            let #ident = ::eventkit::__private::#extract_ref::<#ty>(&__ctx).map_err(::eventkit::__private::extract_failed)?;
+            let #ident = #k::__private::#extract_ref::<#ty>(&__ctx).map_err(#k::__private::extract_failed)?;
         },
         Extract::Value(ty) => quote_spanned! {ty.span()=>
-            let #ident = <#ty as ::eventkit::FromContext>::from_context(#base).map_err(::eventkit::__private::extract_failed)?;
+            let #ident = <#ty as #k::FromContext>::from_context(#base).map_err(#k::__private::extract_failed)?;
         },
     });
     let requires = args.iter().map(|arg| match arg {
-        Extract::Ref(ty) => quote_spanned! {ty.span()=> ::eventkit::__private::#require_ref::<#ty>(__requirements); },
-        Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as ::eventkit::FromContext>::requirements(__requirements); },
+        Extract::Ref(ty) => quote_spanned! {ty.span()=> #k::__private::#require_ref::<#ty>(__requirements); },
+        Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as #k::FromContext>::requirements(__requirements); },
     });
-    let (ctx_type, decode, event_info, kind) = match shape {
-        Shape::Typed => (
-            quote!(::eventkit::Context),
-            quote!(::eventkit::__private::decode_event::<#event>(&__ctx)?),
-            quote!(::core::option::Option::Some(&<#event as ::eventkit::IntegrationEvent>::INFO)),
-            quote!(::eventkit::HandlerKind::Typed(__eventkit_call)),
-        ),
-        Shape::CatchAll { topics } => (
-            quote!(::eventkit::Context),
-            quote!(::eventkit::__private::decode_any(&__ctx)?),
-            quote!(::core::option::Option::None),
-            quote!(::eventkit::HandlerKind::CatchAll { topics: &[#(#topics),*], call: __eventkit_call }),
-        ),
+    let handler_event = quote_spanned!(event.span()=> <#event as #k::HandlerEvent>);
+    let (ctx_type, decode, event_info, kind, checks) = match shape {
+        Shape::Single { topics, all } => {
+            let topic_list = topics.iter().flat_map(|(_, t)| t.iter());
+            let mut checks = TokenStream::new();
+            if let Some(span) = all {
+                checks.extend(quote_spanned! {*span=>
+                    const _: () = ::core::assert!(#handler_event::EVENT.is_none(), "a catch-all handler (`all`) takes `eventkit::AnyEvent` as its first argument");
+                });
+            }
+            if let Some((span, _)) = topics {
+                checks.extend(quote_spanned! {*span=>
+                    const _: () = ::core::assert!(#handler_event::EVENT.is_none(), "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)");
+                });
+            }
+            (
+                quote!(#k::Context),
+                quote!(#handler_event::decode(&__ctx)?),
+                quote!(#handler_event::EVENT),
+                quote! {
+                    if #handler_event::EVENT.is_none() {
+                        #k::HandlerKind::CatchAll { topics: &[#(#topic_list),*], call: __eventkit_call }
+                    } else {
+                        #k::HandlerKind::Typed(__eventkit_call)
+                    }
+                },
+                checks,
+            )
+        }
         Shape::Batch { max_size, max_wait_ms } => (
-            quote!(::eventkit::BatchContext),
-            quote!(::eventkit::__private::decode_batch::<#event>(&__ctx)?),
-            quote!(::core::option::Option::Some(&<#event as ::eventkit::IntegrationEvent>::INFO)),
-            quote!(::eventkit::HandlerKind::Batch { max_size: #max_size, max_wait_ms: #max_wait_ms, call: __eventkit_call }),
+            quote!(#k::BatchContext),
+            quote_spanned!(event.span()=> #k::__private::decode_batch::<#event>(&__ctx)?),
+            quote_spanned!(event.span()=> ::core::option::Option::Some(&<#event as #k::IntegrationEvent>::INFO)),
+            quote!(#k::HandlerKind::Batch { max_size: #max_size, max_wait_ms: #max_wait_ms, call: __eventkit_call }),
+            TokenStream::new(),
         ),
     };
     let output = &item.sig.output;
     let output_check = quote_spanned! {output.span()=>
-        ::eventkit::HandlerOutput::into_outcome(__output)
+        #k::HandlerOutput::into_outcome(__output)
     };
     quote! {
         #item
@@ -331,7 +389,7 @@ fn generate(handler: &Handler) -> TokenStream {
         const _: () = {
             fn __eventkit_call(
                 __ctx: ::std::sync::Arc<#ctx_type>,
-            ) -> ::eventkit::__private::BoxFuture<'static, ::core::result::Result<(), ::eventkit::HandlerError>> {
+            ) -> #k::__private::BoxFuture<'static, ::core::result::Result<(), #k::HandlerError>> {
                 ::std::boxed::Box::pin(async move {
                     let __event = #decode;
                     #(#extracts)*
@@ -339,16 +397,17 @@ fn generate(handler: &Handler) -> TokenStream {
                     #output_check
                 })
             }
-            fn __eventkit_requires(__requirements: &mut ::eventkit::Requirements) {
+            fn __eventkit_requires(__requirements: &mut #k::Requirements) {
                 #(#requires)*
             }
-            ::eventkit::__private::inventory::submit! {
-                ::eventkit::HandlerDescriptor {
+            #checks
+            #k::__private::inventory::submit! {
+                #k::HandlerDescriptor {
                     name: #name,
                     group: #group,
                     event: #event_info,
                     kind: #kind,
-                    retry: ::eventkit::RetryOverrides { retries: #retries, backoff_ms: #backoff_ms },
+                    retry: #k::RetryOverrides { retries: #retries, backoff_ms: #backoff_ms },
                     ordering: #ordering,
                     concurrency: #concurrency,
                     requires: __eventkit_requires,

@@ -5,6 +5,7 @@ extern crate proc_macro;
 mod attr;
 mod event;
 mod handler;
+mod krate;
 
 use proc_macro::TokenStream;
 

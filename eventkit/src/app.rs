@@ -288,6 +288,12 @@ impl App {
             tasks.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
         *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
+        if registry.events().is_empty() && registry.handlers().is_empty() {
+            warn!(
+                "this app registers no events and no handlers: if they live in a crate this binary does not name, \
+                 add `eventkit::link!(that_crate);` to the binary (a crate that is never named is not linked)"
+            );
+        }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         Ok(Running { publisher, shutdown_tx, tasks, config })
     }

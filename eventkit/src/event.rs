@@ -3,7 +3,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Static facts about an integration event type, fixed at compile time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct EventInfo {
     /// The event type written to `ce_type` (defaults to the Rust type name).
     pub event_type: &'static str,
@@ -15,11 +15,26 @@ pub struct EventInfo {
     pub topic: &'static str,
     /// The schema version, written to the `ce_schemaversion` extension.
     pub version: u32,
-    /// The field used as partition key, if any (otherwise the event id is the key).
+    /// The field used as partition key, by its name in the event's JSON, if any (otherwise
+    /// the event id is the key).
     pub key_field: Option<&'static str>,
     /// The wire format chosen by `format = "..."`, if any (otherwise the topic's or the app's).
     pub format: Option<crate::wire::WireFormat>,
+    /// The Rust type's identity: two declarations are the same event only if this is equal.
+    #[serde(skip)]
+    pub type_id: fn() -> std::any::TypeId,
+    /// The Rust type's full name (with the function a type is declared in, if any).
+    #[serde(skip)]
+    pub type_name: fn() -> &'static str,
 }
+
+impl PartialEq for EventInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.type_id)() == (other.type_id)()
+    }
+}
+
+impl Eq for EventInfo {}
 
 /// An event that crosses service boundaries through Kafka.
 ///

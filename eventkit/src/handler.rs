@@ -158,6 +158,61 @@ impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
     }
 }
 
+/// What a handler's first argument can be: an integration event (a typed handler), or
+/// [`crate::AnyEvent`] (a catch-all handler, under whatever name it is imported).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an integration event",
+    label = "not an integration event",
+    note = "annotate the type with `#[eventkit::integration_event]`, or take `eventkit::AnyEvent` to receive every event"
+)]
+pub trait HandlerEvent: Sized + Send + 'static {
+    /// The event type handled; `None` for every event (catch-all).
+    const EVENT: Option<&'static EventInfo>;
+
+    /// Reads the event from the record.
+    fn decode(ctx: &Context) -> Result<Self, HandlerError>;
+}
+
+impl<E: IntegrationEvent> HandlerEvent for E {
+    const EVENT: Option<&'static EventInfo> = Some(&E::INFO);
+
+    fn decode(ctx: &Context) -> Result<Self, HandlerError> {
+        decode_event::<E>(ctx)
+    }
+}
+
+impl HandlerEvent for crate::AnyEvent {
+    const EVENT: Option<&'static EventInfo> = None;
+
+    fn decode(ctx: &Context) -> Result<Self, HandlerError> {
+        crate::any::decode_any(ctx)
+    }
+}
+
+/// The Kafka key of an event: its key field's `Display` text.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "the key field `{Self}` does not implement `Display`",
+    label = "the partition key is this field's `Display` text",
+    note = "implement `std::fmt::Display` for the field's type, or key the event by another field"
+)]
+pub trait EventKey {
+    /// The key text.
+    fn key_text(&self) -> String;
+}
+
+impl<T: std::fmt::Display + ?Sized> EventKey for T {
+    fn key_text(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// The key text of a key field (generated code).
+#[doc(hidden)]
+pub fn key_text<T: EventKey + ?Sized>(field: &T) -> String {
+    field.key_text()
+}
+
 /// Decodes the record's data as `E`.
 #[doc(hidden)]
 pub fn decode_event<E: IntegrationEvent>(ctx: &Context) -> Result<E, HandlerError> {

@@ -57,7 +57,7 @@ pub use event::{EventInfo, IntegrationEvent};
 pub use eventkit_macros::{handler, integration_event};
 pub use extract::{FromContext, State};
 pub use ordering::Ordering;
-pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerFn, HandlerKind, HandlerOutput};
+pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerEvent, HandlerFn, HandlerKind, HandlerOutput};
 pub use publisher::{PublishOptions, Published, Publisher};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use registry::{EventDescriptor, GroupPlan, Registry};
@@ -65,13 +65,32 @@ pub use state::{Requirements, StateMap};
 pub use topology::{EventEntry, GroupEntry, HandlerEntry, Topology};
 pub use wire::WireFormat;
 
+/// Links crates whose events and handlers this binary must register, though it names
+/// nothing else from them.
+///
+/// Handlers and events register themselves at link time. A crate that a binary lists in its
+/// Cargo.toml but never names is not linked at all, and its handlers silently do not run:
+/// common when each bounded context is its own crate. `eventkit::link!(billing_handlers);` in
+/// the binary (at module level) names it; it is the same as `use billing_handlers as _;`.
+///
+/// ```
+/// eventkit::link!(serde_json, eventkit);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! link {
+    ($($krate:ident),+ $(,)?) => {
+        $( #[allow(unused_imports)] use $krate as _; )+
+    };
+}
+
 /// Used by generated code only; not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::extract::{extract_ref, require_ref};
-    pub use crate::handler::{decode_event, extract_failed};
+    pub use crate::handler::{decode_event, extract_failed, key_text, EventKey};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde;

@@ -79,7 +79,10 @@ impl Registry {
             .get_or_init(|| {
                 let events = inventory::iter::<EventDescriptor>.into_iter().map(|e| e.info);
                 let handlers = inventory::iter::<HandlerDescriptor>.into_iter();
-                Registry::new(events, handlers).map_err(|e| e.to_string())
+                Registry::new(events, handlers).map_err(|e| match e {
+                    Error::Registry(problems) => problems,
+                    other => other.to_string(),
+                })
             })
             .as_ref()
             .map_err(|e| Error::Registry(e.clone()))
@@ -94,14 +97,18 @@ impl Registry {
         let mut handlers: Vec<_> = handlers.into_iter().collect();
         handlers.sort_by_key(|h| h.name);
         let mut events: Vec<_> = events.into_iter().chain(handlers.iter().filter_map(|h| h.event)).collect();
-        events.sort_by_key(|e| (e.event_type, e.module, e.rust_name));
-        events.dedup();
+        events.sort_by_key(|e| (e.event_type, (e.type_name)()));
+        // The same Rust type, seen through its declaration and its handlers: once.
+        let mut seen = std::collections::HashSet::new();
+        events.retain(|e| seen.insert((e.type_id)()));
         let mut problems = Vec::new();
         for pair in events.windows(2) {
             if pair[0].event_type == pair[1].event_type {
                 problems.push(format!(
-                    "event type `{}` is declared twice: by {}::{} and by {}::{} (set `type = \"...\"` on one)",
-                    pair[0].event_type, pair[0].module, pair[0].rust_name, pair[1].module, pair[1].rust_name
+                    "event type `{}` is declared twice: by `{}` and by `{}` (set `type = \"...\"` on one)",
+                    pair[0].event_type,
+                    (pair[0].type_name)(),
+                    (pair[1].type_name)()
                 ));
             }
         }

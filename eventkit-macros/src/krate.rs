@@ -1,0 +1,36 @@
+//! The path generated code uses for the `eventkit` crate: `crate = "..."` when given (for
+//! facade crates that re-export eventkit), else the name the user's Cargo.toml gives it
+//! (`ek = { package = "eventkit" }` makes it `::ek`), else `::eventkit`.
+
+use proc_macro2::{Span, TokenStream};
+use proc_macro_crate::{crate_name, FoundCrate};
+use quote::{quote, ToTokens};
+use syn::LitStr;
+
+use crate::attr::Errors;
+
+/// The path, as tokens and as text (serde's `crate = "..."` takes text).
+pub struct Krate {
+    pub path: TokenStream,
+    pub text: String,
+}
+
+pub fn resolve(explicit: Option<&LitStr>, errors: &mut Errors) -> Krate {
+    if let Some(lit) = explicit {
+        match lit.parse::<syn::Path>() {
+            Ok(path) => {
+                let text = path.to_token_stream().to_string().replace(' ', "");
+                return Krate { path: path.into_token_stream(), text };
+            }
+            Err(_) => errors.push(syn::Error::new(lit.span(), "`crate` is a path to the eventkit crate, e.g. `crate = \"my_facade::eventkit\"`")),
+        }
+    }
+    match crate_name("eventkit") {
+        Ok(FoundCrate::Name(name)) if name != "eventkit" => {
+            let ident = syn::Ident::new(&name, Span::call_site());
+            Krate { path: quote!(::#ident), text: format!("::{name}") }
+        }
+        // Inside eventkit's own tests, benches and examples the crate is `eventkit` too.
+        _ => Krate { path: quote!(::eventkit), text: "::eventkit".to_owned() },
+    }
+}

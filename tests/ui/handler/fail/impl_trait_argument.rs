@@ -1,0 +1,9 @@
+#[eventkit::integration_event]
+pub struct Moved {
+    pub id: u64,
+}
+
+#[eventkit::handler]
+async fn handle(_e: Moved, _ctx: impl Send) {}
+
+fn main() {}

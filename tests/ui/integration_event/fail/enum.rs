@@ -1,0 +1,7 @@
+#[eventkit::integration_event]
+pub enum Moved {
+    Left,
+    Right,
+}
+
+fn main() {}

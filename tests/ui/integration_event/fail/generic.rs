@@ -1,0 +1,6 @@
+#[eventkit::integration_event]
+pub struct Envelope<T> {
+    pub body: T,
+}
+
+fn main() {}

@@ -1,0 +1,9 @@
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Id(pub u64);
+
+#[eventkit::integration_event(key = id)]
+pub struct Moved {
+    pub id: Id,
+}
+
+fn main() {}
