@@ -1,7 +1,7 @@
 # Sourced by scripts/test.sh: installs the pinned test environment (tests/interop/
 # requirements.txt: the noida-db broker, a single-binary Kafka-protocol server, and the Python
 # clients of the interoperability tests) into .venv, starts the broker on a free 127.0.0.1
-# port, exports EVENTKIT_TEST_BOOTSTRAP and EVENTKIT_TEST_PYTHON, and stops the broker when
+# port, exports EVENTKIT_TEST_BOOTSTRAP, EVENTKIT_TEST_PYTHON and EVENTKIT_TEST_NOIDA, and stops the broker when
 # the calling shell exits.
 root="$(pwd)"
 venv="$root/.venv"
@@ -38,4 +38,6 @@ done
 export EVENTKIT_TEST_BOOTSTRAP="127.0.0.1:$port"
 # Tests that depend on a broker's limits (noida-db keeps Kafka's default 1 MiB record limit).
 export EVENTKIT_TEST_BROKER=noida-db
+# Tests that stop and restart a broker start their own noida-db with it.
+export EVENTKIT_TEST_NOIDA="$venv/bin/noida-db"
 echo "real broker: noida-db at $EVENTKIT_TEST_BOOTSTRAP" >&2

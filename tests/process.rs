@@ -8,112 +8,15 @@
 //!   the shutdown timeout.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use eventkit_tests::process::{self, handled, out_file, publish_ticks, seqs, sigterm, start, unix_micros, wait_exit, wait_for};
 use eventkit_tests::{on_both_brokers, Target, Tick};
 
 fn worker(target: &Target, out: &Path, delay_us: u32) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eventkit-test-worker"));
-    command
-        .env("KAFKA_BOOTSTRAP_SERVERS", target.bootstrap())
-        .env("KAFKA_TOPIC_PREFIX", &target.prefix)
-        .env("EVENTKIT_GROUP_PREFIX", &target.prefix)
-        .env("KAFKA_SERVICE_NAME", "worker")
-        .env("WORKER_OUT", out)
-        .env("WORKER_DELAY_US", delay_us.to_string())
-        // Static membership: a restarted worker takes over the killed one's place at once.
-        .env("EVENTKIT_KAFKA_GROUP_INSTANCE_ID", format!("{}worker", target.prefix));
-    command
-}
-
-/// A worker process, killed when the test lets go of it (also when the test fails).
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl std::ops::Deref for Worker {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Worker {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-fn start(mut command: Command) -> Worker {
-    Worker(command.spawn().expect("worker"))
-}
-
-/// Handled events in the order they were written: (seq, unix micros).
-fn handled(out: &Path) -> Vec<(u32, u128)> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (seq, at) = l.split_once('\t')?;
-            Some((seq.parse().ok()?, at.parse().ok()?))
-        })
-        .collect()
-}
-
-fn seqs(out: &Path) -> Vec<u32> {
-    handled(out).into_iter().map(|(s, _)| s).collect()
-}
-
-fn unix_micros() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros()
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("worker did not exit within {within:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn wait_for(out: &Path, what: &str, within: Duration, mut done: impl FnMut(&[u32]) -> bool) {
-    let deadline = Instant::now() + within;
-    while !done(&seqs(out)) {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {} handled", seqs(out).len());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn publish_ticks(target: &Target, n: u32) {
-    let app = target.app().groups([]).build().unwrap().start().await.unwrap();
-    let publisher = app.publisher();
-    let ticks: Vec<Tick> = (0..n).map(|seq| Tick { key: format!("k{}", seq % 64), seq }).collect();
-    for chunk in ticks.chunks(5_000) {
-        publisher.publish_many(chunk).await.unwrap();
-    }
-    app.shutdown().await.unwrap();
-}
-
-fn out_file(target: &Target, name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}{name}.out", target.prefix))
+    process::worker(env!("CARGO_BIN_EXE_eventkit-test-worker"), target, out, delay_us)
 }
 
 /// The default commit interval, which bounds the work a crash redoes.
@@ -124,7 +27,7 @@ async fn sigkill_during_a_steady_flow_loses_nothing_and_redoes_one_interval(targ
     let (rate, cap) = if target.kind == "embedded" { (1_000u32, 30_000u32) } else { (2_000, 60_000) };
     let out = out_file(&target, "crash");
     let _ = std::fs::remove_file(&out);
-    publish_ticks(&target, 0).await;
+    publish_ticks(&target, 0, 0).await;
     // A steady flow of 100 events every 50 ms until the test stops it.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flow = {
@@ -197,7 +100,7 @@ on_both_brokers!(sigkill_during_a_steady_flow_loses_nothing_and_redoes_one_inter
 
 async fn sigterm_mid_burst_loses_and_repeats_nothing(target: Target) {
     const EVENTS: u32 = 3_000;
-    publish_ticks(&target, EVENTS).await;
+    publish_ticks(&target, 0, EVENTS).await;
     let out1 = out_file(&target, "graceful-1");
     let mut first = start(worker(&target, &out1, 1_000));
     wait_for(&out1, "a burst in progress", Duration::from_secs(90), |h| h.len() >= 300).await;
@@ -236,7 +139,7 @@ async fn a_stuck_handler_with_a_huge_backlog_stays_bounded_and_stops_on_sigterm(
     // The embedded broker keeps about 5 MiB per partition: spread its backlog wider.
     let (events, partitions) = if target.kind == "embedded" { (150_000, 12) } else { (250_000, 6) };
     target.create_topic("process.ticks", partitions).await;
-    publish_ticks(&target, events).await;
+    publish_ticks(&target, 0, events).await;
 
     let out = out_file(&target, "stuck");
     let log = out_file(&target, "stuck-log");

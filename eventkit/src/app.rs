@@ -1,10 +1,10 @@
 //! [`App`]: configuration, state and registry, started as consumers plus a publisher.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -14,6 +14,7 @@ use crate::broker::EmbeddedBroker;
 use crate::config::Config;
 use crate::consumer::GroupRunner;
 use crate::error::{Error, Result};
+use crate::kafka::KitContext;
 use crate::publisher::Publisher;
 use crate::registry::Registry;
 use crate::state::{Requirements, StateMap};
@@ -130,11 +131,34 @@ impl AppBuilder {
     setter!(/// How long a revoked partition's in-flight records may take before it is let go.
         revoke_timeout(timeout: Duration) => |c| c.revoke_timeout = timeout);
 
-    /// Sets a librdkafka property on every client.
-    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    setter!(/// How long the app waits at start for the cluster to answer before it fails (default: forever).
+        startup_timeout(timeout: Duration) => |c| c.startup_timeout = Some(timeout));
+
+    /// Sets a librdkafka property on the clients it applies to (consumer properties on
+    /// consumers, producer properties on the producer, others on every client).
+    pub fn kafka_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.property(key, value, |c| &mut c.kafka)
+    }
+
+    /// Sets a librdkafka property on consumers only.
+    pub fn consumer_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.property(key, value, |c| &mut c.kafka_consumer)
+    }
+
+    /// Sets a librdkafka property on the producer only.
+    pub fn producer_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.property(key, value, |c| &mut c.kafka_producer)
+    }
+
+    /// Sets a librdkafka property on admin clients and metadata probes only.
+    pub fn admin_property(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.property(key, value, |c| &mut c.kafka_admin)
+    }
+
+    fn property(mut self, key: impl Into<String>, value: impl Into<String>, map: fn(&mut Config) -> &mut BTreeMap<String, String>) -> Self {
         let (key, value) = (key.into(), value.into());
         self.edits.push(Box::new(move |c: &mut Config| {
-            c.kafka.insert(key, value);
+            map(c).insert(key, value);
         }));
         self
     }
@@ -176,7 +200,7 @@ impl AppBuilder {
         if let Some(broker) = &self.broker {
             config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
         }
-        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker })
+        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready: Readiness::default() })
     }
 }
 
@@ -210,6 +234,24 @@ pub struct App {
     registry: Registry,
     state: Arc<StateMap>,
     broker: Option<Arc<EmbeddedBroker>>,
+    ready: Readiness,
+}
+
+/// Whether an app is ready, for a health endpoint: false while it waits for its cluster at
+/// start, true once it has reached it and started its groups, false again while the cluster
+/// is unreachable and after shutdown. Take it from [`App::readiness`] before starting.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+
+impl Readiness {
+    /// Whether the app runs and reaches its cluster.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire) && !crate::kafka::outage::active()
+    }
+
+    fn set(&self, ready: bool) {
+        self.0.store(ready, std::sync::atomic::Ordering::Release);
+    }
 }
 
 impl App {
@@ -221,6 +263,11 @@ impl App {
     /// The app's configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The app's readiness (false until [`App::start`] has reached the cluster).
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
     }
 
     /// The topic listing.
@@ -259,7 +306,7 @@ impl App {
         if crate::cli::is_command(&args) {
             crate::cli::run_and_exit(args, &self.config, Some(self.registry.clone())).await;
         }
-        let App { mut config, registry, state, broker } = self;
+        let App { mut config, registry, state, broker, ready } = self;
         let broker = match (broker, &config.bootstrap_servers) {
             (Some(broker), _) => Some(broker),
             (None, Some(_)) => None,
@@ -271,6 +318,8 @@ impl App {
             }
         };
         config.embedded = broker.is_some();
+        crate::kafka::check_properties(&config)?;
+        crate::kafka::reach::wait_for_cluster(&config).await?;
         if config.create_topics {
             let mut topics = registry.topics(&config);
             if config.dlq {
@@ -295,7 +344,8 @@ impl App {
             );
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
-        Ok(Running { publisher, shutdown_tx, tasks, config })
+        ready.set(true);
+        Ok(Running { publisher, shutdown_tx, tasks, config, ready })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -304,7 +354,15 @@ impl App {
         if self.list_topics_if_asked() {
             return Ok(());
         }
-        let running = self.start().await?;
+        // A signal while the app waits for the cluster ends it cleanly (nothing started yet).
+        let running = tokio::select! {
+            running = self.start() => running?,
+            signal = shutdown_signal() => {
+                signal?;
+                info!("shutdown signal received before the app started");
+                return Ok(());
+            }
+        };
         shutdown_signal().await?;
         info!("shutdown signal received");
         running.shutdown().await
@@ -323,8 +381,8 @@ async fn create_topics(config: &Config, broker: Option<&EmbeddedBroker>, topics:
         return Ok(());
     }
     let mut client = crate::kafka::client_config(config)?;
-    crate::kafka::apply_overrides(&mut client, config);
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
+    let admin: AdminClient<KitContext> = client.create_with_context(KitContext)?;
     let new: Vec<NewTopic<'_>> =
         topics.iter().map(|t| NewTopic::new(t, config.topic_partitions, TopicReplication::Fixed(-1))).collect();
     let options = AdminOptions::new()
@@ -333,7 +391,12 @@ async fn create_topics(config: &Config, broker: Option<&EmbeddedBroker>, topics:
     let results = match admin.create_topics(&new, &options).await {
         Ok(results) => results,
         Err(e) => {
-            warn!(error = %e, "cannot create topics (no CreateTopics API?); relying on existing topics or the broker's auto-creation");
+            let why = match e.rdkafka_error_code() {
+                Some(RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest) => "the cluster has no CreateTopics API",
+                _ if crate::kafka::outage::is_connection_error(&e) => "the cluster did not answer",
+                _ => "the request failed",
+            };
+            warn!(error = %e, topics = ?topics, "cannot create topics ({why}); relying on existing topics or the broker's auto-creation (EVENTKIT_CREATE_TOPICS=false stops trying)");
             return Ok(());
         }
     };
@@ -341,7 +404,11 @@ async fn create_topics(config: &Config, broker: Option<&EmbeddedBroker>, topics:
         match result {
             Ok(topic) => info!(%topic, partitions = config.topic_partitions, "topic created"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => warn!(%topic, error = %code, "could not create topic; relying on the broker to create it"),
+            Err((topic, code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed))) => warn!(
+                %topic, error = %code,
+                "not authorized to create topic: create it beforehand or grant CREATE on it (EVENTKIT_CREATE_TOPICS=false stops trying)"
+            ),
+            Err((topic, code)) => warn!(%topic, error = %code, "could not create topic; relying on existing topics or the broker's auto-creation"),
         }
     }
     Ok(())
@@ -368,9 +435,15 @@ pub struct Running {
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     config: Config,
+    ready: Readiness,
 }
 
 impl Running {
+    /// The app's readiness.
+    pub fn readiness(&self) -> Readiness {
+        self.ready.clone()
+    }
+
     /// The app's publisher.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
@@ -389,6 +462,7 @@ impl Running {
     /// Stops fetching, lets in-flight handlers finish (up to the shutdown timeout), commits
     /// handled offsets, leaves the groups and flushes the producer.
     pub async fn shutdown(self) -> Result<()> {
+        self.ready.set(false);
         let _ = self.shutdown_tx.send(true);
         // Each group waits for its handlers up to the shutdown timeout itself; leaving the
         // group after that takes a little longer.

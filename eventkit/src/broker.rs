@@ -11,8 +11,12 @@ use rdkafka::mocking::MockCluster;
 
 use crate::error::{Error, Result};
 
+/// The id of the mock cluster's only broker.
+const BROKER_ID: i32 = 1;
+
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<()>>),
+    SetDown(bool, mpsc::Sender<Result<()>>),
 }
 
 /// A running embedded broker; it stops when dropped.
@@ -51,6 +55,10 @@ impl EmbeddedBroker {
                         Command::CreateTopic(name, partitions, reply) => {
                             let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(Error::from));
                         }
+                        Command::SetDown(down, reply) => {
+                            let done = if down { cluster.broker_down(BROKER_ID) } else { cluster.broker_up(BROKER_ID) };
+                            let _ = reply.send(done.map_err(Error::from));
+                        }
                     }
                 }
             })?;
@@ -68,15 +76,23 @@ impl EmbeddedBroker {
     /// Creates a topic (the mock broker has no CreateTopics API). Creating an existing
     /// topic again is not an error.
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
-        let (tx, rx) = mpsc::channel();
-        let commands = self.commands.as_ref().expect("broker running");
-        commands
-            .send(Command::CreateTopic(name.to_owned(), partitions, tx))
-            .map_err(|_| Error::Config("embedded broker stopped".into()))?;
-        match rx.recv().map_err(|_| Error::Config("embedded broker stopped".into()))? {
+        match self.command(|reply| Command::CreateTopic(name.to_owned(), partitions, reply)) {
             Err(Error::Kafka(e)) if e.to_string().contains("already exists") => Ok(()),
             other => other,
         }
+    }
+
+    /// Simulates an outage: with `down`, the broker drops its connections and refuses new
+    /// ones (its data stays) until it is set up again. For testing how an app rides one out.
+    pub fn set_down(&self, down: bool) -> Result<()> {
+        self.command(|reply| Command::SetDown(down, reply))
+    }
+
+    fn command(&self, command: impl FnOnce(mpsc::Sender<Result<()>>) -> Command) -> Result<()> {
+        let (tx, rx) = mpsc::channel();
+        let commands = self.commands.as_ref().expect("broker running");
+        commands.send(command(tx)).map_err(|_| Error::Config("embedded broker stopped".into()))?;
+        rx.recv().map_err(|_| Error::Config("embedded broker stopped".into()))?
     }
 }
 

@@ -87,8 +87,19 @@ pub struct Config {
     /// `EVENTKIT_REVOKE_TIMEOUT_MS`: how long a revoked partition's in-flight records may take
     /// before the partition is let go anyway (default 10 s).
     pub revoke_timeout: Duration,
-    /// librdkafka properties applied to every client (`EVENTKIT_KAFKA_*`).
+    /// librdkafka properties (`EVENTKIT_KAFKA_*`), each applied to the clients librdkafka
+    /// says it applies to: consumer properties to consumers, producer properties to the
+    /// producer, the others to every client. Unknown names are refused at start.
     pub kafka: BTreeMap<String, String>,
+    /// librdkafka properties for consumers only (`EVENTKIT_KAFKA_CONSUMER_*`).
+    pub kafka_consumer: BTreeMap<String, String>,
+    /// librdkafka properties for the producer only (`EVENTKIT_KAFKA_PRODUCER_*`).
+    pub kafka_producer: BTreeMap<String, String>,
+    /// librdkafka properties for admin requests and metadata probes only (`EVENTKIT_KAFKA_ADMIN_*`).
+    pub kafka_admin: BTreeMap<String, String>,
+    /// `EVENTKIT_STARTUP_TIMEOUT_MS`: how long an app waits at start for the cluster to answer
+    /// before it fails. Unset (the default), it keeps waiting, warning at each attempt.
+    pub startup_timeout: Option<Duration>,
     /// Set when the bootstrap servers are an embedded broker's.
     pub(crate) embedded: bool,
 }
@@ -124,6 +135,10 @@ impl Default for Config {
             commit_interval: Duration::from_millis(100),
             revoke_timeout: Duration::from_secs(10),
             kafka: BTreeMap::new(),
+            kafka_consumer: BTreeMap::new(),
+            kafka_producer: BTreeMap::new(),
+            kafka_admin: BTreeMap::new(),
+            startup_timeout: None,
             embedded: false,
         }
     }
@@ -206,9 +221,21 @@ impl Config {
                 "EVENTKIT_PUBLISH_TIMEOUT_MS" => c.publish_timeout = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MS" => c.retry_backoff.0 = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MAX_MS" => c.retry_backoff.1 = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_STARTUP_TIMEOUT_MS" => {
+                    c.startup_timeout = Some(value).filter(|v| !v.is_empty()).map(|v| parse_num(&name, &v).map(Duration::from_millis)).transpose()?
+                }
                 _ => {
                     if let Some(prop) = name.strip_prefix(PASSTHROUGH_PREFIX) {
-                        c.kafka.insert(prop.to_ascii_lowercase().replace('_', "."), value);
+                        let property = |p: &str| p.to_ascii_lowercase().replace('_', ".");
+                        if let Some(p) = prop.strip_prefix("CONSUMER_") {
+                            c.kafka_consumer.insert(property(p), value);
+                        } else if let Some(p) = prop.strip_prefix("PRODUCER_") {
+                            c.kafka_producer.insert(property(p), value);
+                        } else if let Some(p) = prop.strip_prefix("ADMIN_") {
+                            c.kafka_admin.insert(property(p), value);
+                        } else {
+                            c.kafka.insert(property(prop), value);
+                        }
                     }
                 }
             }

@@ -7,7 +7,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in eventkit.
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The Kafka client reported an error.
@@ -22,6 +22,9 @@ pub enum Error {
     /// What was asked for does not exist (a topic, a dead letter entry).
     #[error("{0}")]
     NotFound(String),
+    /// The cluster did not answer within the startup timeout.
+    #[error("{0}")]
+    Unreachable(String),
     /// The registered events and handlers are inconsistent.
     #[error("registry: {0}")]
     Registry(String),
@@ -61,6 +64,20 @@ pub enum Error {
         /// Why the next event failed.
         source: BoxError,
     },
+}
+
+/// Shows the message and its causes, so that `main` returning an error prints something a
+/// person can act on (`Error: cannot reach Kafka at ...`), not a variant name.
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {

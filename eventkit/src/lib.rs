@@ -46,7 +46,7 @@ pub mod wire;
 
 pub use any::AnyEvent;
 pub use batch::BatchContext;
-pub use app::{publisher, run, run_with, topology, App, AppBuilder, Running};
+pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
 pub use broker::EmbeddedBroker;
 pub use config::Config;
 pub use context::{Context, RecordInfo};

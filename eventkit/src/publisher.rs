@@ -90,7 +90,7 @@ pub struct Publisher {
 
 struct Inner {
     config: Config,
-    producer: FutureProducer,
+    producer: FutureProducer<crate::kafka::KitContext>,
     /// Keeps an embedded broker alive as long as anything can publish to it.
     _broker: Option<Arc<crate::broker::EmbeddedBroker>>,
     source: String,
@@ -122,11 +122,11 @@ impl Publisher {
             // (a dead letter copy adds headers to a record the broker accepted).
             .set("message.max.bytes", "104857600")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string());
-        crate::kafka::apply_overrides(&mut client, config);
+        crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Producer);
         Ok(Publisher {
             inner: Arc::new(Inner {
                 config: config.clone(),
-                producer: client.create()?,
+                producer: client.create_with_context(crate::kafka::KitContext)?,
                 _broker: broker,
                 source: config.service_name.clone(),
                 timeout: config.publish_timeout,

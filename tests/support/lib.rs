@@ -1,6 +1,9 @@
 //! Test harness: the same scenario on the embedded broker and on a real Kafka-protocol
 //! broker (`EVENTKIT_TEST_BOOTSTRAP`, started by `scripts/test.sh`).
 
+pub mod noida;
+pub mod process;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -69,6 +72,17 @@ impl Target {
                 None
             }
         }
+    }
+
+    /// A real broker at `bootstrap` (one the test started itself).
+    pub fn at(bootstrap: String, test: &str) -> Self {
+        init_tracing();
+        Target { kind: "real", broker: None, bootstrap, prefix: unique_prefix(test) }
+    }
+
+    /// The embedded broker, when the target is one.
+    pub fn embedded_broker(&self) -> Option<&Arc<EmbeddedBroker>> {
+        self.broker.as_ref()
     }
 
     /// An app builder pointed at this broker, with this test's prefixes.

@@ -137,7 +137,11 @@ impl FetchLoop {
             Some(Ok(m)) => {
                 self.shared.engine().accept(&m, Instant::now());
             }
-            Some(Err(e)) => warn!(group = %self.env.group, error = %e, "fetch error"),
+            Some(Err(e)) if crate::kafka::outage::is_connection_error(&e) => crate::kafka::outage::client_error(&e, ""),
+            Some(Err(e)) if crate::kafka::outage::due(&format!("fetch {} {e}", self.env.group)) => {
+                warn!(group = %self.env.group, error = %e, "fetch error (told once a minute while it lasts)");
+            }
+            Some(Err(_)) => {}
             None => {}
         }
     }
@@ -156,7 +160,9 @@ impl FetchLoop {
             Ok(()) => {}
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
-                warn!(group = %self.env.group, error = %e, offsets = %describe(&tpl), "offset commit failed; it is sent again with the next commit");
+                if crate::kafka::outage::due(&format!("commit {} {e}", self.env.group)) {
+                    warn!(group = %self.env.group, error = %e, offsets = %describe(&tpl), "offset commit failed; it is sent again with the next commit (told once a minute while it lasts)");
+                }
                 self.shared.engine().commit_failed(&tpl);
             }
         }

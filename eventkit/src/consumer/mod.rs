@@ -94,7 +94,7 @@ impl GroupRunner {
         } else {
             client.set("fetch.wait.max.ms", "100");
         }
-        crate::kafka::apply_overrides(&mut client, config);
+        crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
         let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();

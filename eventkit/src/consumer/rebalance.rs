@@ -29,7 +29,10 @@ impl ClientContext for GroupContext {
         crate::kafka::log(level, fac, log_message);
     }
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(group = %self.group, %error, "kafka client error: {reason}");
+        crate::kafka::outage::client_error(&error, reason);
+    }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::kafka::outage::statistics(&statistics);
     }
 }
 
@@ -47,10 +50,15 @@ impl ConsumerContext for GroupContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => debug!(group = %self.group, offsets = %describe(offsets), "offsets committed"),
+            Ok(()) => {
+                crate::kafka::outage::answered();
+                debug!(group = %self.group, offsets = %describe(offsets), "offsets committed");
+            }
             Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
-                warn!(group = %self.group, error = %e, offsets = %describe(offsets), "offset commit failed; it is sent again with the next commit");
+                if crate::kafka::outage::due(&format!("commit {} {e}", self.group)) {
+                    warn!(group = %self.group, error = %e, offsets = %describe(offsets), "offset commit failed; it is sent again with the next commit (told once a minute while it lasts)");
+                }
                 if let Some(mut engine) = self.shared.try_engine() {
                     engine.commit_failed(offsets);
                 }

@@ -8,6 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::kafka::KitContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
@@ -27,7 +29,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A consumer of one dead letter topic, outside any group.
 pub(crate) struct Reader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<KitContext>,
     topic: String,
     /// Per partition: first and one-past-last offset when reading began.
     partitions: Vec<(i32, i64, i64)>,
@@ -42,8 +44,8 @@ impl Reader {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest");
-        crate::kafka::apply_overrides(&mut client, config);
-        let consumer: BaseConsumer = client.create()?;
+        crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
+        let consumer: BaseConsumer<KitContext> = client.create_with_context(KitContext)?;
         let metadata = consumer.fetch_metadata(Some(dlq_topic), METADATA_TIMEOUT)?;
         let topic = metadata.topics().iter().find(|t| t.name() == dlq_topic);
         match topic.map(|t| t.error()) {
@@ -186,8 +188,8 @@ impl Reader {
 /// Whether `topic` exists.
 pub(crate) fn topic_exists(config: &Config, topic: &str) -> Result<bool> {
     let mut client = crate::kafka::client_config(config)?;
-    crate::kafka::apply_overrides(&mut client, config);
-    let consumer: BaseConsumer = client.create()?;
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
+    let consumer: BaseConsumer<KitContext> = client.create_with_context(KitContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
 }

@@ -1,0 +1,208 @@
+//! librdkafka clients: base settings, the user's properties routed to the clients they apply
+//! to, and librdkafka's logs and errors routed to `tracing` at a sane rate.
+//!
+//! - `EVENTKIT_KAFKA_*` properties go to the clients librdkafka says they apply to: consumer
+//!   properties to consumers, producer properties to the producer, the others to all.
+//!   `EVENTKIT_KAFKA_CONSUMER_*`, `EVENTKIT_KAFKA_PRODUCER_*` and `EVENTKIT_KAFKA_ADMIN_*`
+//!   route explicitly. An unknown property is an error naming the closest known one.
+//! - [`outage`]: one process-wide account of the cluster's reachability, so that an outage
+//!   gives one warning, rare reminders, and one line when it ends.
+//! - [`reach`]: the startup check that the cluster answers.
+
+pub(crate) mod outage;
+mod properties;
+pub(crate) mod reach;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::ClientConfig;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Which clients a property applies to, as librdkafka classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Any,
+    Consumer,
+    Producer,
+}
+
+/// A kind of client eventkit creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Client {
+    Consumer,
+    Producer,
+    /// Admin requests and metadata probes: only properties that apply to every client.
+    Admin,
+}
+
+/// How often clients report statistics, from which the outage account learns that brokers
+/// are up again.
+const STATISTICS_INTERVAL_MS: &str = "5000";
+
+/// Base settings every eventkit client uses (the user's properties follow with [`apply_overrides`]).
+pub(crate) fn client_config(config: &Config) -> Result<ClientConfig> {
+    let servers = config
+        .bootstrap_servers
+        .as_deref()
+        .ok_or_else(|| Error::Config("no bootstrap servers (set KAFKA_BOOTSTRAP_SERVERS)".into()))?;
+    check_properties(config)?;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", servers)
+        .set("client.id", &config.service_name)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    Ok(client)
+}
+
+/// Applies the user's properties that belong to `which`. Call it last, so that they win.
+pub(crate) fn apply_overrides(client: &mut ClientConfig, config: &Config, which: Client) {
+    for (name, value) in &config.kafka {
+        let scope = lookup(name).map_or(Scope::Any, |(_, scope)| scope);
+        let applies = matches!((scope, which), (Scope::Any, _) | (Scope::Consumer, Client::Consumer) | (Scope::Producer, Client::Producer));
+        if applies {
+            client.set(canonical(name), value);
+        }
+    }
+    let explicit = match which {
+        Client::Consumer => &config.kafka_consumer,
+        Client::Producer => &config.kafka_producer,
+        Client::Admin => &config.kafka_admin,
+    };
+    for (name, value) in explicit {
+        client.set(canonical(name), value);
+    }
+}
+
+/// A property's name as librdkafka spells it (names from environment variables have `.`
+/// where librdkafka may have `_`).
+fn canonical(name: &str) -> &str {
+    lookup(name).map_or(name, |(known, _)| known)
+}
+
+/// The property named `name` (`_` and `.` alike).
+fn lookup(name: &str) -> Option<(&'static str, Scope)> {
+    let same = |a: &str, b: &str| a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'_' || x == b'.') && (y == b'_' || y == b'.'));
+    properties::PROPERTIES.iter().copied().find(|(known, _)| same(known, name))
+}
+
+/// Refuses unknown properties (naming the closest known one) and explicit routes to clients
+/// a property does not apply to.
+pub(crate) fn check_properties(config: &Config) -> Result<()> {
+    let routes = [("", None, &config.kafka), ("CONSUMER_", Some(Client::Consumer), &config.kafka_consumer), ("PRODUCER_", Some(Client::Producer), &config.kafka_producer), ("ADMIN_", Some(Client::Admin), &config.kafka_admin)];
+    for (prefix, client, map) in routes {
+        for name in map.keys() {
+            let variable = format!("EVENTKIT_KAFKA_{prefix}{}", name.to_ascii_uppercase().replace('.', "_"));
+            let Some((known, scope)) = lookup(name) else {
+                let closest = properties::PROPERTIES
+                    .iter()
+                    .map(|(known, _)| (strsim::jaro_winkler(known, name), *known))
+                    .max_by(|a, b| a.0.total_cmp(&b.0))
+                    .filter(|(score, _)| *score > 0.8)
+                    .map(|(_, known)| format!("; did you mean `{known}`?"))
+                    .unwrap_or_default();
+                return Err(Error::Config(format!("unknown librdkafka property `{name}` ({variable}){closest}")));
+            };
+            let misrouted = matches!(
+                (client, scope),
+                (Some(Client::Consumer), Scope::Producer) | (Some(Client::Producer), Scope::Consumer) | (Some(Client::Admin), Scope::Consumer | Scope::Producer)
+            );
+            if misrouted {
+                let applies = if scope == Scope::Consumer { "consumers" } else { "producers" };
+                return Err(Error::Config(format!("librdkafka property `{known}` applies to {applies} only ({variable})")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Routes librdkafka's log lines to `tracing`. Connection failures are told once per outage
+/// by [`outage`], so librdkafka's own lines about them go to debug.
+pub(crate) fn log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    if outage::is_connection_noise(fac, message) {
+        return tracing::debug!(target: "librdkafka", "{fac}: {message}");
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error => tracing::error!(target: "librdkafka", "{fac}: {message}"),
+        L::Warning => tracing::warn!(target: "librdkafka", "{fac}: {message}"),
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", "{fac}: {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", "{fac}: {message}"),
+    }
+}
+
+/// The context of eventkit's producer and admin clients: logs, errors and statistics go
+/// where the consumers' go.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KitContext;
+
+impl ClientContext for KitContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        outage::client_error(&error, reason);
+    }
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        outage::statistics(&statistics);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for KitContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config> {
+        let c = Config::from_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))?;
+        check_properties(&c)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn every_listed_property_exists_in_the_linked_librdkafka() {
+        for (name, _) in properties::PROPERTIES {
+            let mut c = ClientConfig::new();
+            c.set(*name, "x");
+            if let Err(e) = c.create_native_config() {
+                assert!(!e.to_string().contains("No such configuration property"), "{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn properties_reach_the_clients_they_apply_to() {
+        let c = config(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+            ("EVENTKIT_KAFKA_GROUP_INSTANCE_ID", "i-1"),
+            ("EVENTKIT_KAFKA_LINGER_MS", "20"),
+            ("EVENTKIT_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("EVENTKIT_KAFKA_CONSUMER_FETCH_MIN_BYTES", "10"),
+        ])
+        .unwrap();
+        let built = |which| {
+            let mut client = client_config(&c).unwrap();
+            apply_overrides(&mut client, &c, which);
+            client
+        };
+        let consumer = built(Client::Consumer);
+        let (producer, admin) = (built(Client::Producer), built(Client::Admin));
+        assert_eq!((consumer.get("group.instance.id"), consumer.get("linger.ms"), consumer.get("fetch.min.bytes")), (Some("i-1"), None, Some("10")));
+        assert_eq!((producer.get("group.instance.id"), producer.get("linger.ms")), (None, Some("20")));
+        for client in [&consumer, &producer, &admin] {
+            assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
+        }
+        assert_eq!((admin.get("group.instance.id"), admin.get("linger.ms")), (None, None));
+    }
+
+    #[test]
+    fn unknown_and_misrouted_properties_are_refused_by_name() {
+        let e = config(&[("EVENTKIT_KAFKA_SESION_TIMEOUT_MS", "6000")]).unwrap_err().to_string();
+        assert!(e.contains("unknown librdkafka property `sesion.timeout.ms`") && e.contains("did you mean `session.timeout.ms`"), "{e}");
+        let e = config(&[("EVENTKIT_KAFKA_PRODUCER_GROUP_INSTANCE_ID", "i")]).unwrap_err().to_string();
+        assert!(e.contains("`group.instance.id` applies to consumers only"), "{e}");
+        assert!(config(&[("EVENTKIT_KAFKA_LOG_LEVEL", "6")]).is_ok(), "`log_level` matches with `_` or `.`");
+    }
+}

@@ -1,0 +1,140 @@
+//! One account of the cluster's reachability for the whole process. Every client (each group's
+//! consumer, the producer, admin clients) reports its connection errors and statistics here,
+//! so that an outage reads as:
+//!
+//! - one warning when it starts, with its cause;
+//! - a reminder at most every [`REMIND_EVERY`] while it lasts;
+//! - one info line when a broker is up again.
+//!
+//! Other client errors are logged once per message per [`REMIND_EVERY`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::{info, warn};
+
+/// The longest silence while an outage lasts.
+pub(crate) const REMIND_EVERY: Duration = Duration::from_secs(60);
+
+struct State {
+    /// When the current outage began, the last reminder, and its latest cause.
+    outage: Option<(Instant, Instant, String)>,
+    /// Other errors: when each message was last logged.
+    others: BTreeMap<String, Instant>,
+}
+
+/// Whether an outage is on (read on hot paths without the lock).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+static STATE: Mutex<State> = Mutex::new(State { outage: None, others: BTreeMap::new() });
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether an error means the cluster cannot be reached (or talked to).
+pub(crate) fn is_connection_error(error: &KafkaError) -> bool {
+    let code = match error {
+        KafkaError::Global(c) | KafkaError::MessageConsumption(c) | KafkaError::MetadataFetch(c) | KafkaError::MessageProduction(c) => *c,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+    )
+}
+
+/// Whether a librdkafka log line is about a connection failing (told by the outage account).
+pub(crate) fn is_connection_noise(facility: &str, message: &str) -> bool {
+    matches!(facility, "FAIL" | "ERROR") && (message.contains("Connect to") || message.contains("Disconnected") || message.contains("brokers are down") || message.contains("Failed to resolve"))
+}
+
+/// A client reported an error.
+pub(crate) fn client_error(error: &KafkaError, reason: &str) {
+    let cause = if reason.is_empty() { error.to_string() } else { reason.to_owned() };
+    if is_connection_error(error) {
+        return outage_cause(cause);
+    }
+    if due(&cause) {
+        warn!(error = %error, "kafka client error: {cause}");
+    }
+}
+
+/// An outage starts or goes on.
+fn outage_cause(cause: String) {
+    let now = Instant::now();
+    let mut s = state();
+    match &mut s.outage {
+        None => {
+            s.outage = Some((now, now, cause.clone()));
+            ACTIVE.store(true, Ordering::Relaxed);
+            drop(s);
+            warn!(cause = %cause, "Kafka is unreachable; eventkit keeps retrying and resumes when it is back");
+        }
+        Some((since, reminded, last)) => {
+            *last = cause;
+            if now.duration_since(*reminded) >= REMIND_EVERY {
+                *reminded = now;
+                let (down_for, cause) = (now.duration_since(*since), last.clone());
+                drop(s);
+                warn!(down_for = ?Duration::from_secs(down_for.as_secs()), cause = %cause, "Kafka is still unreachable");
+            }
+        }
+    }
+}
+
+/// Whether a warning keyed `key` is due: the first time, then at most every [`REMIND_EVERY`]
+/// (a failure that repeats each commit interval or fetch is told once a minute).
+pub(crate) fn due(key: &str) -> bool {
+    let now = Instant::now();
+    let mut s = state();
+    if s.others.get(key).is_some_and(|at| now.duration_since(*at) < REMIND_EVERY) {
+        return false;
+    }
+    if s.others.len() >= 1024 {
+        s.others.retain(|_, at| now.duration_since(*at) < REMIND_EVERY);
+    }
+    s.others.insert(key.to_owned(), now);
+    true
+}
+
+/// A client's statistics: a broker that is up ends an outage (also when nothing is fetched or
+/// committed, as in a producer-only app).
+pub(crate) fn statistics(statistics: &rdkafka::Statistics) {
+    let up = statistics.brokers.values().any(|b| b.state == "UP" && b.nodeid >= 0);
+    if up {
+        recovered();
+    }
+}
+
+/// Something reached the cluster (statistics, a successful probe).
+pub(crate) fn recovered() {
+    let mut s = state();
+    if let Some((since, _, _)) = s.outage.take() {
+        ACTIVE.store(false, Ordering::Relaxed);
+        drop(s);
+        info!(down_for = ?Duration::from_millis(since.elapsed().as_millis() as u64), "Kafka is reachable again");
+    }
+}
+
+/// Whether an outage is going on.
+pub(crate) fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// An offset commit succeeded: the cluster answers. (A fetched record proves nothing: it may
+/// have waited in librdkafka's queue since before the outage.) Cheap when no outage is on.
+pub(crate) fn answered() {
+    if active() {
+        recovered();
+    }
+}

@@ -1,0 +1,222 @@
+//! A cluster that is not there, or goes away, seen from a worker process:
+//! - with `EVENTKIT_STARTUP_TIMEOUT_MS`, an app that cannot reach its cluster fails after that
+//!   long, saying what failed and what to check;
+//! - without it, the app waits (one warning per attempt, with the cause) and starts when the
+//!   broker comes;
+//! - a broker that goes away mid-run is one warning, and one line when it is back; nothing is
+//!   lost, and librdkafka's per-connection noise stays out of the log.
+//!
+//! On the embedded broker (set down and up) and on a noida-db of the test's own (stopped and
+//! restarted on the same port and data).
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use eventkit_tests::noida::Noida;
+use eventkit_tests::process::{self, out_file, publish_ticks, seqs, sigterm, start, wait_exit, wait_for};
+use eventkit_tests::Target;
+
+fn worker(target: &Target, out: &Path, log: &Path) -> Command {
+    let mut command = process::worker(env!("CARGO_BIN_EXE_eventkit-test-worker"), target, out, 0);
+    command
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info,librdkafka=info")
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .stdout(Stdio::null());
+    command
+}
+
+#[tokio::test]
+async fn without_a_cluster_the_app_fails_after_the_startup_timeout_naming_the_cause() {
+    eventkit_tests::init_tracing();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = Target::at(format!("127.0.0.1:{port}"), "startup");
+    let (out, log) = (out_file(&target, "startup"), out_file(&target, "startup-log"));
+    let mut command = worker(&target, &out, &log);
+    command.env("EVENTKIT_STARTUP_TIMEOUT_MS", "2500");
+    let began = Instant::now();
+    let mut child = start(command);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    let took = began.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (_, _) = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    assert!(!status.success(), "the app fails: {status}\n{text}");
+    let error = text.lines().find(|l| l.starts_with("Error: ")).unwrap_or_else(|| panic!("an error line:\n{text}"));
+    for says in [&format!("cannot reach Kafka at 127.0.0.1:{port}") as &str, "Connection refused", "is a broker listening at that address?", "EVENTKIT_STARTUP_TIMEOUT_MS"] {
+        assert!(error.contains(says), "the error says {says:?}: {error}");
+    }
+    assert!(text.contains("attempt=1"), "a warning per attempt before giving up:\n{text}");
+    assert!(took < Duration::from_secs(10), "gave up after about the startup timeout: {took:?}");
+}
+
+#[tokio::test]
+async fn an_unknown_property_is_a_startup_error_naming_it() {
+    eventkit_tests::init_tracing();
+    let target = Target::embedded("unknown-property");
+    let (out, log) = (out_file(&target, "unknown"), out_file(&target, "unknown-log"));
+    let mut command = worker(&target, &out, &log);
+    command.env("EVENTKIT_KAFKA_SESION_TIMEOUT_MS", "6000");
+    let mut child = start(command);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (_, _) = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    assert!(!status.success(), "{text}");
+    assert!(
+        text.contains("unknown librdkafka property `sesion.timeout.ms` (EVENTKIT_KAFKA_SESION_TIMEOUT_MS); did you mean `session.timeout.ms`?"),
+        "{text}"
+    );
+    assert!(!text.contains("CONFWARN"), "refused before librdkafka sees it: {text}");
+}
+
+#[tokio::test]
+async fn a_signal_while_waiting_for_the_cluster_stops_the_app_cleanly() {
+    eventkit_tests::init_tracing();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = Target::at(format!("127.0.0.1:{port}"), "signal");
+    let (out, log) = (out_file(&target, "signal"), out_file(&target, "signal-log"));
+    let mut child = start(worker(&target, &out, &log));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("attempt=") {
+        assert!(Instant::now() < deadline, "the app warns that it waits");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let asked = Instant::now();
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(20));
+    let took = asked.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let (_, _) = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    assert!(status.success(), "a clean exit: {status}\n{text}");
+    assert!(text.contains("shutdown signal received before the app started"), "{text}");
+    assert!(took < Duration::from_secs(3), "stopped at once: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_false_until_the_cluster_answers() {
+    let target = Target::embedded("readiness");
+    let broker = target.embedded_broker().unwrap().clone();
+    broker.set_down(true).unwrap();
+    let app = target.app().groups([]).build().unwrap();
+    let readiness = app.readiness();
+    let starting = tokio::spawn(app.start());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(!starting.is_finished(), "the app waits for its cluster");
+    assert!(!readiness.is_ready(), "not ready while waiting");
+    broker.set_down(false).unwrap();
+    let running = eventkit_tests::within(30, "start once the broker is up", starting).await.unwrap().unwrap();
+    assert!(readiness.is_ready() && running.readiness().is_ready(), "ready once started");
+    running.shutdown().await.unwrap();
+    assert!(!readiness.is_ready(), "not ready after shutdown");
+}
+
+/// Takes the broker down and up again.
+enum Switch {
+    Embedded(std::sync::Arc<eventkit::EmbeddedBroker>),
+    Noida(Mutex<Noida>),
+}
+
+impl Switch {
+    fn set_down(&self, down: bool) {
+        match self {
+            Switch::Embedded(broker) => broker.set_down(down).unwrap(),
+            Switch::Noida(noida) => {
+                let mut noida = noida.lock().unwrap();
+                if down {
+                    noida.down()
+                } else {
+                    noida.up()
+                }
+            }
+        }
+    }
+}
+
+/// The log's lines from byte `from` on, and the warnings and errors among them.
+fn lines_since(log: &Path, from: usize) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let new = text.get(from..).unwrap_or_default().to_owned();
+    let loud = new.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")).map(str::to_owned).collect();
+    (new, loud)
+}
+
+async fn a_worker_rides_out_a_cluster_that_comes_late_and_goes_away(target: Target, switch: Switch) {
+    const BATCH: u32 = 2_000;
+    target.create_topic("process.ticks", 3).await;
+    let (out, log) = (out_file(&target, "outage"), out_file(&target, "outage-log"));
+
+    // Phase 1: the worker starts while the broker is down; it waits and starts when it comes.
+    switch.set_down(true);
+    let mut child = start(worker(&target, &out, &log));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (before, waiting) = lines_since(&log, 0);
+    assert!(
+        waiting.iter().any(|l| l.contains("cannot reach Kafka at") && l.contains("attempt=1")),
+        "[{}] the waiting app says so:\n{before}",
+        target.kind
+    );
+    assert!(waiting.len() <= 4, "[{}] one warning per attempt (backoff from 0.5 s), no more:\n{before}", target.kind);
+    assert!(child.try_wait().unwrap().is_none(), "[{}] without a startup timeout the app keeps waiting", target.kind);
+    switch.set_down(false);
+    publish_ticks(&target, 0, BATCH).await;
+    wait_for(&out, "the first batch", Duration::from_secs(90), |h| h.iter().collect::<HashSet<_>>().len() == BATCH as usize).await;
+    let (started, _) = lines_since(&log, 0);
+    assert!(started.contains("Kafka answers now"), "[{}] the app says when the cluster answers:\n{started}", target.kind);
+
+    // Phase 2: the broker goes away mid-run for a while, then comes back.
+    let mark = started.len();
+    switch.set_down(true);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    switch.set_down(false);
+    publish_ticks(&target, BATCH, BATCH).await;
+    wait_for(&out, "the second batch", Duration::from_secs(120), |h| h.iter().collect::<HashSet<_>>().len() == 2 * BATCH as usize).await;
+    // Statistics (every 5 s) tell that a broker is up again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !lines_since(&log, mark).0.contains("Kafka is reachable again") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let (outage, loud) = lines_since(&log, mark);
+    let all = seqs(&out);
+    let whole_log = std::fs::read_to_string(&log).unwrap_or_default();
+    if std::env::var("KEEP_LOGS").is_err() {
+        let (_, _) = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    }
+
+    assert!(status.success(), "[{}] clean exit: {status}\n{whole_log}", target.kind);
+    let unique: HashSet<u32> = all.iter().copied().collect();
+    assert_eq!(unique.len(), 2 * BATCH as usize, "[{}] 0 lost", target.kind);
+    let unreachable = loud.iter().filter(|l| l.contains("Kafka is unreachable")).count();
+    assert_eq!(unreachable, 1, "[{}] one warning when the outage begins:\n{outage}", target.kind);
+    assert!(outage.contains("Kafka is reachable again"), "[{}] one line when it ends:\n{outage}", target.kind);
+    assert!(loud.len() <= 6, "[{}] an 8 s outage logs a few lines, not one per connection attempt ({}):\n{}", target.kind, loud.len(), loud.join("\n"));
+    // Static membership (group.instance.id) reaches the consumers only: librdkafka would warn
+    // that the producer ignores it.
+    assert!(!whole_log.contains("CONFWARN"), "[{}] properties reach only the clients they apply to:\n{whole_log}", target.kind);
+    eprintln!(
+        "[{}] outage: {} events, 0 lost, {} duplicates; {} warnings/errors during an 8 s outage",
+        target.kind,
+        2 * BATCH,
+        all.len() - unique.len(),
+        loud.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded() {
+    let target = Target::embedded("outage");
+    let switch = Switch::Embedded(target.embedded_broker().unwrap().clone());
+    a_worker_rides_out_a_cluster_that_comes_late_and_goes_away(target, switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real() {
+    let Some(bin) = Noida::binary("outage") else { return };
+    let noida = Noida::start(bin);
+    let target = Target::at(noida.bootstrap(), "outage");
+    a_worker_rides_out_a_cluster_that_comes_late_and_goes_away(target, Switch::Noida(Mutex::new(noida))).await;
+}
