@@ -588,6 +588,8 @@ async fn main() {
         if runs("publish") {
             let (raw, kit) = publish_bench(&bench, 100, 100_000).await;
             eprintln!("publish 100 B: raw {raw:.0}/s, eventkit {kit:.0}/s ({:.2})", kit / raw);
+            let (raw, kit) = publish_bench(&bench, 1_000, 20_000).await;
+            eprintln!("publish 1 KB: raw {raw:.0}/s, eventkit {kit:.0}/s ({:.2})", kit / raw);
         }
         if runs("consume") {
             let (raw, kit) = consume_bench(&bench, 150_000).await;
