@@ -54,8 +54,8 @@ pub struct Dupe {
 }
 
 fn no_requirements(_: &mut Requirements) {}
-fn never_called(_: std::sync::Arc<eventkit::Context>) -> futures::future::BoxFuture<'static, Result<(), eventkit::HandlerError>> {
-    Box::pin(async { Ok(()) })
+fn never_called(_: std::sync::Arc<eventkit::Context>) -> futures::future::BoxFuture<'static, Result<eventkit::Cascade, eventkit::HandlerError>> {
+    Box::pin(async { Ok(eventkit::Cascade::new()) })
 }
 
 static FIRST: HandlerDescriptor = HandlerDescriptor {

@@ -149,7 +149,7 @@ async fn round_trip(target: Target) {
                 assert_eq!(s.version, Some(2));
                 assert_eq!(s.key.as_deref(), Some(s.order_id.as_str()), "partition key is order_id");
                 assert_eq!(s.topic, target.topic("rt.orders"));
-                assert_eq!(s.correlation, None);
+                assert_eq!(s.correlation.as_deref(), Some(s.ctx_id.as_str()), "a root event is its own correlation");
             }
             "refund" => {
                 assert_eq!(s.event_type, "OrderCancelled");

@@ -31,6 +31,34 @@ fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn
     Ok(())
 }
 
+/// "unknown argument `topc`; did you mean `topic`?", spanned on the word.
+pub fn unknown_argument(word: &Ident, valid: &[&str]) -> syn::Error {
+    let text = word.to_string();
+    let closest = valid
+        .iter()
+        .map(|v| (strsim::jaro_winkler(&text, v), *v))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let message = match closest {
+        Some((_, v)) => format!("unknown argument `{text}`; did you mean `{v}`? (valid: {})", valid.join(", ")),
+        None => format!("unknown argument `{text}` (valid: {})", valid.join(", ")),
+    };
+    syn::Error::new(word.span(), message)
+}
+
+/// The error for an argument no branch took: the word itself when it is one.
+fn unexpected(input: ParseStream<'_>, lookahead: syn::parse::Lookahead1<'_>, valid: &[&str]) -> syn::Error {
+    use syn::ext::IdentExt;
+    match input.fork().call(Ident::parse_any) {
+        Ok(word) => unknown_argument(&word, valid),
+        Err(_) => lookahead.error(),
+    }
+}
+
+const EVENT_ARGS: &[&str] = &["topic", "key", "version", "type", "format", "crate"];
+const HANDLER_ARGS: &[&str] =
+    &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "crate"];
+
 /// Parses `= value` after a key.
 fn value<T: Parse>(input: ParseStream<'_>) -> syn::Result<T> {
     input.parse::<Token![=]>()?;
@@ -72,7 +100,7 @@ impl Parse for EventArgs {
                 let k: Token![crate] = input.parse()?;
                 set_once(&mut args.krate, "crate", k.span, value(input)?)?;
             } else {
-                return Err(lookahead.error());
+                return Err(unexpected(input, lookahead, EVENT_ARGS));
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -145,7 +173,7 @@ impl Parse for HandlerArgs {
                 let k: Token![crate] = input.parse()?;
                 set_once(&mut args.krate, "crate", k.span, value(input)?)?;
             } else {
-                return Err(lookahead.error());
+                return Err(unexpected(input, lookahead, HANDLER_ARGS));
             }
             if !input.is_empty() {
                 input.parse::<Token![,]>()?;
@@ -165,6 +193,9 @@ impl Errors {
             Some(e) => e.combine(error),
             None => self.0 = Some(error),
         }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
     }
     pub fn to_compile_error(&self) -> proc_macro2::TokenStream {
         self.0.as_ref().map(syn::Error::to_compile_error).unwrap_or_default()

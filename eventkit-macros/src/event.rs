@@ -255,6 +255,11 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
                     #partition_key
                 }
             }
+            impl #k::IntoEvents for #ident {
+                fn into_events(self, __cascade: &mut #k::Cascade) {
+                    __cascade.push_event(self);
+                }
+            }
             #k::__private::inventory::submit! {
                 #k::EventDescriptor { info: &<#ident as #k::IntegrationEvent>::INFO }
             }

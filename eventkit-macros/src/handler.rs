@@ -389,7 +389,7 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
         const _: () = {
             fn __eventkit_call(
                 __ctx: ::std::sync::Arc<#ctx_type>,
-            ) -> #k::__private::BoxFuture<'static, ::core::result::Result<(), #k::HandlerError>> {
+            ) -> #k::__private::BoxFuture<'static, ::core::result::Result<#k::Cascade, #k::HandlerError>> {
                 ::std::boxed::Box::pin(async move {
                     let __event = #decode;
                     #(#extracts)*

@@ -6,6 +6,7 @@ mod attr;
 mod event;
 mod handler;
 mod krate;
+mod maps_to;
 
 use proc_macro::TokenStream;
 
@@ -19,4 +20,10 @@ pub fn integration_event(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into()).into()
+}
+
+/// Maps a domain event into integration events, field by field; see `eventkit::DomainEvent`.
+#[proc_macro_attribute]
+pub fn maps_to(args: TokenStream, item: TokenStream) -> TokenStream {
+    maps_to::expand(args.into(), item.into()).into()
 }

@@ -1,9 +1,10 @@
 //! [`Context`]: what a handler knows about the message it is handling.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::cascade::{Cascade, IntoEvents};
 use crate::envelope::Metadata;
 use crate::error::Result;
 use crate::event::IntegrationEvent;
@@ -27,7 +28,7 @@ pub struct RecordInfo {
 }
 
 /// The message being handled: metadata, record position, group, publisher and app state.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Context {
     pub(crate) metadata: Metadata,
     pub(crate) record: RecordInfo,
@@ -36,6 +37,24 @@ pub struct Context {
     pub(crate) format: WireFormat,
     pub(crate) publisher: Publisher,
     pub(crate) state: Arc<StateMap>,
+    /// Events added with [`Context::cascade`], published when the handler succeeded.
+    pub(crate) cascade: Mutex<Cascade>,
+}
+
+/// A clone starts with no cascaded events.
+impl Clone for Context {
+    fn clone(&self) -> Self {
+        Context {
+            metadata: self.metadata.clone(),
+            record: self.record.clone(),
+            group: self.group.clone(),
+            data: self.data.clone(),
+            format: self.format,
+            publisher: self.publisher.clone(),
+            state: self.state.clone(),
+            cascade: Mutex::default(),
+        }
+    }
 }
 
 impl Context {
@@ -84,6 +103,18 @@ impl Context {
     /// id (or this event's id when it has none), this event's id as causation id, and its tenant.
     pub async fn publish<E: IntegrationEvent>(&self, event: &E) -> Result<Published> {
         self.publisher.publish_with(event, self.follow_up()).await
+    }
+
+    /// Adds events to publish once the handler succeeded, as follow-ups of this one (like
+    /// events the handler returns). Nothing is published if the handler fails.
+    pub fn cascade(&self, events: impl IntoEvents) {
+        let mut cascade = self.cascade.lock().unwrap_or_else(|e| e.into_inner());
+        events.into_events(&mut cascade);
+    }
+
+    /// Takes the events added with [`Context::cascade`].
+    pub(crate) fn take_cascade(&self) -> Cascade {
+        std::mem::take(&mut *self.cascade.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Options that make a published event a follow-up of this one.

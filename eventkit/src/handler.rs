@@ -5,6 +5,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use crate::batch::BatchContext;
+use crate::cascade::{Cascade, IntoEvents};
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::event::{EventInfo, IntegrationEvent};
@@ -12,10 +13,11 @@ use crate::retry::RetryOverrides;
 use crate::state::Requirements;
 
 /// The type-erased entry point `#[handler]` generates.
-pub type HandlerFn = fn(Arc<Context>) -> BoxFuture<'static, Result<(), HandlerError>>;
+/// On success it gives the events the handler returned, to publish.
+pub type HandlerFn = fn(Arc<Context>) -> BoxFuture<'static, Result<Cascade, HandlerError>>;
 
 /// The type-erased entry point of a batch handler.
-pub type BatchFn = fn(Arc<BatchContext>) -> BoxFuture<'static, Result<(), HandlerError>>;
+pub type BatchFn = fn(Arc<BatchContext>) -> BoxFuture<'static, Result<Cascade, HandlerError>>;
 
 /// What a handler takes, and how it is called.
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +102,10 @@ pub enum HandlerError {
     /// The handler panicked.
     #[error("handler panicked: {0}")]
     Panicked(String),
+    /// The handler succeeded, but the events it cascaded could not all be published; the
+    /// record is handled again.
+    #[error("publishing the handler's cascaded events failed: {0}")]
+    Cascade(#[source] Error),
 }
 
 impl HandlerError {
@@ -118,7 +124,7 @@ impl HandlerError {
         match self {
             HandlerError::Decode(_) => crate::dlq::kinds::DESERIALIZATION,
             HandlerError::Extract(_) => crate::dlq::kinds::EXTRACT,
-            HandlerError::Failed(_) | HandlerError::Partial { .. } => crate::dlq::kinds::HANDLER_ERROR,
+            HandlerError::Failed(_) | HandlerError::Partial { .. } | HandlerError::Cascade(_) => crate::dlq::kinds::HANDLER_ERROR,
             HandlerError::DecodeAt { .. } => crate::dlq::kinds::DESERIALIZATION,
             HandlerError::Permanent(_) => crate::dlq::kinds::PERMANENT,
             HandlerError::Panicked(_) => crate::dlq::kinds::PANIC,
@@ -126,35 +132,48 @@ impl HandlerError {
     }
 }
 
-/// What a handler may return: `()` or `Result<(), E>` for any error type.
+/// What a handler may return: `()`, a [`Cascade`], or `Result<T, E>` for any error type `E`
+/// where `T` is `()` or events to publish once the handler succeeded ([`IntoEvents`]: an
+/// integration event, a mapped domain event, a `Cascade`, a `Vec`, `Option` or tuple of them).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid handler return type",
-    note = "a handler returns `()`, `eventkit::Result<()>`, or `Result<(), E>` for an error type `E`"
+    note = "a handler returns `()`, `eventkit::Result<()>`, `Result<(), E>` for an error type `E`, or `Result<T, E>` where `T` is events to publish (an integration event, a `#[maps_to]` domain event, `eventkit::Cascade`, or a `Vec`, `Option` or tuple of them)"
 )]
 pub trait HandlerOutput {
-    /// Converts the output to a handler outcome.
-    fn into_outcome(self) -> Result<(), HandlerError>;
+    /// Converts the output to a handler outcome: the events to publish, or why it failed.
+    fn into_outcome(self) -> Result<Cascade, HandlerError>;
 }
 
 impl HandlerOutput for () {
-    fn into_outcome(self) -> Result<(), HandlerError> {
-        Ok(())
+    fn into_outcome(self) -> Result<Cascade, HandlerError> {
+        Ok(Cascade::new())
     }
 }
 
-impl<E: Into<BoxError>> HandlerOutput for Result<(), E> {
-    fn into_outcome(self) -> Result<(), HandlerError> {
-        self.map_err(|e| {
-            let e: BoxError = e.into();
-            match e.downcast::<Error>() {
-                Ok(e) => match *e {
-                    Error::Permanent(inner) => HandlerError::Permanent(inner),
-                    Error::BatchFailedAt { succeeded, source } => HandlerError::Partial { succeeded, source },
-                    other => HandlerError::Failed(Box::new(other)),
-                },
-                Err(e) => HandlerError::Failed(e),
-            }
-        })
+impl HandlerOutput for Cascade {
+    fn into_outcome(self) -> Result<Cascade, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl<T: IntoEvents, E: Into<BoxError>> HandlerOutput for Result<T, E> {
+    fn into_outcome(self) -> Result<Cascade, HandlerError> {
+        match self {
+            Ok(events) => Ok(Cascade::new().with(events)),
+            Err(e) => Err(failure(e.into())),
+        }
+    }
+}
+
+/// A handler's error as an outcome: permanent and partial batch failures keep their meaning.
+fn failure(e: BoxError) -> HandlerError {
+    match e.downcast::<Error>() {
+        Ok(e) => match *e {
+            Error::Permanent(inner) => HandlerError::Permanent(inner),
+            Error::BatchFailedAt { succeeded, source } => HandlerError::Partial { succeeded, source },
+            other => HandlerError::Failed(Box::new(other)),
+        },
+        Err(e) => HandlerError::Failed(e),
     }
 }
 

@@ -24,6 +24,7 @@
 mod any;
 mod app;
 mod batch;
+mod cascade;
 mod broker;
 pub mod cli;
 mod config;
@@ -46,6 +47,7 @@ pub mod wire;
 
 pub use any::AnyEvent;
 pub use batch::BatchContext;
+pub use cascade::{Cascade, DomainEvent, IntoEvents, MappingDescriptor, MapsTo};
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
 pub use broker::EmbeddedBroker;
 pub use config::Config;
@@ -54,7 +56,7 @@ pub use dlq::{DeadLetter, DeadLetterQueue, DlqFilter, ReplayReport, Selection};
 pub use envelope::Metadata;
 pub use error::{BoxError, Error, Result};
 pub use event::{EventInfo, IntegrationEvent};
-pub use eventkit_macros::{handler, integration_event};
+pub use eventkit_macros::{handler, integration_event, maps_to};
 pub use extract::{FromContext, State};
 pub use ordering::Ordering;
 pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerEvent, HandlerFn, HandlerKind, HandlerOutput};
@@ -62,7 +64,7 @@ pub use publisher::{PublishOptions, Published, Publisher};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use registry::{EventDescriptor, GroupPlan, Registry};
 pub use state::{Requirements, StateMap};
-pub use topology::{EventEntry, GroupEntry, HandlerEntry, Topology};
+pub use topology::{EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
 pub use wire::WireFormat;
 
 /// Links crates whose events and handlers this binary must register, though it names
@@ -89,6 +91,7 @@ macro_rules! link {
 pub mod __private {
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
+    pub use crate::cascade::map_into;
     pub use crate::extract::{extract_ref, require_ref};
     pub use crate::handler::{decode_event, extract_failed, key_text, EventKey};
     pub use futures::future::BoxFuture;

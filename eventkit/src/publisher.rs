@@ -175,6 +175,12 @@ impl Publisher {
         Ok(published)
     }
 
+    /// Publishes events (integration events, `#[maps_to]` domain events, a [`crate::Cascade`],
+    /// or collections of them) with `options`, pipelined, and waits for every acknowledgement.
+    pub async fn publish_events(&self, events: impl crate::IntoEvents, options: PublishOptions) -> Result<Vec<Published>> {
+        crate::Cascade::new().with(events).publish(self, options).await
+    }
+
     /// Sends a record with the given metadata and JSON data as it is (used by replays and
     /// bridges that already hold metadata).
     pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, format: WireFormat, data: &[u8]) -> Result<Published> {
@@ -203,6 +209,8 @@ impl Publisher {
         let PublishOptions { id, correlation_id, causation_id, tenant_id, subject, key, headers } = options;
         let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let key = key.or_else(|| event.partition_key()).unwrap_or_else(|| id.clone());
+        // A root event starts its own correlation.
+        let correlation_id = correlation_id.or_else(|| Some(id.clone()));
         crate::wire::check_headers(&headers)?;
         if format == WireFormat::Binary {
             // The hot path: headers straight from borrowed values, no metadata to build.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
+use crate::cascade::MappingDescriptor;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
@@ -24,6 +25,7 @@ inventory::collect!(EventDescriptor);
 pub struct Registry {
     events: Vec<&'static EventInfo>,
     handlers: Vec<&'static HandlerDescriptor>,
+    mappings: Vec<&'static MappingDescriptor>,
 }
 
 /// The handlers of one consumer group, as the runtime will run them.
@@ -79,7 +81,8 @@ impl Registry {
             .get_or_init(|| {
                 let events = inventory::iter::<EventDescriptor>.into_iter().map(|e| e.info);
                 let handlers = inventory::iter::<HandlerDescriptor>.into_iter();
-                Registry::new(events, handlers).map_err(|e| match e {
+                let mappings = inventory::iter::<MappingDescriptor>.into_iter();
+                Registry::new(events, handlers).map(|r| r.with_mappings(mappings)).map_err(|e| match e {
                     Error::Registry(problems) => problems,
                     other => other.to_string(),
                 })
@@ -118,10 +121,31 @@ impl Registry {
             }
         }
         if problems.is_empty() {
-            Ok(Registry { events, handlers })
+            Ok(Registry { events, handlers, mappings: Vec::new() })
         } else {
             Err(Error::Registry(problems.join("; ")))
         }
+    }
+
+    /// Adds `#[maps_to]` mappings (domain event → integration events), for the listing; their
+    /// integration events are registered too.
+    pub fn with_mappings(mut self, mappings: impl IntoIterator<Item = &'static MappingDescriptor>) -> Registry {
+        for m in mappings {
+            for target in m.targets {
+                if !self.events.iter().any(|e| e == target) {
+                    self.events.push(target);
+                }
+            }
+            self.mappings.push(m);
+        }
+        self.events.sort_by_key(|e| (e.event_type, (e.type_name)()));
+        self.mappings.sort_by_key(|m| (m.module, m.domain));
+        self
+    }
+
+    /// The `#[maps_to]` mappings.
+    pub fn mappings(&self) -> &[&'static MappingDescriptor] {
+        &self.mappings
     }
 
     /// A registry of the given handlers and event types only.

@@ -17,6 +17,19 @@ pub struct Topology {
     pub events: Vec<EventEntry>,
     /// Every consumer group this process runs.
     pub groups: Vec<GroupEntry>,
+    /// Domain events and the integration events `#[maps_to]` maps them to.
+    pub mappings: Vec<MappingEntry>,
+}
+
+/// One `#[maps_to]` mapping.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MappingEntry {
+    /// The domain event's Rust type, with its module.
+    pub domain: String,
+    /// The CloudEvents types of the integration events it maps to, in order.
+    pub events: Vec<String>,
+    /// Their topics on the wire.
+    pub topics: Vec<String>,
 }
 
 /// One event type.
@@ -117,7 +130,16 @@ impl Topology {
                     .collect(),
             })
             .collect();
-        Topology { service: config.service_name.clone(), events, groups }
+        let mappings = registry
+            .mappings()
+            .iter()
+            .map(|m| MappingEntry {
+                domain: format!("{}::{}", m.module, m.domain),
+                events: m.targets.iter().map(|t| t.event_type.to_owned()).collect(),
+                topics: m.targets.iter().map(|t| config.topic_name(t.topic)).collect(),
+            })
+            .collect();
+        Topology { service: config.service_name.clone(), events, groups, mappings }
     }
 
     /// The listing as pretty JSON.
@@ -151,7 +173,13 @@ impl fmt::Display for Topology {
                 ]
             })
         });
-        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "STATE"], rows)
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "STATE"], rows)?;
+        if !self.mappings.is_empty() {
+            writeln!(f, "\nDOMAIN EVENTS")?;
+            let rows = self.mappings.iter().map(|m| vec![m.domain.clone(), "→".into(), m.events.join(", "), m.topics.join(", ")]);
+            table(f, &["DOMAIN TYPE", "", "INTEGRATION EVENTS", "TOPICS"], rows)?;
+        }
+        Ok(())
     }
 }
 

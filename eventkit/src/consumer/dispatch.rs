@@ -13,6 +13,7 @@ use super::record::Record;
 use super::scheduler::{Items, Work};
 use super::settle;
 use crate::batch::BatchContext;
+use crate::cascade::Cascade;
 use crate::config::Config;
 use crate::context::Context;
 use crate::dlq::{self, kinds};
@@ -103,6 +104,7 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         format,
         publisher: env.publisher.clone(),
         state: env.state.clone(),
+        cascade: Default::default(),
     })
 }
 
@@ -153,7 +155,9 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         [] => Vec::new(),
         [only] => vec![(*only, invoke(only, ctx).await)],
         _ => {
-            let outcomes = futures::future::join_all(pending.iter().map(|h| invoke(h, ctx.clone()))).await;
+            // Each handler cascades through a context of its own: what one of them adds is
+            // published when that one succeeded.
+            let outcomes = futures::future::join_all(pending.iter().map(|h| invoke(h, Arc::new((*ctx).clone())))).await;
             pending.into_iter().zip(outcomes).collect()
         }
     };
@@ -185,8 +189,10 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
     let result = if contexts.is_empty() {
         Ok(())
     } else {
-        match AssertUnwindSafe(call(Arc::new(BatchContext { items: contexts }))).catch_unwind().await {
-            Ok(outcome) => outcome,
+        let batch = Arc::new(BatchContext { items: contexts });
+        match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
+            Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await,
+            Ok(Err(e)) => Err(e),
             Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
         }
     };
@@ -199,10 +205,31 @@ async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Resul
         HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
         HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
     };
-    match AssertUnwindSafe(call(ctx)).catch_unwind().await {
-        Ok(outcome) => outcome,
+    match AssertUnwindSafe(call(ctx.clone())).catch_unwind().await {
+        Ok(Ok(returned)) => {
+            let mut cascade = ctx.take_cascade();
+            cascade.append(returned);
+            publish_cascade(&ctx, cascade).await
+        }
+        Ok(Err(e)) => Err(e),
         Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
     }
+}
+
+/// Publishes what a handler cascaded, as follow-ups of its event, and waits for the acks.
+async fn publish_cascade(ctx: &Context, cascade: Cascade) -> Result<(), HandlerError> {
+    if cascade.is_empty() {
+        return Ok(());
+    }
+    cascade.publish(&ctx.publisher, ctx.follow_up()).await.map(drop).map_err(HandlerError::Cascade)
+}
+
+/// A batch handler's cascade: what it added through an event's context follows that event;
+/// what it returned follows the batch's first event.
+async fn publish_batch_cascade(batch: &BatchContext, returned: Cascade) -> Result<(), HandlerError> {
+    let per_event = batch.items.iter().map(|ctx| publish_cascade(ctx, ctx.take_cascade()));
+    futures::future::try_join_all(per_event).await?;
+    publish_cascade(batch.first(), returned).await
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

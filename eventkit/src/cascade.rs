@@ -1,0 +1,211 @@
+//! Cascading: events a handler returns (or adds through its [`Context`]) are published once it
+//! succeeds, as follow-ups of the event it handled; domain events go through their
+//! `#[maps_to]` mapping first.
+//!
+//! A Kafka handler's record is settled only after every cascaded event is acknowledged
+//! (at-least-once consume → produce): if publishing fails, the record is retried, handler
+//! included. If the handler fails, nothing it cascaded is published.
+//!
+//! ```
+//! use eventkit::{integration_event, maps_to, Cascade};
+//!
+//! #[integration_event(topic = "users.registered.v1", key = user_id)]
+//! pub struct UserRegistered { pub user_id: u64, pub email: String }
+//!
+//! #[maps_to(UserRegistered)]
+//! pub struct UserSignedUp { pub user_id: u64, pub email: String }
+//!
+//! let cascade = Cascade::new().with(UserSignedUp { user_id: 7, email: "a@b.c".into() });
+//! assert_eq!(cascade.event_types(), ["UserRegistered"]);
+//! ```
+//!
+//! [`Context`]: crate::Context
+
+use std::any::Any;
+
+use futures::future::BoxFuture;
+
+use crate::error::Result;
+use crate::event::{EventInfo, IntegrationEvent};
+use crate::publisher::{PublishOptions, Published, Publisher};
+
+/// What a handler can return (inside `Result<_, E>`) or pass to [`crate::Context::cascade`]
+/// to have events published: an integration event, a domain event with a `#[maps_to]`
+/// mapping, a [`Cascade`], `()`, and `Vec`s, `Option`s and tuples of these.
+///
+/// `#[integration_event]` and `#[maps_to]` implement it for their types.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is neither an integration event nor a mapped domain event",
+    label = "cannot be published as a cascade",
+    note = "annotate the type with `#[eventkit::integration_event(...)]`, or map it with `#[eventkit::maps_to(SomeIntegrationEvent)]`"
+)]
+pub trait IntoEvents {
+    /// Adds the integration events this value stands for to `cascade`.
+    fn into_events(self, cascade: &mut Cascade);
+}
+
+/// A domain event: an in-process fact that is not published itself, but mapped into one or
+/// more integration events. Implemented by `#[maps_to]`.
+pub trait DomainEvent: Send + 'static {
+    /// The integration events this domain event maps to.
+    const TARGETS: &'static [&'static EventInfo];
+
+    /// The integration events this domain event maps to, mapped.
+    fn integration_events(&self) -> Cascade;
+}
+
+/// The mapping of a domain event into one integration event type. `#[maps_to(T)]`
+/// implements `MapsTo<T>`; call it to test a mapping.
+pub trait MapsTo<T> {
+    /// Builds the integration event.
+    fn map_to(&self) -> T;
+}
+
+/// A `#[maps_to]` mapping, collected at link time for the topic listing.
+#[derive(Debug)]
+pub struct MappingDescriptor {
+    /// The domain event's Rust type name.
+    pub domain: &'static str,
+    /// The module that declares it.
+    pub module: &'static str,
+    /// The integration events it maps to.
+    pub targets: &'static [&'static EventInfo],
+}
+
+inventory::collect!(MappingDescriptor);
+
+/// Integration events to publish together, in order.
+#[derive(Default)]
+pub struct Cascade {
+    events: Vec<Box<dyn Pending>>,
+}
+
+impl std::fmt::Debug for Cascade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.event_types()).finish()
+    }
+}
+
+impl Cascade {
+    /// An empty cascade.
+    pub fn new() -> Self {
+        Cascade::default()
+    }
+
+    /// Adds events (an integration event, a mapped domain event, or a collection of them).
+    pub fn with(mut self, events: impl IntoEvents) -> Self {
+        events.into_events(&mut self);
+        self
+    }
+
+    /// Adds events in place.
+    pub fn push(&mut self, events: impl IntoEvents) {
+        events.into_events(self);
+    }
+
+    /// Adds one integration event (also for types that implement [`IntegrationEvent`] by hand).
+    pub fn push_event<E: IntegrationEvent>(&mut self, event: E) {
+        self.events.push(Box::new(event));
+    }
+
+    /// Adds every event of `other`, after those already here.
+    pub fn append(&mut self, mut other: Cascade) {
+        self.events.append(&mut other.events);
+    }
+
+    /// How many integration events it holds.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The CloudEvents types of its events, in order.
+    pub fn event_types(&self) -> Vec<&'static str> {
+        self.events.iter().map(|e| e.info().event_type).collect()
+    }
+
+    /// The events of type `E`, in order.
+    pub fn events_of<E: IntegrationEvent>(&self) -> Vec<&E> {
+        self.events.iter().filter_map(|e| e.as_any().downcast_ref::<E>()).collect()
+    }
+
+    /// Publishes every event with `options` (ids are generated per event), pipelined, and
+    /// waits for every acknowledgement.
+    pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
+        let sends = self.events.iter().map(|e| {
+            let mut options = options.clone();
+            options.id = None;
+            e.publish(publisher, options)
+        });
+        futures::future::try_join_all(sends).await
+    }
+}
+
+/// An integration event waiting in a cascade, its type erased.
+trait Pending: Send + Sync {
+    fn info(&self) -> &'static EventInfo;
+    fn as_any(&self) -> &dyn Any;
+    fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>>;
+}
+
+impl<E: IntegrationEvent> Pending for E {
+    fn info(&self) -> &'static EventInfo {
+        &E::INFO
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>> {
+        Box::pin(publisher.publish_with(self, options))
+    }
+}
+
+impl IntoEvents for () {
+    fn into_events(self, _: &mut Cascade) {}
+}
+
+impl IntoEvents for Cascade {
+    fn into_events(self, cascade: &mut Cascade) {
+        cascade.append(self);
+    }
+}
+
+impl<T: IntoEvents> IntoEvents for Vec<T> {
+    fn into_events(self, cascade: &mut Cascade) {
+        for item in self {
+            item.into_events(cascade);
+        }
+    }
+}
+
+impl<T: IntoEvents> IntoEvents for Option<T> {
+    fn into_events(self, cascade: &mut Cascade) {
+        if let Some(item) = self {
+            item.into_events(cascade);
+        }
+    }
+}
+
+macro_rules! tuples {
+    ($(($($t:ident),+)),+) => {$(
+        impl<$($t: IntoEvents),+> IntoEvents for ($($t,)+) {
+            #[allow(non_snake_case)]
+            fn into_events(self, cascade: &mut Cascade) {
+                let ($($t,)+) = self;
+                $($t.into_events(cascade);)+
+            }
+        }
+    )+};
+}
+
+tuples!((A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, F));
+
+/// A domain event's integration events (generated code of `#[maps_to]`).
+#[doc(hidden)]
+pub fn map_into<D: MapsTo<T>, T: IntegrationEvent>(domain: &D, cascade: &mut Cascade) {
+    cascade.push_event(domain.map_to());
+}
