@@ -306,6 +306,17 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
     let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency } = handler;
     let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
+    let fn_span = item.sig.ident.span();
+    let consumer_settings: Vec<(Option<proc_macro2::Span>, String)> = [
+        ("group", group.is_some()),
+        ("retries", retries.is_some()),
+        ("backoff", backoff_ms.is_some()),
+        ("ordering", ordering.is_some()),
+        ("concurrency", concurrency.is_some()),
+    ]
+    .into_iter()
+    .map(|(name, given)| (given.then_some(fn_span), format!("a command handler takes no `{name}`: commands run where they are sent, not in a consumer group")))
+    .collect();
     let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
     let none = quote!(::core::option::Option::None);
     let retries = retries.map(|n| some(quote!(#n))).unwrap_or_else(|| none.clone());
@@ -349,20 +360,30 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
             let mut checks = TokenStream::new();
             if let Some(span) = all {
                 checks.extend(quote_spanned! {*span=>
-                    const _: () = ::core::assert!(#handler_event::EVENT.is_none(), "a catch-all handler (`all`) takes `eventkit::AnyEvent` as its first argument");
+                    const _: () = ::core::assert!(#handler_event::EVENT.is_none() && #handler_event::COMMAND.is_none(), "a catch-all handler (`all`) takes `eventkit::AnyEvent` as its first argument");
                 });
             }
             if let Some((span, _)) = topics {
                 checks.extend(quote_spanned! {*span=>
-                    const _: () = ::core::assert!(#handler_event::EVENT.is_none(), "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)");
+                    const _: () = ::core::assert!(#handler_event::EVENT.is_none() && #handler_event::COMMAND.is_none(), "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)");
                 });
+            }
+            // Commands run where they are sent: consumer settings do not apply.
+            for (given, what) in consumer_settings {
+                if let Some(span) = given {
+                    checks.extend(quote_spanned! {span=>
+                        const _: () = ::core::assert!(#handler_event::COMMAND.is_none(), #what);
+                    });
+                }
             }
             (
                 quote!(#k::Context),
                 quote!(#handler_event::decode(&__ctx)?),
                 quote!(#handler_event::EVENT),
                 quote! {
-                    if #handler_event::EVENT.is_none() {
+                    if let ::core::option::Option::Some(__command) = #handler_event::COMMAND {
+                        #k::HandlerKind::Command { command: __command, call: __eventkit_call }
+                    } else if #handler_event::EVENT.is_none() {
                         #k::HandlerKind::CatchAll { topics: &[#(#topic_list),*], call: __eventkit_call }
                     } else {
                         #k::HandlerKind::Typed(__eventkit_call)
@@ -380,8 +401,12 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
         ),
     };
     let output = &item.sig.output;
+    let returns = match shape {
+        Shape::Single { .. } => quote!(<#handler_event::Returns>),
+        Shape::Batch { .. } => quote!(<()>),
+    };
     let output_check = quote_spanned! {output.span()=>
-        #k::HandlerOutput::into_outcome(__output)
+        #k::HandlerOutput::#returns::into_outcome(__output)
     };
     quote! {
         #item

@@ -3,6 +3,7 @@
 extern crate proc_macro;
 
 mod attr;
+mod command;
 mod event;
 mod handler;
 mod krate;
@@ -26,4 +27,10 @@ pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn maps_to(args: TokenStream, item: TokenStream) -> TokenStream {
     maps_to::expand(args.into(), item.into()).into()
+}
+
+/// Declares an in-process command, handled by one `#[handler]` fn; see `eventkit::Command`.
+#[proc_macro_attribute]
+pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
+    command::expand(args.into(), item.into()).into()
 }

@@ -207,14 +207,14 @@ impl AppBuilder {
 /// Every handler this process runs must find the state it asks for; all gaps are reported at once.
 fn check_state(registry: &Registry, config: &Config, state: &StateMap) -> Result<()> {
     let mut problems = Vec::new();
-    for group in registry.groups(config) {
-        for h in group.all_handlers() {
-            let mut requirements = Requirements::default();
-            (h.requires)(&mut requirements);
-            let missing: Vec<_> = requirements.states.iter().filter(|(id, _)| !state.contains(*id)).map(|(_, n)| *n).collect();
-            if !missing.is_empty() {
-                problems.push(format!("handler `{}` needs {}", h.name, missing.join(", ")));
-            }
+    let commands = registry.handlers().iter().copied().filter(|h| matches!(h.kind, crate::handler::HandlerKind::Command { .. }));
+    let groups = registry.groups(config);
+    for h in groups.iter().flat_map(|g| g.all_handlers()).chain(commands) {
+        let mut requirements = Requirements::default();
+        (h.requires)(&mut requirements);
+        let missing: Vec<_> = requirements.states.iter().filter(|(id, _)| !state.contains(*id)).map(|(_, n)| *n).collect();
+        if !missing.is_empty() {
+            problems.push(format!("handler `{}` needs {}", h.name, missing.join(", ")));
         }
     }
     if problems.is_empty() {
@@ -337,6 +337,8 @@ impl App {
             tasks.push(tokio::spawn(runner.run(shutdown_rx.clone())));
         }
         *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
+        let mediator = crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() };
+        crate::command::set_current(Some(mediator.clone()));
         if registry.events().is_empty() && registry.handlers().is_empty() {
             warn!(
                 "this app registers no events and no handlers: if they live in a crate this binary does not name, \
@@ -345,7 +347,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, config, ready })
+        Ok(Running { publisher, shutdown_tx, tasks, config, ready, mediator })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -429,16 +431,28 @@ async fn shutdown_signal() -> Result<()> {
 }
 
 /// A started app.
-#[derive(Debug)]
 pub struct Running {
     publisher: Publisher,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     config: Config,
     ready: Readiness,
+    mediator: crate::command::Mediator,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("service", &self.config.service_name).field("groups", &self.tasks.len()).finish_non_exhaustive()
+    }
 }
 
 impl Running {
+    /// Sends a command to its handler in this app and returns the handler's value (see
+    /// [`crate::send`]).
+    pub async fn send<C: crate::Command>(&self, command: C) -> Result<C::Output> {
+        self.mediator.send(command, None).await
+    }
+
     /// The app's readiness.
     pub fn readiness(&self) -> Readiness {
         self.ready.clone()
@@ -475,6 +489,7 @@ impl Running {
             }
         }
         let flushed = self.publisher.flush(Duration::from_secs(10));
+        crate::command::clear_current(&self.publisher);
         {
             let mut current = CURRENT_PUBLISHER.write().expect("publisher lock");
             if current.as_ref().is_some_and(|p| p.same_as(&self.publisher)) {

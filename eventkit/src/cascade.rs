@@ -78,6 +78,8 @@ inventory::collect!(MappingDescriptor);
 #[derive(Default)]
 pub struct Cascade {
     events: Vec<Box<dyn Pending>>,
+    /// A command handler's value, on its way back to the sender.
+    pub(crate) reply: Option<Box<dyn Any + Send>>,
 }
 
 impl std::fmt::Debug for Cascade {

@@ -1,10 +1,12 @@
 //! [`Context`]: what a handler knows about the message it is handling.
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
 use crate::cascade::{Cascade, IntoEvents};
+use crate::command::{Command, Mediator};
 use crate::envelope::Metadata;
 use crate::error::Result;
 use crate::event::IntegrationEvent;
@@ -28,7 +30,6 @@ pub struct RecordInfo {
 }
 
 /// The message being handled: metadata, record position, group, publisher and app state.
-#[derive(Debug)]
 pub struct Context {
     pub(crate) metadata: Metadata,
     pub(crate) record: RecordInfo,
@@ -39,6 +40,16 @@ pub struct Context {
     pub(crate) state: Arc<StateMap>,
     /// Events added with [`Context::cascade`], published when the handler succeeded.
     pub(crate) cascade: Mutex<Cascade>,
+    /// The command being handled (taken by its handler).
+    pub(crate) command: Mutex<Option<Box<dyn Any + Send>>>,
+    /// Runs commands sent with [`Context::send`].
+    pub(crate) mediator: Option<Arc<Mediator>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("metadata", &self.metadata).field("record", &self.record).field("group", &self.group).finish_non_exhaustive()
+    }
 }
 
 /// A clone starts with no cascaded events.
@@ -53,6 +64,8 @@ impl Clone for Context {
             publisher: self.publisher.clone(),
             state: self.state.clone(),
             cascade: Mutex::default(),
+            command: Mutex::default(),
+            mediator: self.mediator.clone(),
         }
     }
 }
@@ -110,6 +123,15 @@ impl Context {
     pub fn cascade(&self, events: impl IntoEvents) {
         let mut cascade = self.cascade.lock().unwrap_or_else(|e| e.into_inner());
         events.into_events(&mut cascade);
+    }
+
+    /// Sends a command to its handler in this app and returns the handler's value. The
+    /// command continues this event's correlation, and this event is its cause.
+    pub async fn send<C: Command>(&self, command: C) -> Result<C::Output> {
+        match &self.mediator {
+            Some(mediator) => mediator.send(command, Some(self)).await,
+            None => crate::command::send(command).await,
+        }
     }
 
     /// Takes the events added with [`Context::cascade`].

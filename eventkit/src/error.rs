@@ -45,6 +45,17 @@ pub enum Error {
         /// Why the broker or client refused it.
         source: rdkafka::error::KafkaError,
     },
+    /// A command's handler failed (or the events it cascaded could not be published).
+    #[error("command `{command}` failed in handler `{handler}`: {source}")]
+    Command {
+        /// The command type.
+        command: &'static str,
+        /// The handler that ran it.
+        handler: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<crate::HandlerError>,
+    },
     /// An I/O error (signals, files).
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 
 use crate::batch::BatchContext;
 use crate::cascade::{Cascade, IntoEvents};
+use crate::command::{CommandInfo, CommandReply};
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::event::{EventInfo, IntegrationEvent};
@@ -28,6 +29,13 @@ pub enum HandlerKind {
     CatchAll {
         /// `topics = [...]` (without prefix); empty: the topics of the handler's group.
         topics: &'static [&'static str],
+        /// The entry point.
+        call: HandlerFn,
+    },
+    /// A command (see [`crate::send`]), run where it is sent.
+    Command {
+        /// The command type.
+        command: &'static CommandInfo,
         /// The entry point.
         call: HandlerFn,
     },
@@ -137,9 +145,9 @@ impl HandlerError {
 /// integration event, a mapped domain event, a `Cascade`, a `Vec`, `Option` or tuple of them).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a valid handler return type",
-    note = "a handler returns `()`, `eventkit::Result<()>`, `Result<(), E>` for an error type `E`, or `Result<T, E>` where `T` is events to publish (an integration event, a `#[maps_to]` domain event, `eventkit::Cascade`, or a `Vec`, `Option` or tuple of them)"
+    note = "a handler returns `()`, `eventkit::Result<()>`, `Result<(), E>` for an error type `E`, or `Result<T, E>` where `T` is events to publish (an integration event, a `#[maps_to]` domain event, `eventkit::Cascade`, or a `Vec`, `Option` or tuple of them); a command handler returns `Result<R, E>`, where `R` is the command's `returns` type (`()` by default)"
 )]
-pub trait HandlerOutput {
+pub trait HandlerOutput<R = ()> {
     /// Converts the output to a handler outcome: the events to publish, or why it failed.
     fn into_outcome(self) -> Result<Cascade, HandlerError>;
 }
@@ -153,6 +161,22 @@ impl HandlerOutput for () {
 impl HandlerOutput for Cascade {
     fn into_outcome(self) -> Result<Cascade, HandlerError> {
         Ok(self)
+    }
+}
+
+/// A command handler's value goes back to the sender.
+impl<T: Send + 'static, E: Into<BoxError>> HandlerOutput<CommandReply<T>> for Result<T, E> {
+    fn into_outcome(self) -> Result<Cascade, HandlerError> {
+        match self {
+            Ok(value) => Ok(crate::command::reply(value)),
+            Err(e) => Err(failure(e.into())),
+        }
+    }
+}
+
+impl HandlerOutput<CommandReply<()>> for () {
+    fn into_outcome(self) -> Result<Cascade, HandlerError> {
+        Ok(crate::command::reply(()))
     }
 }
 
@@ -177,16 +201,21 @@ fn failure(e: BoxError) -> HandlerError {
     }
 }
 
-/// What a handler's first argument can be: an integration event (a typed handler), or
-/// [`crate::AnyEvent`] (a catch-all handler, under whatever name it is imported).
+/// What a handler's first argument can be: an integration event (a typed handler),
+/// [`crate::AnyEvent`] (a catch-all handler, under whatever name it is imported), or a
+/// `#[command]` type (a command handler).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an integration event",
     label = "not an integration event",
-    note = "annotate the type with `#[eventkit::integration_event]`, or take `eventkit::AnyEvent` to receive every event"
+    note = "annotate the type with `#[eventkit::integration_event]` (or `#[eventkit::command]` for an in-process command), or take `eventkit::AnyEvent` to receive every event"
 )]
 pub trait HandlerEvent: Sized + Send + 'static {
-    /// The event type handled; `None` for every event (catch-all).
+    /// The event type handled; `None` for every event (catch-all) and for commands.
     const EVENT: Option<&'static EventInfo>;
+    /// The command handled, for command handlers.
+    const COMMAND: Option<&'static CommandInfo> = None;
+    /// Whom the handler answers: `()` for events, the sender for commands.
+    type Returns;
 
     /// Reads the event from the record.
     fn decode(ctx: &Context) -> Result<Self, HandlerError>;
@@ -194,6 +223,7 @@ pub trait HandlerEvent: Sized + Send + 'static {
 
 impl<E: IntegrationEvent> HandlerEvent for E {
     const EVENT: Option<&'static EventInfo> = Some(&E::INFO);
+    type Returns = ();
 
     fn decode(ctx: &Context) -> Result<Self, HandlerError> {
         decode_event::<E>(ctx)
@@ -202,6 +232,7 @@ impl<E: IntegrationEvent> HandlerEvent for E {
 
 impl HandlerEvent for crate::AnyEvent {
     const EVENT: Option<&'static EventInfo> = None;
+    type Returns = ();
 
     fn decode(ctx: &Context) -> Result<Self, HandlerError> {
         crate::any::decode_any(ctx)

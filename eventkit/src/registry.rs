@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use crate::cascade::MappingDescriptor;
+use crate::command::{CommandDescriptor, CommandInfo};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::EventInfo;
@@ -26,6 +27,21 @@ pub struct Registry {
     events: Vec<&'static EventInfo>,
     handlers: Vec<&'static HandlerDescriptor>,
     mappings: Vec<&'static MappingDescriptor>,
+}
+
+/// Command types without a handler, said as a problem.
+fn orphan_commands(commands: impl IntoIterator<Item = &'static CommandInfo>, handlers: &[&'static HandlerDescriptor]) -> Option<String> {
+    let handled = |c: &CommandInfo| handlers.iter().any(|h| matches!(h.kind, HandlerKind::Command { command, .. } if command == c));
+    let mut missing: Vec<&str> = commands.into_iter().filter(|c| !handled(c)).map(|c| (c.type_name)()).collect();
+    missing.sort();
+    missing.dedup();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "no handler for command{} `{}`: add a `#[handler]` fn taking it (commands run in the process that sends them)",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join("`, `")
+        )
+    })
 }
 
 /// The handlers of one consumer group, as the runtime will run them.
@@ -80,12 +96,20 @@ impl Registry {
         GLOBAL
             .get_or_init(|| {
                 let events = inventory::iter::<EventDescriptor>.into_iter().map(|e| e.info);
-                let handlers = inventory::iter::<HandlerDescriptor>.into_iter();
+                let handlers: Vec<&'static HandlerDescriptor> = inventory::iter::<HandlerDescriptor>.into_iter().collect();
                 let mappings = inventory::iter::<MappingDescriptor>.into_iter();
-                Registry::new(events, handlers).map(|r| r.with_mappings(mappings)).map_err(|e| match e {
+                let commands = inventory::iter::<CommandDescriptor>.into_iter().map(|c| c.info);
+                let orphans = orphan_commands(commands, &handlers);
+                let built = Registry::new(events, handlers).map(|r| r.with_mappings(mappings)).map_err(|e| match e {
                     Error::Registry(problems) => problems,
                     other => other.to_string(),
-                })
+                });
+                // Every problem at once.
+                match (built, orphans) {
+                    (built, None) => built,
+                    (Ok(_), Some(orphans)) => Err(orphans),
+                    (Err(problems), Some(orphans)) => Err(format!("{problems}; {orphans}")),
+                }
             })
             .as_ref()
             .map_err(|e| Error::Registry(e.clone()))
@@ -120,6 +144,16 @@ impl Registry {
                 problems.push(format!("handler name `{}` is used twice (set `name = \"...\"` on one)", pair[0].name));
             }
         }
+        // One handler per command type.
+        let mut by_command: BTreeMap<&'static str, Vec<&'static str>> = BTreeMap::new();
+        for h in &handlers {
+            if let HandlerKind::Command { command, .. } = h.kind {
+                by_command.entry((command.type_name)()).or_default().push(h.name);
+            }
+        }
+        for (command, names) in by_command.iter().filter(|(_, n)| n.len() > 1) {
+            problems.push(format!("command `{command}` has {} handlers (`{}`); a command has exactly one", names.len(), names.join("`, `")));
+        }
         if problems.is_empty() {
             Ok(Registry { events, handlers, mappings: Vec::new() })
         } else {
@@ -141,6 +175,19 @@ impl Registry {
         self.events.sort_by_key(|e| (e.event_type, (e.type_name)()));
         self.mappings.sort_by_key(|m| (m.module, m.domain));
         self
+    }
+
+    /// Checks that each of these command types has a handler here.
+    pub fn check_commands(self, commands: impl IntoIterator<Item = &'static CommandInfo>) -> Result<Registry> {
+        match orphan_commands(commands, &self.handlers) {
+            None => Ok(self),
+            Some(problem) => Err(Error::Registry(problem)),
+        }
+    }
+
+    /// The handler of a command type.
+    pub fn command_handler(&self, command: &CommandInfo) -> Option<&'static HandlerDescriptor> {
+        self.handlers.iter().copied().find(|h| matches!(h.kind, HandlerKind::Command { command: c, .. } if c == command))
     }
 
     /// The `#[maps_to]` mappings.
@@ -177,6 +224,9 @@ impl Registry {
     pub fn groups(&self, config: &Config) -> Vec<GroupPlan> {
         let mut groups: BTreeMap<String, GroupPlan> = BTreeMap::new();
         for &h in &self.handlers {
+            if let HandlerKind::Command { .. } = h.kind {
+                continue;
+            }
             let group_id = config.group_for(h.group);
             if !config.runs_group(&group_id) {
                 continue;

@@ -19,6 +19,19 @@ pub struct Topology {
     pub groups: Vec<GroupEntry>,
     /// Domain events and the integration events `#[maps_to]` maps them to.
     pub mappings: Vec<MappingEntry>,
+    /// In-process commands and their handlers.
+    pub commands: Vec<CommandEntry>,
+}
+
+/// One command and its handler.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandEntry {
+    /// The command's Rust type, with its module.
+    pub command: String,
+    /// Its handler.
+    pub handler: String,
+    /// App state types the handler needs.
+    pub state: Vec<String>,
 }
 
 /// One `#[maps_to]` mapping.
@@ -115,6 +128,7 @@ impl Topology {
                         let shape = match h.kind {
                             HandlerKind::Typed(_) => "typed".to_owned(),
                             HandlerKind::CatchAll { .. } => "catch-all".to_owned(),
+                            HandlerKind::Command { .. } => "command".to_owned(),
                             HandlerKind::Batch { max_size, max_wait_ms, .. } => format!("batch(max_size={max_size}, max_wait={max_wait_ms}ms)"),
                         };
                         HandlerEntry {
@@ -139,7 +153,23 @@ impl Topology {
                 topics: m.targets.iter().map(|t| config.topic_name(t.topic)).collect(),
             })
             .collect();
-        Topology { service: config.service_name.clone(), events, groups, mappings }
+        let commands = registry
+            .handlers()
+            .iter()
+            .filter_map(|h| match h.kind {
+                HandlerKind::Command { command, .. } => {
+                    let mut requirements = crate::state::Requirements::default();
+                    (h.requires)(&mut requirements);
+                    Some(CommandEntry {
+                        command: format!("{}::{}", command.module, command.rust_name),
+                        handler: h.name.into(),
+                        state: requirements.state_names().into_iter().map(Into::into).collect(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        Topology { service: config.service_name.clone(), events, groups, mappings, commands }
     }
 
     /// The listing as pretty JSON.
@@ -174,6 +204,14 @@ impl fmt::Display for Topology {
             })
         });
         table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "STATE"], rows)?;
+        if !self.commands.is_empty() {
+            writeln!(f, "\nCOMMANDS")?;
+            let rows = self.commands.iter().map(|c| {
+                let state = if c.state.is_empty() { "-".into() } else { c.state.join(", ") };
+                vec![c.command.clone(), c.handler.clone(), state]
+            });
+            table(f, &["COMMAND", "HANDLER", "STATE"], rows)?;
+        }
         if !self.mappings.is_empty() {
             writeln!(f, "\nDOMAIN EVENTS")?;
             let rows = self.mappings.iter().map(|m| vec![m.domain.clone(), "→".into(), m.events.join(", "), m.topics.join(", ")]);

@@ -33,6 +33,7 @@ pub(crate) struct WorkerEnv {
     pub state: Arc<StateMap>,
     pub config: Config,
     pub retry_policy: RetryPolicy,
+    pub mediator: Arc<crate::command::Mediator>,
 }
 
 /// How one attempt at a single record went.
@@ -105,6 +106,8 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         publisher: env.publisher.clone(),
         state: env.state.clone(),
         cascade: Default::default(),
+        command: Default::default(),
+        mediator: Some(env.mediator.clone()),
     })
 }
 
@@ -203,6 +206,7 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
 async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
     let call = match handler.kind {
         HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
+        HandlerKind::Command { .. } => return Err(HandlerError::Failed("a command handler cannot take a record".into())),
         HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
     };
     match AssertUnwindSafe(call(ctx.clone())).catch_unwind().await {
@@ -232,7 +236,7 @@ async fn publish_batch_cascade(batch: &BatchContext, returned: Cascade) -> Resul
     publish_cascade(batch.first(), returned).await
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -22,6 +22,7 @@
 //! partition settled (handled, dead-lettered with the write acknowledged, or skipped).
 
 mod dispatch;
+pub(crate) use dispatch::panic_message;
 mod engine;
 mod fetch;
 mod rebalance;
@@ -107,12 +108,14 @@ impl GroupRunner {
             concurrency = plan.concurrency,
             "consumer group subscribed"
         );
+        let mediator = Arc::new(crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() });
         let env = WorkerEnv {
             group: plan.group_id.as_str().into(),
             plan,
             registry,
             publisher,
             state,
+            mediator,
             retry_policy: config.retry_policy(),
             config: config.clone(),
         };
