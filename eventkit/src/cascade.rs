@@ -135,6 +135,19 @@ impl Cascade {
         self.events.iter().filter_map(|e| e.as_any().downcast_ref::<E>()).collect()
     }
 
+    /// Encodes every event for the wire (topic and record), in order.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn encode(&self, publisher: &Publisher, options: &PublishOptions) -> Result<Vec<(String, crate::publisher::Outgoing)>> {
+        self.events
+            .iter()
+            .map(|e| {
+                let mut options = options.clone();
+                options.id = None;
+                e.encode(publisher, options)
+            })
+            .collect()
+    }
+
     /// Publishes every event with `options` (ids are generated per event), pipelined, and
     /// waits for every acknowledgement.
     pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
@@ -152,6 +165,8 @@ trait Pending: Send + Sync {
     fn info(&self) -> &'static EventInfo;
     fn as_any(&self) -> &dyn Any;
     fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>>;
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)>;
 }
 
 impl<E: IntegrationEvent> Pending for E {
@@ -163,6 +178,9 @@ impl<E: IntegrationEvent> Pending for E {
     }
     fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>> {
         Box::pin(publisher.publish_with(self, options))
+    }
+    fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)> {
+        publisher.encode_record(self, options)
     }
 }
 

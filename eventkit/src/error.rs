@@ -45,6 +45,9 @@ pub enum Error {
         /// Why the broker or client refused it.
         source: rdkafka::error::KafkaError,
     },
+    /// A database error (the outbox and the inbox).
+    #[error("database: {0}")]
+    Database(BoxError),
     /// A command's handler failed (or the events it cascaded could not be published).
     #[error("command `{command}` failed in handler `{handler}`: {source}")]
     Command {

@@ -39,6 +39,8 @@ mod extract;
 mod handler;
 mod kafka;
 mod ordering;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod outbox;
 mod publisher;
 mod registry;
 mod retry;

@@ -202,6 +202,14 @@ impl Publisher {
         self.inner.producer.flush(timeout).map_err(Error::from)
     }
 
+    /// Encodes an event for `topic_of`'s topic on the wire, without sending it (the outbox
+    /// stores it so).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn encode_record<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, Outgoing)> {
+        let topic = self.inner.config.topic_name(E::INFO.topic);
+        Ok((topic, self.encode(event, options, self.inner.config.format_of(&E::INFO))?))
+    }
+
     /// Encodes an event: its id, key, JSON value and headers in the event's wire format.
     fn encode<E: IntegrationEvent>(&self, event: &E, options: PublishOptions, format: WireFormat) -> Result<Outgoing> {
         let info = &E::INFO;
@@ -276,11 +284,11 @@ impl Publisher {
 }
 
 /// An event encoded for the wire.
-struct Outgoing {
-    id: String,
-    key: String,
-    value: Vec<u8>,
-    headers: OwnedHeaders,
+pub(crate) struct Outgoing {
+    pub id: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: OwnedHeaders,
 }
 
 /// Waits for the broker's acknowledgement of one record.

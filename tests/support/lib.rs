@@ -1,6 +1,7 @@
 //! Test harness: the same scenario on the embedded broker and on a real Kafka-protocol
 //! broker (`EVENTKIT_TEST_BOOTSTRAP`, started by `scripts/test.sh`).
 
+pub mod db;
 pub mod noida;
 pub mod process;
 
