@@ -65,12 +65,12 @@ macro_rules! on_both_databases {
     ($target:ident, $name:literal, |$outbox:ident, $inbox:ident, $pool:ident| $body:block) => {{
         {
             let ($pool, _path) = db::sqlite(&$target, concat!($name, "-sqlite")).await;
-            let $outbox = |publisher| Outbox::new($pool.clone(), publisher);
+            let $outbox = |publisher| Outbox::with_publisher($pool.clone(), publisher);
             let $inbox = Inbox::new($pool.clone());
             $body
         }
         if let Some($pool) = db::postgres(&$target, concat!($name, "_pg")).await {
-            let $outbox = |publisher| Outbox::new($pool.clone(), publisher);
+            let $outbox = |publisher| Outbox::with_publisher($pool.clone(), publisher);
             let $inbox = Inbox::new($pool.clone());
             $body
         }
@@ -167,7 +167,7 @@ async fn a_stager_killed_after_its_commit_loses_nothing(target: Target) {
 
     let seen = Seen::default();
     let running = target.app().groups(["outbox-ticks"]).state(seen.clone()).build().unwrap().start().await.unwrap();
-    let outbox = Outbox::new(db::sqlite_at(&path).await, running.publisher());
+    let outbox = Outbox::with_publisher(db::sqlite_at(&path).await, running.publisher());
     assert_eq!(outbox.pending().await.unwrap(), 50, "the committed rows survived the kill");
     let relay = outbox.spawn_relay();
     let done = eventually(Duration::from_secs(60), || seen.0.len() >= 50).await;
@@ -187,7 +187,7 @@ async fn a_row_that_can_never_go_out_is_parked_and_blocks_nothing() {
     let (pool, _path) = db::sqlite(&target, "parked").await;
     let seen = Seen::default();
     let running = target.app().groups(["outbox-transfers"]).state(seen.clone()).build().unwrap().start().await.unwrap();
-    let outbox = Outbox::new(pool.clone(), running.publisher());
+    let outbox = Outbox::with_publisher(pool.clone(), running.publisher());
     outbox.migrate().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
     let mut ids = vec![outbox.stage(&mut tx, &transfer(0)).await.unwrap()];
@@ -256,7 +256,7 @@ async fn create_purchase_order(e: LowStockDetected, ctx: &Context, p: &Purchasin
         .execute(&mut *tx)
         .await
         .map_err(|e| Error::Database(Box::new(e)))?;
-    p.outbox.stage_events(&mut tx, PurchaseOrderPlaced { sku: e.sku.clone(), quantity: e.quantity * 5 }, ctx.follow_up()).await?;
+    p.outbox.cascade(&mut tx, ctx, PurchaseOrderPlaced { sku: e.sku.clone(), quantity: e.quantity * 5 }).await?;
     if p.fail_first && p.calls.snapshot().iter().filter(|c| c.0 == e.sku && c.1).count() == 1 {
         return Err(Error::msg("crashed before the commit"));
     }
@@ -277,18 +277,18 @@ async fn the_inbox_skips_redelivered_events(target: Target) {
     sqlx::query("CREATE TABLE purchase_orders (sku TEXT NOT NULL, quantity INTEGER NOT NULL)").execute(&pool).await.unwrap();
     let orders = Orders::default();
     let app = target.app().groups(["outbox-purchasing", "outbox-orders"]).state(orders.clone());
-    // The state needs the publisher, which exists once the app runs: build it from a first
-    // publisher of the same configuration.
-    let publisher = eventkit::Publisher::new(target.app().groups([]).build().unwrap().config()).unwrap();
     let purchasing = Purchasing {
         inbox: Inbox::new(pool.clone()),
-        outbox: Outbox::new(pool.clone(), publisher),
+        // The running app's publisher: state before the app starts.
+        outbox: Outbox::new(pool.clone()),
         calls: Log::default(),
         fail_first: true,
     };
     purchasing.inbox.migrate().await.unwrap();
     purchasing.outbox.migrate().await.unwrap();
     let running = app.state(purchasing.clone()).build().unwrap().start().await.unwrap();
+    // Tests run several apps in one process: tie the relay to this one.
+    purchasing.outbox.attach(running.publisher());
     let relay = purchasing.outbox.spawn_relay();
 
     let first = running.publisher().publish(&LowStockDetected { sku: "LAP-001".into(), quantity: 10 }).await.unwrap();

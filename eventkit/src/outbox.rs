@@ -90,7 +90,8 @@ pub struct ParkedRow {
 #[derive(Debug)]
 pub struct Outbox<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,
-    publisher: Publisher,
+    /// Shared by clones; `None`: the running app's.
+    publisher: std::sync::Arc<std::sync::RwLock<Option<Publisher>>>,
     settings: OutboxSettings,
     /// This relay's name in the lease.
     owner: String,
@@ -104,10 +105,31 @@ pub struct Inbox<DB: sqlx::Database> {
 }
 
 impl<DB: sqlx::Database> Outbox<DB> {
-    /// An outbox on `pool`. Staged events are encoded with `publisher`'s settings (service
-    /// name, topic prefix, wire formats), and the relay publishes with it.
-    pub fn new(pool: sqlx::Pool<DB>, publisher: Publisher) -> Self {
-        Outbox { pool, publisher, settings: OutboxSettings::default(), owner: uuid::Uuid::now_v7().to_string() }
+    /// An outbox on `pool` for the running app: staged events are encoded with its settings
+    /// (service name, topic prefix, wire formats), and the relay publishes with its publisher.
+    /// It can be app state before the app starts; staging and relaying need the app running.
+    pub fn new(pool: sqlx::Pool<DB>) -> Self {
+        Outbox { pool, publisher: Default::default(), settings: OutboxSettings::default(), owner: uuid::Uuid::now_v7().to_string() }
+    }
+
+    /// An outbox on `pool` that encodes and publishes with `publisher`.
+    pub fn with_publisher(pool: sqlx::Pool<DB>, publisher: Publisher) -> Self {
+        let outbox = Outbox::new(pool);
+        outbox.attach(publisher);
+        outbox
+    }
+
+    /// Makes this outbox (and its clones) encode and publish with `publisher` from now on,
+    /// for processes that run several apps: `outbox.attach(running.publisher())`.
+    pub fn attach(&self, publisher: Publisher) {
+        *self.publisher.write().unwrap_or_else(|e| e.into_inner()) = Some(publisher);
+    }
+
+    fn publisher(&self) -> Result<Publisher> {
+        match &*self.publisher.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(p) => Ok(p.clone()),
+            None => crate::app::publisher(),
+        }
     }
 
     /// The same outbox with other relay settings.
@@ -268,14 +290,26 @@ macro_rules! backend {
 
                 /// [`Outbox::stage`] with ids, tenant, key or headers.
                 pub async fn stage_with<E: crate::IntegrationEvent>(&self, tx: &mut Transaction<'_, $db>, event: &E, options: PublishOptions) -> Result<String> {
-                    let (topic, out) = self.publisher.encode_record(event, options)?;
+                    let (topic, out) = self.publisher()?.encode_record(event, options)?;
                     self.insert(tx, &topic, out).await
+                }
+
+                /// Stages events in `tx` as follow-ups of the event (or command) `ctx` handles,
+                /// encoded with the settings of `ctx`'s app: a handler's cascade that commits
+                /// with the handler's own writes. Returns their event ids.
+                pub async fn cascade(&self, tx: &mut Transaction<'_, $db>, ctx: &crate::Context, events: impl IntoEvents) -> Result<Vec<String>> {
+                    let records = Cascade::new().with(events).encode(ctx.publisher(), &ctx.follow_up())?;
+                    let mut ids = Vec::with_capacity(records.len());
+                    for (topic, out) in records {
+                        ids.push(self.insert(tx, &topic, out).await?);
+                    }
+                    Ok(ids)
                 }
 
                 /// Stages events (integration events, `#[maps_to]` domain events, a [`Cascade`],
                 /// or collections of them) in `tx`, in order. Returns their event ids.
                 pub async fn stage_events(&self, tx: &mut Transaction<'_, $db>, events: impl IntoEvents, options: PublishOptions) -> Result<Vec<String>> {
-                    let records = Cascade::new().with(events).encode(&self.publisher, &options)?;
+                    let records = Cascade::new().with(events).encode(&self.publisher()?, &options)?;
                     let mut ids = Vec::with_capacity(records.len());
                     for (topic, out) in records {
                         ids.push(self.insert(tx, &topic, out).await?);
@@ -347,6 +381,7 @@ macro_rules! backend {
                 /// be published. Stops at the first retriable failure.
                 pub async fn relay_once(&self) -> Result<RelayReport> {
                     let mut report = RelayReport::default();
+                    let publisher = self.publisher()?;
                     if !self.lease().await? {
                         report.not_leader = true;
                         return Ok(report);
@@ -362,9 +397,10 @@ macro_rules! backend {
                         .map_err(db_error)?;
                     // Handed to the producer in order (it keeps the order per partition), then
                     // the acks are awaited.
+                    let publisher = &publisher;
                     let sends = rows.iter().map(|(_, _, topic, key, headers, value)| async move {
                         let headers = load_headers(headers)?;
-                        self.publisher.send_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await
+                        publisher.send_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await
                     });
                     let results = futures::future::join_all(sends).await;
                     for ((id, event_id, topic, ..), result) in rows.iter().zip(results) {

@@ -13,7 +13,7 @@ async fn main() -> eventkit::Result<()> {
     let count: u32 = std::env::var("STAGER_COUNT").expect("STAGER_COUNT").parse().unwrap();
     let pool = eventkit_tests::db::sqlite_at(std::path::Path::new(&path)).await;
     let config = eventkit::Config::from_env()?;
-    let outbox = Outbox::new(pool.clone(), eventkit::Publisher::new(&config)?);
+    let outbox = Outbox::with_publisher(pool.clone(), eventkit::Publisher::new(&config)?);
     outbox.migrate().await?;
     let mut tx = pool.begin().await.map_err(|e| eventkit::Error::Database(Box::new(e)))?;
     let mut ids = Vec::new();
