@@ -260,6 +260,10 @@ impl App {
         AppBuilder::default()
     }
 
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The app's configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -451,6 +455,10 @@ impl Running {
     /// [`crate::send`]).
     pub async fn send<C: crate::Command>(&self, command: C) -> Result<C::Output> {
         self.mediator.send(command, None).await
+    }
+
+    pub(crate) fn mediator(&self) -> &crate::command::Mediator {
+        &self.mediator
     }
 
     /// The app's readiness.

@@ -119,6 +119,11 @@ pub async fn send<C: Command>(command: C) -> Result<C::Output> {
 
 impl Mediator {
     pub(crate) async fn send<C: Command>(&self, command: C, parent: Option<&Context>) -> Result<C::Output> {
+        self.send_as(command, parent, None).await
+    }
+
+    /// [`Mediator::send`], with the command's id (and so a root command's correlation) given.
+    pub(crate) async fn send_as<C: Command>(&self, command: C, parent: Option<&Context>, id: Option<String>) -> Result<C::Output> {
         let info = &C::INFO;
         let handler = self
             .registry
@@ -126,7 +131,7 @@ impl Mediator {
             .ok_or_else(|| Error::Config(format!("command `{}` has no handler in this app", (info.type_name)())))?;
         let HandlerKind::Command { call, .. } = handler.kind else { unreachable!("a command handler") };
         let mut metadata = Metadata::new(info.rust_name, self.publisher.source().to_owned());
-        metadata.id = uuid::Uuid::now_v7().to_string();
+        metadata.id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         match parent {
             Some(parent) => {
                 let follow = parent.follow_up();

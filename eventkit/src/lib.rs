@@ -45,6 +45,7 @@ mod publisher;
 mod registry;
 mod retry;
 mod state;
+pub mod testing;
 mod topology;
 pub mod wire;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
@@ -147,9 +147,15 @@ impl Publisher {
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
+        // The correlation a test session follows (a root event's is its own id).
+        let options_correlation = crate::testing::active().then(|| options.correlation_id.clone().or_else(|| options.id.clone())).flatten();
         let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
+        let tracked = crate::testing::active().then(|| options_correlation.clone()).flatten();
         let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
         let d = delivered(&topic, delivery).await?;
+        if tracked.is_some() {
+            crate::testing::on_published(&out.id, tracked.as_deref(), E::INFO.event_type, &topic, &out.value);
+        }
         Ok(Published { event_id: out.id, topic, partition: d.partition, offset: d.offset })
     }
 
@@ -192,8 +198,16 @@ impl Publisher {
 
     /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
     pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<(i32, i64)> {
+        // A test session sees events the outbox relay publishes (binary format).
+        let tracked = crate::testing::active().then(|| {
+            let get = |name: &str| headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned());
+            (get("ce_id"), get("ce_correlationid"), get("ce_type"))
+        });
         let delivery = self.enqueue(topic, key, partition, value, headers).await?;
         let d = delivered(topic, delivery).await?;
+        if let Some((Some(id), correlation, Some(event_type))) = tracked {
+            crate::testing::on_published(&id, correlation.as_deref(), &event_type, topic, value.unwrap_or_default());
+        }
         Ok((d.partition, d.offset))
     }
 

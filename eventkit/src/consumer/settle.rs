@@ -43,11 +43,18 @@ fn verdict(policy: RetryPolicy, attempts: u32, error: &HandlerError) -> Verdict 
 
 /// Settles a single record after an attempt.
 pub(crate) async fn one(env: &WorkerEnv, lane: LaneId, mut record: Record, attempt: Attempt) -> Completion {
+    let tracked = match &attempt {
+        Attempt::Handled { event_id, .. } if crate::testing::active() => Some(event_id.clone()),
+        _ => None,
+    };
     let outcome = match attempt {
         Attempt::Skip => Ok(()),
         Attempt::Reject { kind, error } => reject(env, &mut record, kind, error).await,
         Attempt::Handled { event_id, results } => handled(env, &mut record, &event_id, results).await,
     };
+    if let (Ok(()), Some(event_id)) = (&outcome, &tracked) {
+        crate::testing::on_settled(&env.group, event_id);
+    }
     match outcome {
         Ok(()) => Completion {
             lane,
@@ -90,6 +97,9 @@ async fn handled(
     for (h, result) in results {
         let error = match result {
             Ok(()) => {
+                if crate::testing::active() {
+                    crate::testing::on_handled(&env.group, h.name, event_id, None);
+                }
                 record.settled_handlers.push(h.name);
                 continue;
             }
@@ -97,6 +107,9 @@ async fn handled(
             // dead-lettered for this handler; the others' outcomes stand.
             Err(e) if e.is_poison() => {
                 if dead_letter(env, record, e.kind(), e.to_string(), h.name, attempts).await {
+                    if crate::testing::active() {
+                        crate::testing::on_handled(&env.group, h.name, event_id, Some(e.to_string()));
+                    }
                     record.settled_handlers.push(h.name);
                     continue;
                 }
@@ -108,6 +121,9 @@ async fn handled(
         let policy = h.retry.apply(env.retry_policy);
         let delay = match verdict(policy, attempts, &error) {
             Verdict::GiveUp if dead_letter(env, record, error.kind(), error.to_string(), h.name, attempts).await => {
+                if crate::testing::active() {
+                    crate::testing::on_handled(&env.group, h.name, event_id, Some(error.to_string()));
+                }
                 record.settled_handlers.push(h.name);
                 continue;
             }
@@ -155,7 +171,16 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
     }
     let policy = handler.retry.apply(env.retry_policy);
     match result {
-        Ok(()) => handed.into_iter().for_each(&mut settle),
+        Ok(()) => {
+            if crate::testing::active() {
+                // Test sessions follow binary-mode records of batches by their `ce_id`.
+                for id in handed.iter().filter_map(|r| r.header_text("ce_id")) {
+                    crate::testing::on_handled(&env.group, handler.name, &id, None);
+                    crate::testing::on_settled(&env.group, &id);
+                }
+            }
+            handed.into_iter().for_each(&mut settle)
+        }
         // One event's data does not decode: it alone goes to the dead letter queue; the others
         // come again at once (they were not handled).
         Err(HandlerError::DecodeAt { index, source }) => {

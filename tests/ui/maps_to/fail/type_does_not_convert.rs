@@ -1,7 +1,10 @@
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Email(pub String);
+
 #[eventkit::integration_event(topic = "users")]
 pub struct UserRegistered {
     pub user_id: u64,
-    pub email: String,
+    pub email: Email,
 }
 
 #[eventkit::maps_to(UserRegistered)]
