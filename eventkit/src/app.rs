@@ -119,6 +119,12 @@ impl AppBuilder {
         group_concurrency(group: impl Into<String> + Send + 'static, n: usize) => |c| {
             c.group_concurrency.insert(group.into(), n.max(1));
         });
+    setter!(/// Handles the records of the group named `group` (without prefix) exactly once
+        /// consume → produce: each record's cascaded events and its offset commit in one Kafka
+        /// transaction, one record at a time.
+        transactional_group(group: impl Into<String> + Send + 'static) => |c| {
+            c.transactional_groups.insert(group.into());
+        });
     setter!(/// Records and bytes a group may hold in memory before it pauses fetching.
         max_buffered(records: usize, bytes: usize) => |c| {
             c.max_buffered_records = records.max(1);

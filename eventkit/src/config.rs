@@ -72,6 +72,10 @@ pub struct Config {
     pub concurrency: usize,
     /// `EVENTKIT_GROUP_CONCURRENCY`: per group, e.g. `billing=8,audit=256`.
     pub group_concurrency: BTreeMap<String, usize>,
+    /// `EVENTKIT_TRANSACTIONAL_GROUPS`: groups (without prefix, comma-separated) whose records
+    /// are handled exactly once consume → produce: each record's cascaded events and its
+    /// offset commit in one Kafka transaction (one record at a time).
+    pub transactional_groups: std::collections::BTreeSet<String>,
     /// `EVENTKIT_MAX_BUFFERED_RECORDS`: records a group holds in memory (queued, in flight or
     /// waiting for a retry) before it pauses fetching (default 10,000).
     pub max_buffered_records: usize,
@@ -129,6 +133,7 @@ impl Default for Config {
             group_ordering: BTreeMap::new(),
             concurrency: 64,
             group_concurrency: BTreeMap::new(),
+            transactional_groups: Default::default(),
             max_buffered_records: 10_000,
             max_buffered_bytes: 32 << 20,
             max_uncommitted: 100_000,
@@ -195,6 +200,9 @@ impl Config {
                     }
                 }
                 "EVENTKIT_CONCURRENCY" => c.concurrency = parse_positive(&name, &value)?,
+                "EVENTKIT_TRANSACTIONAL_GROUPS" => {
+                    c.transactional_groups = value.split(',').map(str::trim).filter(|g| !g.is_empty()).map(Into::into).collect()
+                }
                 "EVENTKIT_GROUP_CONCURRENCY" => {
                     for (group, n) in pairs(&name, &value)? {
                         c.group_concurrency.insert(group.to_owned(), parse_positive(&name, n)?);
@@ -285,6 +293,12 @@ impl Config {
     /// The concurrency a group's handlers get unless they set their own.
     pub fn concurrency_of(&self, group_id: &str) -> usize {
         self.per_group(&self.group_concurrency, group_id).unwrap_or(self.concurrency)
+    }
+
+    /// Whether a group handles its records in Kafka transactions.
+    pub fn is_transactional(&self, group_id: &str) -> bool {
+        let bare = group_id.strip_prefix(self.group_prefix.as_str()).unwrap_or(group_id);
+        self.transactional_groups.contains(bare) || self.transactional_groups.contains(group_id)
     }
 
     fn per_group<T: Copy>(&self, map: &BTreeMap<String, T>, group_id: &str) -> Option<T> {

@@ -134,6 +134,41 @@ impl Publisher {
         })
     }
 
+    /// A transactional publisher for one consumer group member (`transactional.id`), its
+    /// transactions initialized (which fences an earlier producer with the same id).
+    pub(crate) fn transactional(config: &Config, transactional_id: &str) -> Result<Self> {
+        let mut config = config.clone();
+        config.kafka_producer.insert("transactional.id".into(), transactional_id.into());
+        let publisher = Publisher::with_broker(&config, None)?;
+        publisher.inner.producer.init_transactions(Duration::from_secs(30))?;
+        Ok(publisher)
+    }
+
+    /// Runs a blocking transaction call of the producer off the async workers.
+    async fn transaction_call(&self, call: impl FnOnce(&FutureProducer<crate::kafka::KitContext>) -> rdkafka::error::KafkaResult<()> + Send + 'static) -> Result<()> {
+        let producer = self.inner.producer.clone();
+        tokio::task::spawn_blocking(move || call(&producer)).await.map_err(|e| Error::Other(e.into()))?.map_err(Error::from)
+    }
+
+    pub(crate) async fn begin_transaction(&self) -> Result<()> {
+        self.transaction_call(|p| p.begin_transaction()).await
+    }
+
+    /// Adds the consumed offsets to the transaction and commits it.
+    pub(crate) async fn commit_transaction(&self, offsets: rdkafka::TopicPartitionList, group: rdkafka::consumer::ConsumerGroupMetadata) -> Result<()> {
+        let timeout = self.inner.timeout;
+        self.transaction_call(move |p| {
+            p.send_offsets_to_transaction(&offsets, &group, timeout)?;
+            p.commit_transaction(timeout)
+        })
+        .await
+    }
+
+    pub(crate) async fn abort_transaction(&self) -> Result<()> {
+        let timeout = self.inner.timeout;
+        self.transaction_call(move |p| p.abort_transaction(timeout)).await
+    }
+
     /// The CloudEvents `source` of events this publisher sends.
     pub fn source(&self) -> &str {
         &self.inner.source

@@ -62,6 +62,8 @@ pub struct GroupPlan {
     /// How many records (batches, in a batch group) it handles at the same time: the lowest
     /// concurrency its handlers ask for.
     pub concurrency: usize,
+    /// Whether its records are handled in Kafka transactions (exactly once consume → produce).
+    pub transactional: bool,
     /// How to read and route records of each topic.
     pub(crate) routes: BTreeMap<String, Arc<TopicRoute>>,
 }
@@ -239,6 +241,7 @@ impl Registry {
                 batch: None,
                 ordering: Ordering::None,
                 concurrency: usize::MAX,
+                transactional: false,
                 routes: BTreeMap::new(),
             });
             match (h.kind, h.event) {
@@ -278,6 +281,11 @@ impl Registry {
             }
             if plan.batch.is_some() {
                 plan.ordering = Ordering::Partition;
+            }
+            // One producer runs one transaction at a time.
+            plan.transactional = config.is_transactional(&plan.group_id);
+            if plan.transactional {
+                plan.concurrency = 1;
             }
             plan.routes = plan
                 .topics

@@ -71,6 +71,8 @@ pub struct GroupEntry {
     pub topics: Vec<String>,
     /// Its handlers.
     pub handlers: Vec<HandlerEntry>,
+    /// Whether it handles records in Kafka transactions (exactly once consume → produce).
+    pub transactional: bool,
 }
 
 /// One handler.
@@ -112,6 +114,7 @@ impl Topology {
             .into_iter()
             .map(|g| GroupEntry {
                 group: g.group_id.clone(),
+                transactional: g.transactional,
                 topics: g.topics.iter().cloned().collect(),
                 handlers: g
                     .all_handlers()
@@ -197,7 +200,7 @@ impl fmt::Display for Topology {
                     h.event_type.clone(),
                     h.name.clone(),
                     h.shape.clone(),
-                    h.ordering.to_string(),
+                    if g.transactional { format!("{} (transactional)", h.ordering) } else { h.ordering.to_string() },
                     h.concurrency.to_string(),
                     state,
                 ]

@@ -34,6 +34,19 @@ pub(crate) struct WorkerEnv {
     pub config: Config,
     pub retry_policy: RetryPolicy,
     pub mediator: Arc<crate::command::Mediator>,
+    /// For a transactional group: its producer and consumer.
+    pub transactions: Option<Transactions>,
+}
+
+/// What a transactional group handles its records with: each record's handler calls, the
+/// events they publish or cascade and the record's offset commit in one Kafka transaction.
+pub(crate) struct Transactions {
+    /// The member's transactional producer (handlers publish with it).
+    pub publisher: Publisher,
+    /// The group's consumer, for its group metadata (fencing by generation).
+    pub consumer: std::sync::Weak<rdkafka::consumer::StreamConsumer<super::rebalance::GroupContext>>,
+    /// One transaction at a time.
+    pub lock: tokio::sync::Mutex<()>,
 }
 
 /// How one attempt at a single record went.
@@ -103,7 +116,7 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         group: env.group.clone(),
         data,
         format,
-        publisher: env.publisher.clone(),
+        publisher: env.transactions.as_ref().map_or(&env.publisher, |t| &t.publisher).clone(),
         state: env.state.clone(),
         cascade: Default::default(),
         command: Default::default(),
@@ -154,6 +167,10 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
     }
     let event_id = ctx.metadata.id.clone();
     let ctx = Arc::new(ctx);
+    if let Some(txn) = &env.transactions {
+        let results = in_transaction(txn, record, pending, ctx).await;
+        return Attempt::Handled { event_id, results };
+    }
     let results = match pending.as_slice() {
         [] => Vec::new(),
         [only] => vec![(*only, invoke(only, ctx).await)],
@@ -165,6 +182,54 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         }
     };
     Attempt::Handled { event_id, results }
+}
+
+/// Runs a record's handlers in a Kafka transaction that also commits the record's offset: all
+/// of it is visible to `read_committed` readers, or none of it (the handlers then fail
+/// together and the record is retried).
+async fn in_transaction(
+    txn: &Transactions,
+    record: &Record,
+    pending: Vec<&'static HandlerDescriptor>,
+    ctx: Arc<Context>,
+) -> Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)> {
+    let all_failed = |pending: &[&'static HandlerDescriptor], why: &crate::error::Error| {
+        pending.iter().map(|h| (*h, Err(HandlerError::Cascade(crate::error::Error::Other(why.to_string().into()))))).collect()
+    };
+    let _one_at_a_time = txn.lock.lock().await;
+    if let Err(e) = txn.publisher.begin_transaction().await {
+        return all_failed(&pending, &e);
+    }
+    let mut results = Vec::with_capacity(pending.len());
+    for h in &pending {
+        // One context per handler: each one's cascade is its own.
+        let own = if pending.len() == 1 { ctx.clone() } else { Arc::new((*ctx).clone()) };
+        results.push((*h, invoke(h, own).await));
+    }
+    let failed = results.iter().any(|(_, r)| r.is_err());
+    let committed = if failed {
+        Err(crate::error::Error::msg("another handler of the record failed; the transaction was aborted"))
+    } else {
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        let next = rdkafka::Offset::Offset(record.offset() + 1);
+        match offsets.add_partition_offset(&record.info.topic, record.info.partition, next) {
+            Ok(()) => match txn.consumer.upgrade().and_then(|c| rdkafka::consumer::Consumer::group_metadata(&*c)) {
+                Some(group) => txn.publisher.commit_transaction(offsets, group).await,
+                None => Err(crate::error::Error::msg("the consumer is closing")),
+            },
+            Err(e) => Err(e.into()),
+        }
+    };
+    match committed {
+        Ok(()) => results,
+        Err(e) => {
+            if let Err(abort) = txn.publisher.abort_transaction().await {
+                warn!(record = %record.position(), error = %abort, "aborting the transaction failed");
+            }
+            // What succeeded was rolled back with the transaction: it runs again.
+            results.into_iter().map(|(h, r)| (h, r.and(Err(HandlerError::Cascade(crate::error::Error::Other(e.to_string().into())))))).collect()
+        }
+    }
 }
 
 async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {

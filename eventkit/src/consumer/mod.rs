@@ -108,8 +108,19 @@ impl GroupRunner {
             concurrency = plan.concurrency,
             "consumer group subscribed"
         );
+        let consumer = Arc::new(consumer);
+        let transactions = if plan.transactional {
+            // One transactional id per member; initializing it fences an earlier instance.
+            let id = format!("{}-{}", plan.group_id, uuid::Uuid::now_v7());
+            let txn = Publisher::transactional(config, &id)?;
+            info!(group = %plan.group_id, transactional_id = %id, "records are handled in Kafka transactions (exactly once consume → produce)");
+            Some(dispatch::Transactions { publisher: txn, consumer: Arc::downgrade(&consumer), lock: tokio::sync::Mutex::new(()) })
+        } else {
+            None
+        };
         let mediator = Arc::new(crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() });
         let env = WorkerEnv {
+            transactions,
             group: plan.group_id.as_str().into(),
             plan,
             registry,
@@ -119,7 +130,7 @@ impl GroupRunner {
             retry_policy: config.retry_policy(),
             config: config.clone(),
         };
-        Ok(GroupRunner { fetch: FetchLoop { consumer: Arc::new(consumer), shared, env: Arc::new(env) } })
+        Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env) } })
     }
 
     /// Runs until `shutdown` flips; then commits what settled and leaves the group.
