@@ -316,3 +316,52 @@ async fn the_inbox_skips_redelivered_events(target: Target) {
     assert_eq!(orders[0].2.as_deref(), Some(first.event_id.as_str()), "the purchase order was caused by the low-stock event");
 }
 on_both_brokers!(the_inbox_skips_redelivered_events);
+
+// ---------------------------------------------------------------------------------------------
+// `#[handler(idempotent)]` with an `InboxTx`, on PostgreSQL.
+
+#[integration_event(topic = "outbox.refunds", key = order)]
+#[derive(Debug, Clone)]
+pub struct RefundRequested {
+    pub order: String,
+    pub cents: i64,
+}
+
+#[derive(Clone, Default)]
+struct Runs(Log<String>);
+
+#[handler(group = "outbox-refunds", idempotent)]
+async fn refund(e: RefundRequested, ctx: &Context, mut tx: eventkit::outbox::InboxTx<sqlx::Postgres>, runs: &Runs) -> eventkit::Result<()> {
+    runs.0.push(ctx.event_id().to_owned());
+    sqlx::query("INSERT INTO refunds (order_id, cents) VALUES ($1, $2)")
+        .bind(&e.order)
+        .bind(e.cents)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| Error::Database(Box::new(e)))?;
+    tx.commit().await
+}
+
+async fn an_idempotent_handler_runs_once_per_event_on_postgres(target: Target) {
+    let Some(pool) = db::postgres(&target, "idem_pg").await else { return };
+    sqlx::query("CREATE TABLE refunds (order_id TEXT NOT NULL, cents BIGINT NOT NULL)").execute(&pool).await.unwrap();
+    let inbox = Inbox::new(pool.clone());
+    inbox.migrate().await.unwrap();
+    let runs = Runs::default();
+    let running = target.app().groups(["outbox-refunds"]).state(inbox).state(runs.clone()).build().unwrap().start().await.unwrap();
+    let publisher = running.publisher();
+    let first = publisher.publish(&RefundRequested { order: "o-1".into(), cents: 500 }).await.unwrap();
+    for _ in 0..3 {
+        // Redeliveries: the same event id.
+        publisher.publish_with(&RefundRequested { order: "o-1".into(), cents: 500 }, PublishOptions::default().id(first.event_id.clone())).await.unwrap();
+    }
+    // A later event of the same key: once it ran, the redeliveries before it were seen.
+    let last = publisher.publish(&RefundRequested { order: "o-1".into(), cents: 700 }).await.unwrap();
+    let done = eventually(Duration::from_secs(60), || runs.0.snapshot().contains(&last.event_id)).await;
+    running.shutdown().await.unwrap();
+    assert!(done, "[{}] runs {:?}", target.kind, runs.0.snapshot());
+    assert_eq!(runs.0.snapshot(), [first.event_id.clone(), last.event_id.clone()], "[{}] the handler ran once per event", target.kind);
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT order_id, cents FROM refunds ORDER BY cents").fetch_all(&pool).await.unwrap();
+    assert_eq!(rows, [("o-1".to_owned(), 500), ("o-1".to_owned(), 700)]);
+}
+on_both_brokers!(an_idempotent_handler_runs_once_per_event_on_postgres);

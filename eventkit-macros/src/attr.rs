@@ -21,6 +21,7 @@ pub mod kw {
     syn::custom_keyword!(max_wait);
     syn::custom_keyword!(ordering);
     syn::custom_keyword!(concurrency);
+    syn::custom_keyword!(idempotent);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -57,7 +58,7 @@ fn unexpected(input: ParseStream<'_>, lookahead: syn::parse::Lookahead1<'_>, val
 
 const EVENT_ARGS: &[&str] = &["topic", "key", "version", "type", "format", "crate"];
 const HANDLER_ARGS: &[&str] =
-    &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "crate"];
+    &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "idempotent", "crate"];
 
 /// Parses `= value` after a key.
 fn value<T: Parse>(input: ParseStream<'_>) -> syn::Result<T> {
@@ -124,6 +125,7 @@ pub struct HandlerArgs {
     pub max_wait: Option<LitStr>,
     pub ordering: Option<LitStr>,
     pub concurrency: Option<LitInt>,
+    pub idempotent: Option<Span>,
     pub krate: Option<LitStr>,
 }
 
@@ -147,6 +149,9 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::all) {
                 let k: kw::all = input.parse()?;
                 set_once(&mut args.all, "all", k.span, k.span)?;
+            } else if lookahead.peek(kw::idempotent) {
+                let k: kw::idempotent = input.parse()?;
+                set_once(&mut args.idempotent, "idempotent", k.span, k.span)?;
             } else if lookahead.peek(kw::batch) {
                 let k: kw::batch = input.parse()?;
                 set_once(&mut args.batch, "batch", k.span, k.span)?;

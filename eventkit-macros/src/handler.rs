@@ -162,7 +162,16 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
             None
         }
     };
-    let args = inputs.filter_map(|arg| extractor(arg, errors)).collect();
+    let args: Vec<Extract> = inputs.filter_map(|arg| extractor(arg, errors)).collect();
+    if let Some(span) = attrs.idempotent {
+        let takes_inbox = args.iter().any(|a| matches!(a, Extract::Value(ty) if last_segment(ty).is_some_and(|s| s == "InboxTx")));
+        if !takes_inbox {
+            errors.push(syn::Error::new(
+                span,
+                "an `idempotent` handler takes an `InboxTx<Sqlite>` (or `InboxTx<Postgres>`) argument: the transaction that records the event as handled; do the handler's writes in it and commit it",
+            ));
+        }
+    }
     let event = event?;
     if let Some((span, topics)) = &attrs.topics {
         if batch {
@@ -346,12 +355,16 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
             let #ident = #k::__private::#extract_ref::<#ty>(&__ctx).map_err(#k::__private::extract_failed)?;
         },
         Extract::Value(ty) => quote_spanned! {ty.span()=>
-            let #ident = <#ty as #k::FromContext>::from_context(#base).map_err(#k::__private::extract_failed)?;
+            let #ident = match <#ty as #k::Extractor>::extract(#base).await.map_err(#k::__private::extract_failed)? {
+                #k::Extracted::Value(__value) => __value,
+                // The argument says the handler is not to run (the inbox saw the event).
+                #k::Extracted::Skip => return ::core::result::Result::Ok(#k::Cascade::new()),
+            };
         },
     });
     let requires = args.iter().map(|arg| match arg {
         Extract::Ref(ty) => quote_spanned! {ty.span()=> #k::__private::#require_ref::<#ty>(__requirements); },
-        Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as #k::FromContext>::requirements(__requirements); },
+        Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as #k::Extractor>::requirements(__requirements); },
     });
     let handler_event = quote_spanned!(event.span()=> <#event as #k::HandlerEvent>);
     let (ctx_type, decode, event_info, kind, checks) = match shape {

@@ -38,6 +38,42 @@ pub trait FromContext: Sized + Send {
     fn requirements(_requirements: &mut Requirements) {}
 }
 
+/// A handler argument as the handler sees it: built (asynchronously) from the message's
+/// [`Context`], or a decision that the handler is not to run. Every [`FromContext`] type is one;
+/// [`crate::outbox::InboxTx`] is the other kind.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a handler argument",
+    label = "not an extractor",
+    note = "handler arguments after the event are `&Context`, `&T` or `State<T>` for app state, `Publisher`, `Metadata`, `InboxTx<..>`, or a type implementing `eventkit::FromContext`"
+)]
+pub trait Extractor: Sized + Send {
+    /// Builds the argument, or says to skip the handler.
+    fn extract(ctx: &Context) -> impl std::future::Future<Output = Result<Extracted<Self>>> + Send;
+
+    /// Declares what the extractor needs from the app, checked at startup.
+    fn requirements(_requirements: &mut Requirements) {}
+}
+
+/// What an [`Extractor`] gives.
+#[derive(Debug)]
+pub enum Extracted<T> {
+    /// The argument.
+    Value(T),
+    /// The handler is not to run; the record counts as handled by it.
+    Skip,
+}
+
+impl<T: FromContext> Extractor for T {
+    #[allow(clippy::manual_async_fn)]
+    fn extract(ctx: &Context) -> impl std::future::Future<Output = Result<Extracted<Self>>> + Send {
+        let value = T::from_context(ctx).map(Extracted::Value);
+        async move { value }
+    }
+    fn requirements(requirements: &mut Requirements) {
+        T::requirements(requirements);
+    }
+}
+
 /// App state of type `T`, registered with [`crate::AppBuilder::state`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct State<T>(pub T);

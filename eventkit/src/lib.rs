@@ -62,7 +62,7 @@ pub use envelope::Metadata;
 pub use error::{BoxError, Error, Result};
 pub use event::{EventInfo, IntegrationEvent};
 pub use eventkit_macros::{command, handler, integration_event, maps_to};
-pub use extract::{FromContext, State};
+pub use extract::{Extracted, Extractor, FromContext, State};
 pub use ordering::Ordering;
 pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerEvent, HandlerFn, HandlerKind, HandlerOutput};
 pub use publisher::{PublishOptions, Published, Publisher};

@@ -158,6 +158,53 @@ impl<DB: sqlx::Database> Clone for Inbox<DB> {
     }
 }
 
+/// A handler argument that makes the handler idempotent: the transaction [`Inbox::begin`]
+/// started, which records the event as handled by the handler's group. The handler does its
+/// writes (and its outbox cascade) in it and commits it with [`InboxTx::commit`]; when the
+/// group handled the event before, the handler does not run at all. Needs the [`Inbox`] in app
+/// state (`App::builder().state(Inbox::new(pool))`).
+///
+/// ```text
+/// #[handler(group = "purchasing", idempotent)]
+/// async fn create_order(e: LowStockDetected, ctx: &Context, mut tx: InboxTx<Sqlite>, outbox: &Outbox<Sqlite>) -> eventkit::Result<()> {
+///     sqlx::query("INSERT INTO purchase_orders ...").execute(&mut **tx).await?;
+///     outbox.cascade(&mut tx, ctx, PurchaseOrderPlaced { .. }).await?;
+///     tx.commit().await
+/// }
+/// ```
+pub struct InboxTx<DB: sqlx::Database>(sqlx::Transaction<'static, DB>);
+
+impl<DB: sqlx::Database> std::fmt::Debug for InboxTx<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboxTx")
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for InboxTx<DB> {
+    type Target = sqlx::Transaction<'static, DB>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for InboxTx<DB> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl<DB: sqlx::Database> InboxTx<DB> {
+    /// Commits the handler's writes with the inbox record.
+    pub async fn commit(self) -> Result<()> {
+        self.0.commit().await.map_err(db_error)
+    }
+
+    /// The transaction itself.
+    pub fn into_inner(self) -> sqlx::Transaction<'static, DB> {
+        self.0
+    }
+}
+
 /// A running relay; [`Relay::stop`] ends it after its current round.
 #[derive(Debug)]
 pub struct Relay {
@@ -473,6 +520,19 @@ macro_rules! backend {
                         outbox.release().await;
                     });
                     Relay { stop, task }
+                }
+            }
+
+            impl crate::Extractor for InboxTx<$db> {
+                async fn extract(ctx: &crate::Context) -> Result<crate::Extracted<Self>> {
+                    let inbox = ctx.state::<Inbox<$db>>().ok_or_else(|| Error::MissingState(std::any::type_name::<Inbox<$db>>().to_owned()))?;
+                    Ok(match inbox.begin(ctx).await? {
+                        Some(tx) => crate::Extracted::Value(InboxTx(tx)),
+                        None => crate::Extracted::Skip,
+                    })
+                }
+                fn requirements(requirements: &mut crate::Requirements) {
+                    requirements.state::<Inbox<$db>>();
                 }
             }
 
