@@ -87,18 +87,58 @@ fn ce_attribute(key: &str) -> Option<&str> {
     prefix.eq_ignore_ascii_case(headers::CE_PREFIX).then(|| &key[headers::CE_PREFIX.len()..])
 }
 
-/// Attributes already read, to reject duplicates (a record has few attributes: a small list).
+/// Attributes already read, to reject duplicates: a bit per known attribute, a small list for
+/// the others (this runs for every record consumed; the common case allocates nothing).
 #[derive(Default)]
-struct Seen(Vec<String>);
+struct Seen {
+    known: u32,
+    others: Vec<String>,
+}
+
+const KNOWN_ATTRIBUTES: [&str; 13] = [
+    "content-type",
+    "type",
+    "id",
+    "source",
+    "specversion",
+    "time",
+    "subject",
+    "dataschema",
+    "correlationid",
+    "causationid",
+    "tenantid",
+    "schemaversion",
+    "datacontenttype",
+];
 
 impl Seen {
     fn once(&mut self, name: &str) -> Result<()> {
-        if self.0.iter().any(|n| n == name) {
+        let twice = match KNOWN_ATTRIBUTES.iter().position(|k| *k == name) {
+            Some(bit) => {
+                let was = self.known & 1 << bit != 0;
+                self.known |= 1 << bit;
+                was
+            }
+            None if self.others.iter().any(|n| n == name) => true,
+            None => {
+                self.others.push(name.to_owned());
+                false
+            }
+        };
+        if twice {
             let shown = if name == "content-type" { name.to_owned() } else { format!("ce_{name}") };
             return Err(Error::Envelope(format!("header `{}` is given twice", crate::wire::quote_str(&shown))));
         }
-        self.0.push(name.to_owned());
         Ok(())
+    }
+}
+
+/// `name` in ASCII lower case, borrowed when it already is (the usual case).
+fn ascii_lower(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -260,8 +300,8 @@ impl Metadata {
                 }
                 continue;
             };
-            let lower = name.to_ascii_lowercase();
-            if matches!(lower.as_str(), "datacontenttype" | "data" | "data_base64") {
+            let lower = ascii_lower(name);
+            if matches!(&*lower, "datacontenttype" | "data" | "data_base64") {
                 m.other_headers.push((format!("x-{}", header.key), header.value.unwrap_or_default().to_vec()));
                 continue;
             }
@@ -276,7 +316,7 @@ impl Metadata {
                 slot.clear();
                 slot.push_str(text);
             };
-            match lower.as_str() {
+            match &*lower {
                 "type" => {
                     set(&mut m.event_type);
                     has_type = true;

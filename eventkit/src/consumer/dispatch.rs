@@ -78,9 +78,13 @@ pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) -> Completion {
             let attempt = attempt_one(&env, &record).await;
             settle::one(&env, lane, record, attempt).await
         }
+        // Batches: boxed, so that single records do not carry their state.
         Items::Batch(records) => {
-            let attempt = attempt_batch(&env, records).await;
-            settle::batch(&env, lane, attempt).await
+            Box::pin(async {
+                let attempt = attempt_batch(&env, records).await;
+                settle::batch(&env, lane, attempt).await
+            })
+            .await
         }
     }
 }
@@ -168,7 +172,7 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
     let event_id = ctx.metadata.id.clone();
     let ctx = Arc::new(ctx);
     if let Some(txn) = &env.transactions {
-        let results = in_transaction(txn, record, pending, ctx).await;
+        let results = Box::pin(in_transaction(txn, record, pending, ctx)).await;
         return Attempt::Handled { event_id, results };
     }
     let results = match pending.as_slice() {
@@ -177,7 +181,7 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         _ => {
             // Each handler cascades through a context of its own: what one of them adds is
             // published when that one succeeded.
-            let outcomes = futures::future::join_all(pending.iter().map(|h| invoke(h, Arc::new((*ctx).clone())))).await;
+            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(h, Arc::new((*ctx).clone()))))).await;
             pending.into_iter().zip(outcomes).collect()
         }
     };
@@ -278,7 +282,10 @@ async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Resul
         Ok(Ok(returned)) => {
             let mut cascade = ctx.take_cascade();
             cascade.append(returned);
-            publish_cascade(&ctx, cascade).await
+            if cascade.is_empty() {
+                return Ok(());
+            }
+            Box::pin(publish_cascade(&ctx, cascade)).await
         }
         Ok(Err(e)) => Err(e),
         Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),

@@ -49,6 +49,7 @@ impl FetchLoop {
             let timer = tokio::time::sleep_until(far());
             tokio::pin!(timer);
             let mut timer_at: Option<Instant> = None;
+            let mut burst: Vec<rdkafka::message::BorrowedMessage<'_>> = Vec::with_capacity(BURST);
             loop {
                 let (next, take) = self.turn();
                 if next != timer_at {
@@ -68,11 +69,20 @@ impl FetchLoop {
                     }
                     // While the buffer is full, records stay in librdkafka's queue.
                     message = stream.next(), if take => {
-                        self.take(message);
+                        self.take(message, &mut burst);
                         for _ in 1..BURST {
                             match stream.next().now_or_never() {
-                                Some(message) => self.take(message),
+                                Some(message) => self.take(message, &mut burst),
                                 None => break,
+                            }
+                        }
+                        // One lock and one clock reading for the burst (not taken while
+                        // polling: rebalance callbacks run inside the poll and lock the engine).
+                        if !burst.is_empty() {
+                            let now = Instant::now();
+                            let mut engine = self.shared.engine();
+                            for m in burst.drain(..) {
+                                engine.accept(&m, now);
                             }
                         }
                     }
@@ -132,11 +142,10 @@ impl FetchLoop {
         (engine.next_deadline(), !engine.throttled())
     }
 
-    fn take(&self, message: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>) {
+    /// Keeps a fetched record for the burst; reports fetch errors.
+    fn take<'a>(&self, message: Option<Result<rdkafka::message::BorrowedMessage<'a>, KafkaError>>, burst: &mut Vec<rdkafka::message::BorrowedMessage<'a>>) {
         match message {
-            Some(Ok(m)) => {
-                self.shared.engine().accept(&m, Instant::now());
-            }
+            Some(Ok(m)) => burst.push(m),
             Some(Err(e)) if crate::kafka::outage::is_connection_error(&e) => crate::kafka::outage::client_error(&e, ""),
             Some(Err(e)) if crate::kafka::outage::due(&format!("fetch {} {e}", self.env.group)) => {
                 warn!(group = %self.env.group, error = %e, "fetch error (told once a minute while it lasts)");

@@ -49,8 +49,17 @@ pub(crate) async fn one(env: &WorkerEnv, lane: LaneId, mut record: Record, attem
     };
     let outcome = match attempt {
         Attempt::Skip => Ok(()),
-        Attempt::Reject { kind, error } => reject(env, &mut record, kind, error).await,
-        Attempt::Handled { event_id, results } => handled(env, &mut record, &event_id, results).await,
+        Attempt::Reject { kind, error } => Box::pin(reject(env, &mut record, kind, error)).await,
+        // Every handler succeeded (the usual case): nothing to await.
+        Attempt::Handled { event_id, results } if results.iter().all(|(_, r)| r.is_ok()) => {
+            if crate::testing::active() {
+                for (h, _) in &results {
+                    crate::testing::on_handled(&env.group, h.name, &event_id, None);
+                }
+            }
+            Ok(())
+        }
+        Attempt::Handled { event_id, results } => Box::pin(handled(env, &mut record, &event_id, results)).await,
     };
     if let (Ok(()), Some(event_id)) = (&outcome, &tracked) {
         crate::testing::on_settled(&env.group, event_id);
@@ -274,7 +283,13 @@ async fn failed(env: &WorkerEnv, record: &mut Record, handler: &HandlerDescripto
 /// is dead-lettered without its value and original headers: the entry keeps the failure
 /// headers, the original's topic, partition and offset, and says what was left out
 /// (`eventkit-dlq-omitted`). So nothing blocks, and the original can still be found.
-pub(crate) async fn dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str, error: String, handler: &str, attempts: u32) -> bool {
+/// Dead-letters a record (the cold path: boxed, so that the future of every record's handling
+/// does not carry the dead letter write's state).
+pub(crate) fn dead_letter<'a>(env: &'a WorkerEnv, record: &'a Record, kind: &'static str, error: String, handler: &'a str, attempts: u32) -> futures::future::BoxFuture<'a, bool> {
+    Box::pin(write_dead_letter(env, record, kind, error, handler, attempts))
+}
+
+async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str, error: String, handler: &str, attempts: u32) -> bool {
     let now = Utc::now();
     let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure: record.first_failure.unwrap_or(now), last_failure: now };
     if !env.config.dlq {
