@@ -163,8 +163,23 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
         }
     };
     let args: Vec<Extract> = inputs.filter_map(|arg| extractor(arg, errors)).collect();
+    let takes_inbox = args.iter().any(|a| matches!(a, Extract::Value(ty) if last_segment(ty).is_some_and(|s| s == "InboxTx")));
+    if takes_inbox && batch {
+        errors.push(syn::Error::new(
+            sig.ident.span(),
+            "a batch handler cannot take an `InboxTx`: the inbox records one event per transaction (take the events one at a time, or record them with `Inbox::begin` per event)",
+        ));
+    }
+    if let (Some(span), Some(ty)) = (attrs.idempotent, returns_events(&sig.output)) {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "an `idempotent` handler returns `()` or `Result<(), E>`, not `{}`: events it returned would go out after its transaction commits, and be lost if that failed; stage them in the transaction with `outbox.cascade(&mut tx, ctx, events)`",
+                quote::ToTokens::to_token_stream(ty).to_string().replace(' ', "")
+            ),
+        ));
+    }
     if let Some(span) = attrs.idempotent {
-        let takes_inbox = args.iter().any(|a| matches!(a, Extract::Value(ty) if last_segment(ty).is_some_and(|s| s == "InboxTx")));
         if !takes_inbox {
             errors.push(syn::Error::new(
                 span,
@@ -257,6 +272,26 @@ fn last_segment(ty: &Type) -> Option<String> {
 
 fn is_path(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
+}
+
+/// The success type of a return type that carries events (not `()` and not `Result<(), E>`).
+fn returns_events(output: &syn::ReturnType) -> Option<&Type> {
+    let syn::ReturnType::Type(_, ty) = output else { return None };
+    let unit = |t: &Type| matches!(t, Type::Tuple(t) if t.elems.is_empty());
+    if unit(ty) {
+        return None;
+    }
+    if let Type::Path(p) = &**ty {
+        let last = p.path.segments.last()?;
+        if last.ident == "Result" {
+            if let syn::PathArguments::AngleBracketed(a) = &last.arguments {
+                if let Some(syn::GenericArgument::Type(ok)) = a.args.first() {
+                    return (!unit(ok)).then_some(&**ty);
+                }
+            }
+        }
+    }
+    Some(ty)
 }
 
 /// `Vec<T>` -> `T`.

@@ -23,8 +23,6 @@
 
 use std::any::Any;
 
-use futures::future::BoxFuture;
-
 use crate::error::Result;
 use crate::event::{EventInfo, IntegrationEvent};
 use crate::publisher::{PublishOptions, Published, Publisher};
@@ -77,7 +75,8 @@ inventory::collect!(MappingDescriptor);
 /// Integration events to publish together, in order.
 #[derive(Default)]
 pub struct Cascade {
-    events: Vec<Box<dyn Pending>>,
+    /// Events, each with the options it was given (a command's follow-ups), if any.
+    events: Vec<(Box<dyn Pending>, Option<PublishOptions>)>,
     /// A command handler's value, on its way back to the sender.
     pub(crate) reply: Option<Box<dyn Any + Send>>,
 }
@@ -107,7 +106,7 @@ impl Cascade {
 
     /// Adds one integration event (also for types that implement [`IntegrationEvent`] by hand).
     pub fn push_event<E: IntegrationEvent>(&mut self, event: E) {
-        self.events.push(Box::new(event));
+        self.events.push((Box::new(event), None));
     }
 
     /// Adds every event of `other`, after those already here.
@@ -127,12 +126,12 @@ impl Cascade {
 
     /// The CloudEvents types of its events, in order.
     pub fn event_types(&self) -> Vec<&'static str> {
-        self.events.iter().map(|e| e.info().event_type).collect()
+        self.events.iter().map(|(e, _)| e.info().event_type).collect()
     }
 
     /// The events of type `E`, in order.
     pub fn events_of<E: IntegrationEvent>(&self) -> Vec<&E> {
-        self.events.iter().filter_map(|e| e.as_any().downcast_ref::<E>()).collect()
+        self.events.iter().filter_map(|(e, _)| e.as_any().downcast_ref::<E>()).collect()
     }
 
     /// Encodes every event for the wire (topic and record), in order.
@@ -140,8 +139,8 @@ impl Cascade {
     pub(crate) fn encode(&self, publisher: &Publisher, options: &PublishOptions) -> Result<Vec<(String, crate::publisher::Outgoing)>> {
         self.events
             .iter()
-            .map(|e| {
-                let mut options = options.clone();
+            .map(|(e, own)| {
+                let mut options = own.clone().unwrap_or_else(|| options.clone());
                 options.id = None;
                 e.encode(publisher, options)
             })
@@ -150,13 +149,36 @@ impl Cascade {
 
     /// Publishes every event with `options` (ids are generated per event), pipelined, and
     /// waits for every acknowledgement.
+    ///
+    /// The records are handed to the producer one after the other, in order (it keeps that
+    /// order per partition), and the acks are awaited after.
     pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
-        let sends = self.events.iter().map(|e| {
-            let mut options = options.clone();
+        let mut sent = Vec::with_capacity(self.events.len());
+        for (event, own) in &self.events {
+            let mut options = own.clone().unwrap_or_else(|| options.clone());
             options.id = None;
-            e.publish(publisher, options)
-        });
-        futures::future::try_join_all(sends).await
+            let correlation = options.correlation_id.clone();
+            let (topic, out) = event.encode(publisher, options)?;
+            if crate::testing::active() {
+                crate::testing::on_published(&out.id, correlation.as_deref().or(Some(&out.id)), event.info().event_type, &topic, &out.value);
+            }
+            let id = out.id.clone();
+            let delivery = publisher.enqueue_encoded(&topic, out).await?;
+            sent.push((id, topic, delivery));
+        }
+        let mut published = Vec::with_capacity(sent.len());
+        for (event_id, topic, delivery) in sent {
+            let (partition, offset) = crate::publisher::acked(&topic, delivery).await?;
+            published.push(Published { event_id, topic, partition, offset });
+        }
+        Ok(published)
+    }
+
+    /// The same events, each to be published with `options` (unless it has its own): a
+    /// command's events, handed to the handler that sent it.
+    pub(crate) fn into_follow_ups(self, options: PublishOptions) -> Cascade {
+        let events = self.events.into_iter().map(|(e, own)| (e, Some(own.unwrap_or_else(|| options.clone())))).collect();
+        Cascade { events, reply: self.reply }
     }
 }
 
@@ -164,7 +186,6 @@ impl Cascade {
 trait Pending: Send + Sync {
     fn info(&self) -> &'static EventInfo;
     fn as_any(&self) -> &dyn Any;
-    fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>>;
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)>;
 }
@@ -175,9 +196,6 @@ impl<E: IntegrationEvent> Pending for E {
     }
     fn as_any(&self) -> &dyn Any {
         self
-    }
-    fn publish<'a>(&'a self, publisher: &'a Publisher, options: PublishOptions) -> BoxFuture<'a, Result<Published>> {
-        Box::pin(publisher.publish_with(self, options))
     }
     fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)> {
         publisher.encode_record(self, options)

@@ -147,11 +147,13 @@ impl Mediator {
             group: "".into(),
             data: Default::default(),
             format: WireFormat::Binary,
-            publisher: self.publisher.clone(),
+            // Sent from a handler: its publisher (a transactional group's producer, say).
+            publisher: parent.map_or_else(|| self.publisher.clone(), |p| p.publisher.clone()),
             state: self.state.clone(),
             cascade: Default::default(),
             command: Mutex::new(Some(Box::new(command))),
             mediator: Some(Arc::new(self.clone())),
+            handler: Some(handler.name),
         });
         let failed = |source: HandlerError| Error::Command { command: info.rust_name, handler: handler.name, source: Box::new(source) };
         let mut returned = match AssertUnwindSafe(call(ctx.clone())).catch_unwind().await {
@@ -163,7 +165,17 @@ impl Mediator {
         let mut cascade = ctx.take_cascade();
         cascade.append(returned);
         if !cascade.is_empty() {
-            cascade.publish(&self.publisher, ctx.follow_up()).await.map_err(|e| failed(HandlerError::Cascade(e)))?;
+            match parent {
+                // Sent from a handler: the command's events go out with the handler's cascade,
+                // once the handler succeeded (and never if it fails). They follow the command.
+                Some(parent) => {
+                    let records = cascade.into_follow_ups(ctx.follow_up());
+                    parent.cascade(records);
+                }
+                None => {
+                    cascade.publish(&self.publisher, ctx.follow_up()).await.map_err(|e| failed(HandlerError::Cascade(e)))?;
+                }
+            }
         }
         let reply = reply.and_then(|r| r.downcast::<C::Output>().ok()).ok_or_else(|| failed(HandlerError::Failed("the handler returned no value".into())))?;
         Ok(*reply)

@@ -44,6 +44,8 @@ pub struct Context {
     pub(crate) command: Mutex<Option<Box<dyn Any + Send>>>,
     /// Runs commands sent with [`Context::send`].
     pub(crate) mediator: Option<Arc<Mediator>>,
+    /// The handler this context was made for.
+    pub(crate) handler: Option<&'static str>,
 }
 
 impl std::fmt::Debug for Context {
@@ -66,6 +68,7 @@ impl Clone for Context {
             cascade: Mutex::default(),
             command: Mutex::default(),
             mediator: self.mediator.clone(),
+            handler: self.handler,
         }
     }
 }
@@ -90,6 +93,10 @@ impl Context {
     /// Topic, partition, offset, key and timestamp of the record.
     pub fn record(&self) -> &RecordInfo {
         &self.record
+    }
+    /// The name of the handler running (`None` outside a handler call).
+    pub fn handler_name(&self) -> Option<&'static str> {
+        self.handler
     }
     /// The consumer group handling the message.
     pub fn group(&self) -> &str {

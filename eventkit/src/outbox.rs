@@ -14,7 +14,7 @@
 //! rows are deleted after the retention period.
 //!
 //! **Inbox.** [`Inbox::begin`] starts a transaction that records the handled event id (per
-//! consumer group); the handler does its own writes in it and commits. A redelivered record
+//! consumer group and handler); the handler does its own writes in it and commits. A redelivered record
 //! (after a crash or a rebalance) finds its id and is skipped: an exactly-once effect for
 //! handlers whose effects are in the database.
 //!
@@ -44,7 +44,8 @@ pub struct OutboxSettings {
     /// How long sent rows are kept (default 7 days).
     pub retention: Duration,
     /// How long a relay's lease lasts without renewal before another relay may take over
-    /// (default 30 s).
+    /// (default 2 min). Keep it well above the publish timeout: a round can take that long,
+    /// and relays compare it with their own clocks.
     pub lease: Duration,
 }
 
@@ -54,7 +55,7 @@ impl Default for OutboxSettings {
             batch: 200,
             poll_interval: Duration::from_millis(100),
             retention: Duration::from_secs(7 * 86_400),
-            lease: Duration::from_secs(30),
+            lease: Duration::from_secs(120),
         }
     }
 }
@@ -205,7 +206,8 @@ impl<DB: sqlx::Database> InboxTx<DB> {
     }
 }
 
-/// A running relay; [`Relay::stop`] ends it after its current round.
+/// A running relay; [`Relay::stop`] ends it after its current round (dropping the handle
+/// leaves it running until the runtime ends).
 #[derive(Debug)]
 pub struct Relay {
     stop: watch::Sender<bool>,
@@ -257,7 +259,7 @@ fn permanent(error: &Error) -> bool {
     match error {
         Error::Publish { source: KafkaError::MessageProduction(code), .. } => matches!(
             code,
-            MessageSizeTooLarge | InvalidMessageSize | InvalidTopic | TopicAuthorizationFailed | UnknownTopic | InvalidRecord
+            MessageSizeTooLarge | MessageBatchTooLarge | InvalidMessageSize | InvalidTopic | TopicAuthorizationFailed | UnknownTopic | InvalidRecord
         ),
         _ => false,
     }
@@ -274,12 +276,15 @@ mod sql {
     pub const LEASE_DROP: &str = "UPDATE eventkit_outbox_lease SET until_ms = 0 WHERE id = 1 AND owner = $1";
     pub const PENDING_ROWS: &str =
         "SELECT id, event_id, topic, record_key, headers, value FROM eventkit_outbox WHERE sent_ms IS NULL AND parked = 0 ORDER BY id LIMIT $1";
-    pub const MARK_SENT: &str = "UPDATE eventkit_outbox SET sent_ms = $1 WHERE id = $2";
+    /// Only while this relay holds the lease.
+    pub const MARK_SENT: &str =
+        "UPDATE eventkit_outbox SET sent_ms = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM eventkit_outbox_lease WHERE id = 1 AND owner = $3)";
     pub const PARK: &str = "UPDATE eventkit_outbox SET parked = 1, error = $1 WHERE id = $2";
     pub const CLEAN: &str = "DELETE FROM eventkit_outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1";
     pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM eventkit_outbox WHERE sent_ms IS NULL AND parked = 0";
     pub const PARKED: &str = "SELECT id, event_id, topic, error FROM eventkit_outbox WHERE parked = 1 ORDER BY id";
-    pub const INBOX_INSERT: &str = "INSERT INTO eventkit_inbox (group_id, event_id, handled_ms) VALUES ($1, $2, $3) ON CONFLICT (group_id, event_id) DO NOTHING";
+    pub const INBOX_INSERT: &str =
+        "INSERT INTO eventkit_inbox (group_id, handler, event_id, handled_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, handler, event_id) DO NOTHING";
     pub const INBOX_HAS: &str = "SELECT COUNT(*) FROM eventkit_inbox WHERE group_id = $1 AND event_id = $2";
     pub const INBOX_CLEAN: &str = "DELETE FROM eventkit_inbox WHERE handled_ms < $1";
 }
@@ -442,18 +447,32 @@ macro_rules! backend {
                         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
                         .collect::<std::result::Result<_, sqlx::Error>>()
                         .map_err(db_error)?;
-                    // Handed to the producer in order (it keeps the order per partition), then
-                    // the acks are awaited.
-                    let publisher = &publisher;
-                    let sends = rows.iter().map(|(_, _, topic, key, headers, value)| async move {
-                        let headers = load_headers(headers)?;
-                        publisher.send_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await
-                    });
-                    let results = futures::future::join_all(sends).await;
+                    // Handed to the producer one after the other, in staging order (it keeps
+                    // that order per partition); then the acks are awaited.
+                    let mut deliveries = Vec::with_capacity(rows.len());
+                    for (_, _, topic, key, headers, value) in &rows {
+                        let enqueued = match load_headers(headers) {
+                            Ok(headers) => publisher.enqueue_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await,
+                            Err(e) => Err(e),
+                        };
+                        deliveries.push(enqueued);
+                    }
+                    let mut results = Vec::with_capacity(rows.len());
+                    for ((_, _, topic, ..), enqueued) in rows.iter().zip(deliveries) {
+                        results.push(match enqueued {
+                            Ok(delivery) => crate::publisher::acked(topic, delivery).await,
+                            Err(e) => Err(e),
+                        });
+                    }
                     for ((id, event_id, topic, ..), result) in rows.iter().zip(results) {
                         match result {
                             Ok(_) => {
-                                sqlx::query(&q(sql::MARK_SENT)).bind(now_ms()).bind(id).execute(&self.pool).await.map_err(db_error)?;
+                                let marked = sqlx::query(&q(sql::MARK_SENT)).bind(now_ms()).bind(id).bind(&self.owner).execute(&self.pool).await.map_err(db_error)?;
+                                if marked.rows_affected() == 0 {
+                                    warn!(row = id, "outbox relay lost its lease during a round; its successor publishes the remaining rows again (same event ids)");
+                                    report.retry_later = true;
+                                    break;
+                                }
                                 report.published += 1;
                             }
                             Err(e) if permanent(&e) => {
@@ -479,7 +498,10 @@ macro_rules! backend {
                 pub fn spawn_relay(&self) -> Relay {
                     let outbox = self.clone();
                     let (stop, mut stopped) = watch::channel(false);
+                    // The task holds a sender too: dropping the `Relay` handle does not stop it.
+                    let keep = stop.clone();
                     let task = tokio::spawn(async move {
+                        let _keep = keep;
                         let mut backoff = outbox.settings.poll_interval;
                         let mut last_clean = tokio::time::Instant::now();
                         loop {
@@ -541,14 +563,15 @@ macro_rules! backend {
                 pub async fn migrate(&self) -> Result<()> {
                     exec(&self.pool, "CREATE TABLE IF NOT EXISTS eventkit_inbox (
                         group_id TEXT NOT NULL,
+                        handler TEXT NOT NULL,
                         event_id TEXT NOT NULL,
                         handled_ms BIGINT NOT NULL,
-                        PRIMARY KEY (group_id, event_id)
+                        PRIMARY KEY (group_id, handler, event_id)
                     )").await
                 }
 
                 /// Starts the handler's transaction and records the event as handled by the
-                /// handler's group in it. `None`: the group handled this event before (a
+                /// handler (of its group) in it. `None`: the group handled this event before (a
                 /// redelivery); skip it. Commit the transaction with the handler's writes;
                 /// if the handler fails, the transaction rolls back and the record is handled
                 /// again.
@@ -556,6 +579,7 @@ macro_rules! backend {
                     let mut tx = self.pool.begin().await.map_err(db_error)?;
                     let done = sqlx::query(&q(sql::INBOX_INSERT))
                         .bind(ctx.group())
+                        .bind(ctx.handler_name().unwrap_or_default())
                         .bind(ctx.event_id())
                         .bind(now_ms())
                         .execute(&mut *tx)

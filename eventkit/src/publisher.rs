@@ -154,14 +154,16 @@ impl Publisher {
         self.transaction_call(|p| p.begin_transaction()).await
     }
 
-    /// Adds the consumed offsets to the transaction and commits it.
-    pub(crate) async fn commit_transaction(&self, offsets: rdkafka::TopicPartitionList, group: rdkafka::consumer::ConsumerGroupMetadata) -> Result<()> {
+    /// Adds the consumed offsets to the open transaction.
+    pub(crate) async fn send_offsets(&self, offsets: rdkafka::TopicPartitionList, group: Arc<rdkafka::consumer::ConsumerGroupMetadata>) -> Result<()> {
         let timeout = self.inner.timeout;
-        self.transaction_call(move |p| {
-            p.send_offsets_to_transaction(&offsets, &group, timeout)?;
-            p.commit_transaction(timeout)
-        })
-        .await
+        self.transaction_call(move |p| p.send_offsets_to_transaction(&offsets, &group, timeout)).await
+    }
+
+    /// Commits the open transaction.
+    pub(crate) async fn commit_transaction(&self) -> Result<()> {
+        let timeout = self.inner.timeout;
+        self.transaction_call(move |p| p.commit_transaction(timeout)).await
     }
 
     pub(crate) async fn abort_transaction(&self) -> Result<()> {
@@ -185,12 +187,12 @@ impl Publisher {
         // The correlation a test session follows (a root event's is its own id).
         let options_correlation = crate::testing::active().then(|| options.correlation_id.clone().or_else(|| options.id.clone())).flatten();
         let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
-        let tracked = crate::testing::active().then(|| options_correlation.clone()).flatten();
+        // Told before the record goes out: a fast consumer may settle it before the ack.
+        if options_correlation.is_some() {
+            crate::testing::on_published(&out.id, options_correlation.as_deref(), E::INFO.event_type, &topic, &out.value);
+        }
         let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
         let d = delivered(&topic, delivery).await?;
-        if tracked.is_some() {
-            crate::testing::on_published(&out.id, tracked.as_deref(), E::INFO.event_type, &topic, &out.value);
-        }
         Ok(Published { event_id: out.id, topic, partition: d.partition, offset: d.offset })
     }
 
@@ -231,19 +233,31 @@ impl Publisher {
         Ok(Published { event_id: metadata.id.clone(), topic: topic.to_owned(), partition: d.partition, offset: d.offset })
     }
 
+    /// Hands an encoded event to the producer (waiting only while its queue is full).
+    pub(crate) async fn enqueue_encoded(&self, topic: &str, out: Outgoing) -> Result<DeliveryFuture> {
+        self.enqueue(topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await
+    }
+
     /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
     pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<(i32, i64)> {
-        // A test session sees events the outbox relay publishes (binary format).
-        let tracked = crate::testing::active().then(|| {
+        let delivery = self.enqueue_headers(topic, key, partition, value, headers).await?;
+        acked(topic, delivery).await
+    }
+
+    /// Hands a record to the producer as it is (waiting only while its queue is full); the
+    /// delivery future gives the ack.
+    pub(crate) async fn enqueue_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<DeliveryFuture> {
+        // A test session sees events the outbox relay publishes (binary format); not dead
+        // letter copies.
+        if crate::testing::active() {
             let get = |name: &str| headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned());
-            (get("ce_id"), get("ce_correlationid"), get("ce_type"))
-        });
-        let delivery = self.enqueue(topic, key, partition, value, headers).await?;
-        let d = delivered(topic, delivery).await?;
-        if let Some((Some(id), correlation, Some(event_type))) = tracked {
-            crate::testing::on_published(&id, correlation.as_deref(), &event_type, topic, value.unwrap_or_default());
+            if get(crate::dlq::headers::TOPIC).is_none() {
+                if let (Some(id), correlation, Some(event_type)) = (get("ce_id"), get("ce_correlationid"), get("ce_type")) {
+                    crate::testing::on_published(&id, correlation.as_deref(), &event_type, topic, value.unwrap_or_default());
+                }
+            }
         }
-        Ok((d.partition, d.offset))
+        self.enqueue(topic, key, partition, value, headers).await
     }
 
     /// Waits until every queued message was delivered (or `timeout` passed).
@@ -338,6 +352,11 @@ pub(crate) struct Outgoing {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: OwnedHeaders,
+}
+
+/// Waits for the broker's acknowledgement of one record: its partition and offset.
+pub(crate) async fn acked(topic: &str, delivery: DeliveryFuture) -> Result<(i32, i64)> {
+    delivered(topic, delivery).await.map(|d| (d.partition, d.offset))
 }
 
 /// Waits for the broker's acknowledgement of one record.

@@ -283,9 +283,12 @@ impl Registry {
                 plan.ordering = Ordering::Partition;
             }
             // One producer runs one transaction at a time.
+            // A transaction commits its record's offset + 1: with one record at a time per
+            // partition (and one transaction at a time), that is the partition's watermark.
             plan.transactional = config.is_transactional(&plan.group_id);
             if plan.transactional {
                 plan.concurrency = 1;
+                plan.ordering = Ordering::Partition;
             }
             plan.routes = plan
                 .topics
@@ -349,6 +352,12 @@ impl Registry {
                         h.name, plan.group_id
                     ));
                 }
+            }
+            if let (Some(batch), true) = (plan.batch, plan.transactional) {
+                problems.push(format!(
+                    "batch handler `{}`: group `{}` is transactional, and batch handlers do not run in transactions (give it a group of its own)",
+                    batch.name, plan.group_id
+                ));
             }
             if let Some(batch) = plan.batch {
                 if plan.all_handlers().count() > 1 {

@@ -248,7 +248,7 @@ impl Session {
         &self.shared.correlation
     }
 
-    /// Every event the session published, in the order the acks came.
+    /// Every event the session published, in the order it handed them to the producer.
     pub fn published(&self) -> Vec<PublishedEvent> {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).published.clone()
     }

@@ -41,12 +41,61 @@ pub(crate) struct WorkerEnv {
 /// What a transactional group handles its records with: each record's handler calls, the
 /// events they publish or cascade and the record's offset commit in one Kafka transaction.
 pub(crate) struct Transactions {
-    /// The member's transactional producer (handlers publish with it).
-    pub publisher: Publisher,
+    /// The member's transactional producer (handlers publish with it); replaced after a fatal
+    /// error.
+    pub publisher: std::sync::RwLock<Publisher>,
+    /// Its `transactional.id`; a replacement producer takes the same one (fencing the old).
+    pub id: String,
+    pub config: Config,
     /// The group's consumer, for its group metadata (fencing by generation).
     pub consumer: std::sync::Weak<rdkafka::consumer::StreamConsumer<super::rebalance::GroupContext>>,
     /// One transaction at a time.
     pub lock: tokio::sync::Mutex<()>,
+}
+
+impl Transactions {
+    pub(crate) fn publisher(&self) -> Publisher {
+        self.publisher.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces a producer that hit a fatal error (fenced, or its transaction timed out).
+    async fn rebuild(&self) {
+        let (config, id) = (self.config.clone(), self.id.clone());
+        match tokio::task::spawn_blocking(move || Publisher::transactional(&config, &id)).await {
+            Ok(Ok(fresh)) => *self.publisher.write().unwrap_or_else(|e| e.into_inner()) = fresh,
+            Ok(Err(e)) => warn!(transactional_id = %self.id, error = %e, "cannot recreate the transactional producer; trying again with the next record"),
+            Err(e) => warn!(transactional_id = %self.id, error = %e, "cannot recreate the transactional producer"),
+        }
+    }
+
+    /// After a failed transaction call: abort when the transaction needs it, and replace the
+    /// producer when the error is fatal.
+    async fn recover(&self, publisher: &Publisher, error: &crate::error::Error) {
+        let (fatal, abort) = match error {
+            crate::error::Error::Kafka(rdkafka::error::KafkaError::Transaction(e)) => (e.is_fatal(), e.txn_requires_abort()),
+            _ => (false, true),
+        };
+        if abort && !fatal {
+            if let Err(e) = publisher.abort_transaction().await {
+                warn!(transactional_id = %self.id, error = %e, "aborting the transaction failed");
+                if is_fatal(&e) {
+                    self.rebuild().await;
+                }
+            }
+        }
+        if fatal {
+            warn!(transactional_id = %self.id, error = %error, "the transactional producer failed for good; recreating it");
+            self.rebuild().await;
+        }
+    }
+}
+
+fn is_fatal(error: &crate::error::Error) -> bool {
+    matches!(error, crate::error::Error::Kafka(rdkafka::error::KafkaError::Transaction(e)) if e.is_fatal())
+}
+
+fn is_retriable(error: &crate::error::Error) -> bool {
+    matches!(error, crate::error::Error::Kafka(rdkafka::error::KafkaError::Transaction(e)) if e.is_retriable())
 }
 
 /// How one attempt at a single record went.
@@ -120,11 +169,12 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         group: env.group.clone(),
         data,
         format,
-        publisher: env.transactions.as_ref().map_or(&env.publisher, |t| &t.publisher).clone(),
+        publisher: env.transactions.as_ref().map_or_else(|| env.publisher.clone(), Transactions::publisher),
         state: env.state.clone(),
         cascade: Default::default(),
         command: Default::default(),
         mediator: Some(env.mediator.clone()),
+        handler: None,
     })
 }
 
@@ -170,6 +220,10 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         }
     }
     let event_id = ctx.metadata.id.clone();
+    let mut ctx = ctx;
+    if let [only] = pending.as_slice() {
+        ctx.handler = Some(only.name);
+    }
     let ctx = Arc::new(ctx);
     if let Some(txn) = &env.transactions {
         let results = Box::pin(in_transaction(txn, record, pending, ctx)).await;
@@ -181,7 +235,7 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         _ => {
             // Each handler cascades through a context of its own: what one of them adds is
             // published when that one succeeded.
-            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(h, Arc::new((*ctx).clone()))))).await;
+            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(h, for_handler(&ctx, h))))).await;
             pending.into_iter().zip(outcomes).collect()
         }
     };
@@ -201,37 +255,58 @@ async fn in_transaction(
         pending.iter().map(|h| (*h, Err(HandlerError::Cascade(crate::error::Error::Other(why.to_string().into()))))).collect()
     };
     let _one_at_a_time = txn.lock.lock().await;
-    if let Err(e) = txn.publisher.begin_transaction().await {
+    let publisher = txn.publisher();
+    // The group generation when the transaction starts: a member that lost the partition
+    // since commits with a stale generation, and the broker refuses it.
+    let Some(group) = txn.consumer.upgrade().and_then(|c| rdkafka::consumer::Consumer::group_metadata(&*c)) else {
+        return all_failed(&pending, &crate::error::Error::msg("the consumer is closing"));
+    };
+    let group = Arc::new(group);
+    if let Err(e) = publisher.begin_transaction().await {
+        txn.recover(&publisher, &e).await;
         return all_failed(&pending, &e);
     }
     let mut results = Vec::with_capacity(pending.len());
     for h in &pending {
         // One context per handler: each one's cascade is its own.
-        let own = if pending.len() == 1 { ctx.clone() } else { Arc::new((*ctx).clone()) };
+        let own = if pending.len() == 1 { ctx.clone() } else { for_handler(&ctx, h) };
         results.push((*h, invoke(h, own).await));
     }
-    let failed = results.iter().any(|(_, r)| r.is_err());
-    let committed = if failed {
+    let committed = if results.iter().any(|(_, r)| r.is_err()) {
         Err(crate::error::Error::msg("another handler of the record failed; the transaction was aborted"))
     } else {
-        let mut offsets = rdkafka::TopicPartitionList::new();
-        let next = rdkafka::Offset::Offset(record.offset() + 1);
-        match offsets.add_partition_offset(&record.info.topic, record.info.partition, next) {
-            Ok(()) => match txn.consumer.upgrade().and_then(|c| rdkafka::consumer::Consumer::group_metadata(&*c)) {
-                Some(group) => txn.publisher.commit_transaction(offsets, group).await,
-                None => Err(crate::error::Error::msg("the consumer is closing")),
-            },
-            Err(e) => Err(e.into()),
-        }
+        commit(&publisher, record, group).await
     };
     match committed {
         Ok(()) => results,
         Err(e) => {
-            if let Err(abort) = txn.publisher.abort_transaction().await {
-                warn!(record = %record.position(), error = %abort, "aborting the transaction failed");
+            txn.recover(&publisher, &e).await;
+            if results.iter().all(|(_, r)| r.is_ok()) {
+                warn!(record = %record.position(), error = %e, "the record's transaction did not commit; it is handled again");
             }
             // What succeeded was rolled back with the transaction: it runs again.
             results.into_iter().map(|(h, r)| (h, r.and(Err(HandlerError::Cascade(crate::error::Error::Other(e.to_string().into())))))).collect()
+        }
+    }
+}
+
+/// Adds the record's offset to the transaction and commits it; a commit that may still go
+/// through (retriable) is called again, as librdkafka asks.
+async fn commit(publisher: &Publisher, record: &Record, group: Arc<rdkafka::consumer::ConsumerGroupMetadata>) -> crate::error::Result<()> {
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(&record.info.topic, record.info.partition, rdkafka::Offset::Offset(record.offset() + 1))?;
+    let mut tries = 0;
+    loop {
+        match publisher.send_offsets(offsets.clone(), group.clone()).await {
+            Err(e) if is_retriable(&e) && tries < 5 => tries += 1,
+            other => break other?,
+        }
+    }
+    let mut tries = 0;
+    loop {
+        match publisher.commit_transaction().await {
+            Err(e) if is_retriable(&e) && tries < 5 => tries += 1,
+            other => return other,
         }
     }
 }
@@ -290,6 +365,13 @@ async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Resul
         Ok(Err(e)) => Err(e),
         Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
     }
+}
+
+/// A context of its own for one of a record's several handlers.
+fn for_handler(ctx: &Context, handler: &'static HandlerDescriptor) -> Arc<Context> {
+    let mut own = ctx.clone();
+    own.handler = Some(handler.name);
+    Arc::new(own)
 }
 
 /// Publishes what a handler cascaded, as follow-ups of its event, and waits for the acks.

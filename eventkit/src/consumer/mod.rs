@@ -110,11 +110,22 @@ impl GroupRunner {
         );
         let consumer = Arc::new(consumer);
         let transactions = if plan.transactional {
-            // One transactional id per member; initializing it fences an earlier instance.
-            let id = format!("{}-{}", plan.group_id, uuid::Uuid::now_v7());
+            // One transactional id per member: stable with static membership (a restarted
+            // instance fences the one it replaces), otherwise unique to this process.
+            let instance = config.kafka_consumer.get("group.instance.id").or_else(|| config.kafka.get("group.instance.id"));
+            let id = match instance {
+                Some(instance) => format!("{}-{instance}", plan.group_id),
+                None => format!("{}-{}", plan.group_id, uuid::Uuid::now_v7()),
+            };
             let txn = Publisher::transactional(config, &id)?;
             info!(group = %plan.group_id, transactional_id = %id, "records are handled in Kafka transactions (exactly once consume → produce)");
-            Some(dispatch::Transactions { publisher: txn, consumer: Arc::downgrade(&consumer), lock: tokio::sync::Mutex::new(()) })
+            Some(dispatch::Transactions {
+                publisher: std::sync::RwLock::new(txn),
+                id,
+                config: config.clone(),
+                consumer: Arc::downgrade(&consumer),
+                lock: tokio::sync::Mutex::new(()),
+            })
         } else {
             None
         };
