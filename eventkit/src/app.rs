@@ -105,6 +105,9 @@ impl AppBuilder {
         dlq(enabled: bool) => |c| c.dlq = enabled);
     setter!(/// The dead letter topic suffix (default `.dlq`).
         dlq_suffix(suffix: impl Into<String> + Send + 'static) => |c| c.dlq_suffix = suffix.into());
+    setter!(/// Whether the app installs a formatted `tracing` subscriber (filtered by `RUST_LOG`,
+        /// default `info`) when the program has none (default true).
+        default_logging(enabled: bool) => |c| c.default_logging = enabled);
     setter!(/// Whether to create missing topics at start.
         create_topics(create: bool) => |c| c.create_topics = create);
     setter!(/// How groups order concurrent handling, unless a handler or group says otherwise.
@@ -208,6 +211,19 @@ impl AppBuilder {
         }
         Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready: Readiness::default() })
     }
+}
+
+/// Installs a formatted subscriber with an env filter (`RUST_LOG`, default `info`, librdkafka's
+/// own lines at `warn`), unless the program installed one: an app that sets up no logging still
+/// says what it does and what goes wrong (dead letters, outages).
+fn install_default_logging() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    // Another thread may have won the race: then its subscriber stays.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).try_init();
 }
 
 /// Every handler this process runs must find the state it asks for; all gaps are reported at once.
@@ -317,6 +333,9 @@ impl App {
             crate::cli::run_and_exit(args, &self.config, Some(self.registry.clone())).await;
         }
         let App { mut config, registry, state, broker, ready } = self;
+        if config.default_logging {
+            install_default_logging();
+        }
         let broker = match (broker, &config.bootstrap_servers) {
             (Some(broker), _) => Some(broker),
             (None, Some(_)) => None,

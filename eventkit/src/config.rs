@@ -34,6 +34,9 @@ pub struct Config {
     pub groups: Option<Vec<String>>,
     /// `EVENTKIT_CREATE_TOPICS`: create missing topics at start (default: true).
     pub create_topics: bool,
+    /// `EVENTKIT_DEFAULT_LOGGING` (default true): when the app starts and the program has no
+    /// `tracing` subscriber, install a formatted one filtered by `RUST_LOG` (default `info`).
+    pub default_logging: bool,
     /// `EVENTKIT_TOPIC_PARTITIONS`: partitions of topics eventkit creates (default: 3).
     pub topic_partitions: i32,
     /// `EVENTKIT_SHUTDOWN_TIMEOUT_MS`: how long in-flight handlers may take at shutdown.
@@ -119,6 +122,7 @@ impl Default for Config {
             auto_offset_reset: "earliest".into(),
             groups: None,
             create_topics: true,
+            default_logging: true,
             topic_partitions: 3,
             shutdown_timeout: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(30),
@@ -224,6 +228,7 @@ impl Config {
                     }
                 }
                 "EVENTKIT_CREATE_TOPICS" => c.create_topics = parse_bool(&name, &value)?,
+                "EVENTKIT_DEFAULT_LOGGING" => c.default_logging = parse_bool(&name, &value)?,
                 "EVENTKIT_TOPIC_PARTITIONS" => c.topic_partitions = parse_num(&name, &value)?,
                 "EVENTKIT_SHUTDOWN_TIMEOUT_MS" => c.shutdown_timeout = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_PUBLISH_TIMEOUT_MS" => c.publish_timeout = Duration::from_millis(parse_num(&name, &value)?),
