@@ -165,6 +165,8 @@ impl Bench {
             .topic_prefix(prefix.to_owned())
             .group_prefix(format!("{prefix}{}.", fastrand::u32(..)))
             .create_topics(false)
+            // The table is the output; the apps' own logs would interleave with it.
+            .default_logging(false)
             .max_buffered(std::env::var("BENCH_MAX_BUFFERED").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000), 32 << 20)
     }
 
@@ -206,13 +208,14 @@ impl Bench {
 fn raw_headers(event_type: &str) -> OwnedHeaders {
     let id = uuid::Uuid::now_v7().to_string();
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    OwnedHeaders::new_with_capacity(7)
+    OwnedHeaders::new_with_capacity(8)
         .insert(Header { key: "ce_specversion", value: Some("1.0") })
         .insert(Header { key: "ce_id", value: Some(id.as_str()) })
         .insert(Header { key: "ce_source", value: Some("bench") })
         .insert(Header { key: "ce_type", value: Some(event_type) })
         .insert(Header { key: "ce_time", value: Some(time.as_str()) })
         .insert(Header { key: "content-type", value: Some("application/json") })
+        .insert(Header { key: "ce_correlationid", value: Some(id.as_str()) })
         .insert(Header { key: "ce_schemaversion", value: Some("1") })
 }
 
