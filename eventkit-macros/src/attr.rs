@@ -188,6 +188,15 @@ impl Parse for HandlerArgs {
     }
 }
 
+/// Parses attribute arguments; on an error, records it and goes on with the defaults, so that
+/// the item and its other errors still come out.
+pub fn parse_or_default<T: Parse + Default>(args: proc_macro2::TokenStream, errors: &mut Errors) -> T {
+    syn::parse2::<T>(args).unwrap_or_else(|e| {
+        errors.push(e);
+        T::default()
+    })
+}
+
 /// Collects errors so that all of them are reported at once.
 #[derive(Default)]
 pub struct Errors(Option<syn::Error>);

@@ -48,13 +48,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         let e = syn::Error::new(Span::call_site(), "`#[command]` applies to a struct or an enum").to_compile_error();
         return quote! { #item #e };
     };
-    let args = match syn::parse2::<Args>(args) {
-        Ok(args) => args,
-        Err(e) => {
-            errors.push(e);
-            Args::default()
-        }
-    };
+    let args: Args = crate::attr::parse_or_default(args, &mut errors);
     let k = krate::resolve(args.krate.as_ref(), &mut errors).path;
     if !generics.params.is_empty() {
         errors.push(syn::Error::new(generics.span(), "a command cannot be generic"));

@@ -42,13 +42,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = Errors::default();
-    let args = match syn::parse2::<EventArgs>(args) {
-        Ok(args) => args,
-        Err(e) => {
-            errors.push(e);
-            EventArgs::default()
-        }
-    };
+    let args: EventArgs = crate::attr::parse_or_default(args, &mut errors);
     let krate = krate::resolve(args.krate.as_ref(), &mut errors);
     let event = validate(args, item, &mut errors);
     let tokens = generate(&event, &krate);

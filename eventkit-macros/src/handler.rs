@@ -51,13 +51,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     let mut errors = Errors::default();
-    let args = match syn::parse2::<HandlerArgs>(args) {
-        Ok(args) => args,
-        Err(e) => {
-            errors.push(e);
-            HandlerArgs::default()
-        }
-    };
+    let args: HandlerArgs = crate::attr::parse_or_default(args, &mut errors);
     let krate = krate::resolve(args.krate.as_ref(), &mut errors);
     match validate(args, item.clone(), &mut errors) {
         Some(handler) if errors.to_compile_error().is_empty() => generate(&handler, &krate),

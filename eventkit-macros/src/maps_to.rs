@@ -169,13 +169,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             return quote! { #item #e };
         }
     };
-    let args = match syn::parse2::<Args>(args) {
-        Ok(args) => args,
-        Err(e) => {
-            errors.push(e);
-            Args::default()
-        }
-    };
+    let args: Args = crate::attr::parse_or_default(args, &mut errors);
     let krate = krate::resolve(args.krate.as_ref(), &mut errors);
     let (ident, generics) = match &item {
         Item::Struct(s) => (s.ident.clone(), s.generics.clone()),

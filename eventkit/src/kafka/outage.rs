@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The longest silence while an outage lasts.
 pub(crate) const REMIND_EVERY: Duration = Duration::from_secs(60);
@@ -24,12 +24,15 @@ struct State {
     outage: Option<(Instant, Instant, String)>,
     /// Other errors: when each message was last logged.
     others: BTreeMap<String, Instant>,
+    /// When the last outage ended, and when it began: an outage that starts again soon after
+    /// (a flapping connection) continues it rather than warning again.
+    last_recovery: Option<(Instant, Instant)>,
 }
 
 /// Whether an outage is on (read on hot paths without the lock).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-static STATE: Mutex<State> = Mutex::new(State { outage: None, others: BTreeMap::new() });
+static STATE: Mutex<State> = Mutex::new(State { outage: None, others: BTreeMap::new(), last_recovery: None });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -75,6 +78,14 @@ fn outage_cause(cause: String) {
     let mut s = state();
     match &mut s.outage {
         None => {
+            if let Some((ended, began)) = s.last_recovery.filter(|(ended, _)| now.duration_since(*ended) < REMIND_EVERY) {
+                // Back within the minute: the same outage, told once already.
+                s.outage = Some((began, ended, cause.clone()));
+                ACTIVE.store(true, Ordering::Relaxed);
+                drop(s);
+                debug!(cause = %cause, "Kafka is unreachable again shortly after it came back");
+                return;
+            }
             s.outage = Some((now, now, cause.clone()));
             ACTIVE.store(true, Ordering::Relaxed);
             drop(s);
@@ -120,6 +131,7 @@ pub(crate) fn statistics(statistics: &rdkafka::Statistics) {
 pub(crate) fn recovered() {
     let mut s = state();
     if let Some((since, _, _)) = s.outage.take() {
+        s.last_recovery = Some((Instant::now(), since));
         ACTIVE.store(false, Ordering::Relaxed);
         drop(s);
         info!(down_for = ?Duration::from_millis(since.elapsed().as_millis() as u64), "Kafka is reachable again");
