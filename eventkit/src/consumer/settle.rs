@@ -291,7 +291,10 @@ pub(crate) fn dead_letter<'a>(env: &'a WorkerEnv, record: &'a Record, kind: &'st
 
 async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str, error: String, handler: &str, attempts: u32) -> bool {
     let now = Utc::now();
-    let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure: record.first_failure.unwrap_or(now), last_failure: now };
+    let first_failure = record.first_failure.unwrap_or(now);
+    // One attempt: its failure is the first and the last (not a millisecond apart).
+    let last_failure = if attempts <= 1 { first_failure } else { now };
+    let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure, last_failure };
     if !env.config.dlq {
         error!(group = %env.group, record = %record.position(), handler, kind, error = %dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES), "giving up on record (dead letter queue disabled)");
         return true;
