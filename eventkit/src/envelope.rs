@@ -95,7 +95,7 @@ struct Seen {
     others: Vec<String>,
 }
 
-const KNOWN_ATTRIBUTES: [&str; 13] = [
+const KNOWN_ATTRIBUTES: [&str; 12] = [
     "content-type",
     "type",
     "id",
@@ -108,7 +108,6 @@ const KNOWN_ATTRIBUTES: [&str; 13] = [
     "causationid",
     "tenantid",
     "schemaversion",
-    "datacontenttype",
 ];
 
 impl Seen {

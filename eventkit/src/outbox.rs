@@ -351,17 +351,18 @@ macro_rules! backend {
                 /// with the handler's own writes. Returns their event ids.
                 pub async fn cascade(&self, tx: &mut Transaction<'_, $db>, ctx: &crate::Context, events: impl IntoEvents) -> Result<Vec<String>> {
                     let records = Cascade::new().with(events).encode(ctx.publisher(), &ctx.follow_up())?;
-                    let mut ids = Vec::with_capacity(records.len());
-                    for (topic, out) in records {
-                        ids.push(self.insert(tx, &topic, out).await?);
-                    }
-                    Ok(ids)
+                    self.insert_all(tx, records).await
                 }
 
                 /// Stages events (integration events, `#[maps_to]` domain events, a [`Cascade`],
                 /// or collections of them) in `tx`, in order. Returns their event ids.
                 pub async fn stage_events(&self, tx: &mut Transaction<'_, $db>, events: impl IntoEvents, options: PublishOptions) -> Result<Vec<String>> {
                     let records = Cascade::new().with(events).encode(&self.publisher()?, &options)?;
+                    self.insert_all(tx, records).await
+                }
+
+                /// Inserts encoded records in order; returns their event ids.
+                async fn insert_all(&self, tx: &mut Transaction<'_, $db>, records: Vec<(String, Outgoing)>) -> Result<Vec<String>> {
                     let mut ids = Vec::with_capacity(records.len());
                     for (topic, out) in records {
                         ids.push(self.insert(tx, &topic, out).await?);
