@@ -244,6 +244,7 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
                     format: #format,
                     type_id: ::core::any::TypeId::of::<#ident>,
                     type_name: ::core::any::type_name::<#ident>,
+                    from_json: #k::__private::event_from_json::<#ident>,
                 };
                 fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
                     #partition_key

@@ -140,6 +140,13 @@ impl AppBuilder {
     setter!(/// How long a revoked partition's in-flight records may take before it is let go.
         revoke_timeout(timeout: Duration) => |c| c.revoke_timeout = timeout);
 
+    setter!(/// Where the admin HTTP API listens (`HOST:PORT`, or a port alone for the loopback
+        /// address; port 0 picks a free one, see [`Running::admin_addr`]).
+        admin_addr(addr: impl Into<String> + Send + 'static) => |c| c.admin_addr = Some(addr.into()));
+    setter!(/// The bearer token of the admin API's endpoints that change something or show event data.
+        admin_token(token: impl Into<String> + Send + 'static) => |c| c.admin_token = Some(token.into()));
+    setter!(/// How long a partition may wait on one record before the app reports itself not ready.
+        stuck_after(after: Duration) => |c| c.stuck_after = after);
     setter!(/// How long the app waits at start for the cluster to answer before it fails (default: forever).
         startup_timeout(timeout: Duration) => |c| c.startup_timeout = Some(timeout));
 
@@ -266,6 +273,11 @@ pub struct App {
 pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
 
 impl Readiness {
+    /// Whether the app started (and is not stopping), whatever its cluster does.
+    pub(crate) fn started(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Whether the app runs and reaches its cluster.
     pub fn is_ready(&self) -> bool {
         self.0.load(std::sync::atomic::Ordering::Acquire) && !crate::kafka::outage::active()
@@ -348,6 +360,9 @@ impl App {
         };
         config.embedded = broker.is_some();
         crate::kafka::check_properties(&config)?;
+        crate::metrics::install();
+        // Up before the wait for the cluster: liveness answers during a long start.
+        let admin = crate::admin::start(&config, registry.clone(), ready.clone()).await?;
         crate::kafka::reach::wait_for_cluster(&config).await?;
         if config.create_topics {
             let mut topics = registry.topics(&config);
@@ -361,9 +376,14 @@ impl App {
         let publisher = Publisher::with_broker(&config, broker)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let mut statuses = Vec::new();
         for plan in registry.groups(&config) {
             let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone())?;
+            statuses.push(runner.status());
             tasks.push(tokio::spawn(runner.run(shutdown_rx.clone())));
+        }
+        if let Some(admin) = &admin {
+            admin.set_live(crate::admin::Live { publisher: publisher.clone(), groups: statuses });
         }
         *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
         let mediator = crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() };
@@ -376,7 +396,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, config, ready, mediator })
+        Ok(Running { publisher, shutdown_tx, tasks, config, ready, mediator, admin })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -467,6 +487,7 @@ pub struct Running {
     config: Config,
     ready: Readiness,
     mediator: crate::command::Mediator,
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl std::fmt::Debug for Running {
@@ -501,6 +522,12 @@ impl Running {
         crate::dlq::DeadLetterQueue::with_publisher(&self.config, self.publisher.clone())
     }
 
+    /// Where the admin HTTP API listens, when `EVENTKIT_ADMIN_ADDR` (or
+    /// [`AppBuilder::admin_addr`]) turned it on.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(crate::admin::AdminServer::addr)
+    }
+
     /// The bootstrap servers the app uses (the embedded broker's when it started one).
     pub fn bootstrap_servers(&self) -> &str {
         self.config.bootstrap_servers.as_deref().unwrap_or_default()
@@ -522,6 +549,9 @@ impl Running {
             }
         }
         let flushed = self.publisher.flush(Duration::from_secs(10));
+        if let Some(admin) = self.admin {
+            admin.stop().await;
+        }
         crate::command::clear_current(&self.publisher);
         {
             let mut current = CURRENT_PUBLISHER.write().expect("publisher lock");

@@ -102,12 +102,12 @@ impl Target {
     }
 }
 
-fn parse_entry(s: &str) -> std::result::Result<(i32, i64), String> {
+pub(crate) fn parse_entry(s: &str) -> std::result::Result<(i32, i64), String> {
     let (p, o) = s.split_once(':').ok_or("expected PARTITION:OFFSET")?;
     Ok((p.parse().map_err(|_| "bad partition")?, o.parse().map_err(|_| "bad offset")?))
 }
 
-fn parse_range(s: &str) -> std::result::Result<(i32, i64, i64), String> {
+pub(crate) fn parse_range(s: &str) -> std::result::Result<(i32, i64, i64), String> {
     let (p, r) = s.split_once(':').ok_or("expected PARTITION:FROM-TO")?;
     let (from, to) = r.split_once('-').ok_or("expected PARTITION:FROM-TO")?;
     let (p, from, to): (i32, i64, i64) = (p.parse().map_err(|_| "bad partition")?, from.parse().map_err(|_| "bad offset")?, to.parse().map_err(|_| "bad offset")?);
@@ -234,7 +234,7 @@ struct ListedHeader<'a> {
 
 /// A listed entry for `--json`: every field, with keys, values and headers losslessly.
 #[derive(serde::Serialize)]
-struct Listed<'a> {
+pub(crate) struct Listed<'a> {
     partition: i32,
     offset: i64,
     kind: &'a str,

@@ -14,7 +14,10 @@ pub const PASSTHROUGH_PREFIX: &str = "EVENTKIT_KAFKA_";
 
 /// eventkit's settings. Build it with [`Config::from_env`] or [`Config::default`], then
 /// adjust fields or use [`crate::App::builder`].
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` output never shows secrets: the admin token and the values of librdkafka
+/// properties that hold passwords, secrets, tokens or private keys read `<redacted>`.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// `KAFKA_BOOTSTRAP_SERVERS`. `None` starts the embedded broker.
@@ -107,8 +110,75 @@ pub struct Config {
     /// `EVENTKIT_STARTUP_TIMEOUT_MS`: how long an app waits at start for the cluster to answer
     /// before it fails. Unset (the default), it keeps waiting, warning at each attempt.
     pub startup_timeout: Option<Duration>,
+    /// `EVENTKIT_ADMIN_ADDR`: where the admin HTTP API (health, metrics, topology, dead
+    /// letters) listens: `HOST:PORT`, or a port alone for the loopback address. Unset (the
+    /// default): no admin API.
+    pub admin_addr: Option<String>,
+    /// `EVENTKIT_ADMIN_TOKEN`: the bearer token the admin API asks for on endpoints that
+    /// change something or show event data. Unset: those endpoints are disabled.
+    pub admin_token: Option<String>,
+    /// `EVENTKIT_STUCK_AFTER_MS`: a partition waiting this long on one record makes the app
+    /// not ready (`/health/ready`; default 5 minutes).
+    pub stuck_after: Duration,
     /// Set when the bootstrap servers are an embedded broker's.
     pub(crate) embedded: bool,
+}
+
+/// Whether a librdkafka property holds a secret (its value is never shown).
+pub(crate) fn is_secret_property(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token", ".pem", "oauthbearer.config", "jaas"].iter().any(|s| name.contains(s))
+}
+
+/// Properties with secret values replaced, for display.
+pub(crate) fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    properties.iter().map(|(k, v)| (k.as_str(), if is_secret_property(k) { REDACTED } else { v.as_str() })).collect()
+}
+
+pub(crate) const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("service_name", &self.service_name)
+            .field("default_group", &self.default_group)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("group_prefix", &self.group_prefix)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("groups", &self.groups)
+            .field("create_topics", &self.create_topics)
+            .field("default_logging", &self.default_logging)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("retries", &self.retries)
+            .field("dlq", &self.dlq)
+            .field("dlq_suffix", &self.dlq_suffix)
+            .field("dead_letter_unknown_types", &self.dead_letter_unknown_types)
+            .field("wire_format", &self.wire_format)
+            .field("topic_formats", &self.topic_formats)
+            .field("ordering", &self.ordering)
+            .field("group_ordering", &self.group_ordering)
+            .field("concurrency", &self.concurrency)
+            .field("group_concurrency", &self.group_concurrency)
+            .field("transactional_groups", &self.transactional_groups)
+            .field("max_buffered_records", &self.max_buffered_records)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("max_uncommitted", &self.max_uncommitted)
+            .field("commit_interval", &self.commit_interval)
+            .field("revoke_timeout", &self.revoke_timeout)
+            .field("kafka", &redacted(&self.kafka))
+            .field("kafka_consumer", &redacted(&self.kafka_consumer))
+            .field("kafka_producer", &redacted(&self.kafka_producer))
+            .field("kafka_admin", &redacted(&self.kafka_admin))
+            .field("startup_timeout", &self.startup_timeout)
+            .field("admin_addr", &self.admin_addr)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
+            .field("stuck_after", &self.stuck_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -148,6 +218,9 @@ impl Default for Config {
             kafka_producer: BTreeMap::new(),
             kafka_admin: BTreeMap::new(),
             startup_timeout: None,
+            admin_addr: None,
+            admin_token: None,
+            stuck_after: Duration::from_secs(300),
             embedded: false,
         }
     }
@@ -234,6 +307,9 @@ impl Config {
                 "EVENTKIT_PUBLISH_TIMEOUT_MS" => c.publish_timeout = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MS" => c.retry_backoff.0 = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MAX_MS" => c.retry_backoff.1 = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_ADMIN_ADDR" => c.admin_addr = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_ADMIN_TOKEN" => c.admin_token = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_STUCK_AFTER_MS" => c.stuck_after = Duration::from_millis(parse_positive(&name, &value)?),
                 "EVENTKIT_STARTUP_TIMEOUT_MS" => {
                     c.startup_timeout = Some(value).filter(|v| !v.is_empty()).map(|v| parse_num(&name, &v).map(Duration::from_millis)).transpose()?
                 }

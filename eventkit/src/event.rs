@@ -26,6 +26,34 @@ pub struct EventInfo {
     /// The Rust type's full name (with the function a type is declared in, if any).
     #[serde(skip)]
     pub type_name: fn() -> &'static str,
+    /// Decodes JSON data as this event, ready to publish (the admin API's `POST /publish`);
+    /// the error names the field that does not fit.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub from_json: fn(serde_json::Value) -> std::result::Result<crate::Cascade, (String, String)>,
+}
+
+/// Decodes `value` as `E` into a cascade of one event; the error is the path of the field at
+/// fault (empty: the whole value) and what is wrong.
+#[doc(hidden)]
+pub fn event_from_json<E: IntegrationEvent>(value: serde_json::Value) -> std::result::Result<crate::Cascade, (String, String)> {
+    match serde_path_to_error::deserialize::<_, E>(value) {
+        Ok(event) => {
+            let mut cascade = crate::Cascade::new();
+            cascade.push_event(event);
+            Ok(cascade)
+        }
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let mut path = if path == "." { String::new() } else { path };
+            // A missing field is reported at its parent: name the field itself.
+            if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+                path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+            }
+            Err((path, message))
+        }
+    }
 }
 
 impl PartialEq for EventInfo {

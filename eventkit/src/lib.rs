@@ -21,6 +21,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 mod any;
 mod app;
 mod batch;
@@ -38,6 +39,8 @@ mod event;
 mod extract;
 mod handler;
 mod kafka;
+pub mod metrics;
+mod status;
 mod ordering;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod outbox;
@@ -97,6 +100,7 @@ pub mod __private {
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::cascade::map_into;
+    pub use crate::event::event_from_json;
     pub use crate::command::{take_command, CommandReply};
     pub use crate::extract::{extract_ref, require_ref};
     pub use crate::handler::{decode_event, extract_failed, key_text, EventKey};

@@ -95,6 +95,7 @@ struct Inner {
     _broker: Option<Arc<crate::broker::EmbeddedBroker>>,
     source: String,
     timeout: Duration,
+    metrics: crate::metrics::PublishMetricsByTopic,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -123,6 +124,7 @@ impl Publisher {
             .set("message.max.bytes", "104857600")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string());
         crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Producer);
+        crate::metrics::install();
         Ok(Publisher {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -130,6 +132,7 @@ impl Publisher {
                 _broker: broker,
                 source: config.service_name.clone(),
                 timeout: config.publish_timeout,
+                metrics: Default::default(),
             }),
         })
     }
@@ -234,7 +237,7 @@ impl Publisher {
     }
 
     /// Hands an encoded event to the producer (waiting only while its queue is full).
-    pub(crate) async fn enqueue_encoded(&self, topic: &str, out: Outgoing) -> Result<DeliveryFuture> {
+    pub(crate) async fn enqueue_encoded(&self, topic: &str, out: Outgoing) -> Result<Delivering> {
         self.enqueue(topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await
     }
 
@@ -246,7 +249,7 @@ impl Publisher {
 
     /// Hands a record to the producer as it is (waiting only while its queue is full); the
     /// delivery future gives the ack.
-    pub(crate) async fn enqueue_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<DeliveryFuture> {
+    pub(crate) async fn enqueue_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<Delivering> {
         // A test session sees events the outbox relay publishes (binary format); not dead
         // letter copies.
         if crate::testing::active() {
@@ -321,7 +324,8 @@ impl Publisher {
 
     /// Hands a record to librdkafka (which copies it); waits only while its queue is full,
     /// up to the publish timeout.
-    async fn enqueue(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<DeliveryFuture> {
+    async fn enqueue(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<Delivering> {
+        let metrics = self.inner.metrics.of(topic);
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(value) = value {
             record = record.payload(value);
@@ -335,15 +339,25 @@ impl Publisher {
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         loop {
             match self.inner.producer.send_result(record) {
-                Ok(delivery) => return Ok(delivery),
+                Ok(future) => return Ok(Delivering { future, started: std::time::Instant::now(), metrics }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if tokio::time::Instant::now() < deadline => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((source, _)) => return Err(Error::Publish { topic: topic.to_owned(), source }),
+                Err((source, _)) => {
+                    metrics.errors.increment(1);
+                    return Err(Error::Publish { topic: topic.to_owned(), source });
+                }
             }
         }
     }
+}
+
+/// A record handed to the producer: its ack to come, timed for the publish metrics.
+pub(crate) struct Delivering {
+    future: DeliveryFuture,
+    started: std::time::Instant,
+    metrics: Arc<crate::metrics::PublishMetrics>,
 }
 
 /// An event encoded for the wire.
@@ -355,17 +369,26 @@ pub(crate) struct Outgoing {
 }
 
 /// Waits for the broker's acknowledgement of one record: its partition and offset.
-pub(crate) async fn acked(topic: &str, delivery: DeliveryFuture) -> Result<(i32, i64)> {
+pub(crate) async fn acked(topic: &str, delivery: Delivering) -> Result<(i32, i64)> {
     delivered(topic, delivery).await.map(|d| (d.partition, d.offset))
 }
 
 /// Waits for the broker's acknowledgement of one record.
-async fn delivered(topic: &str, delivery: DeliveryFuture) -> Result<Delivery> {
-    match delivery.await {
+async fn delivered(topic: &str, delivery: Delivering) -> Result<Delivery> {
+    let Delivering { future, started, metrics } = delivery;
+    let result = match future.await {
         Ok(Ok(d)) => Ok(d),
         Ok(Err((source, _))) => Err(Error::Publish { topic: topic.to_owned(), source }),
         Err(_) => Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::Canceled }),
+    };
+    match &result {
+        Ok(_) => {
+            metrics.published.increment(1);
+            metrics.duration.record(started.elapsed());
+        }
+        Err(_) => metrics.errors.increment(1),
     }
+    result
 }
 
 impl Publisher {

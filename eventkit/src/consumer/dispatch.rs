@@ -36,6 +36,8 @@ pub(crate) struct WorkerEnv {
     pub mediator: Arc<crate::command::Mediator>,
     /// For a transactional group: its producer and consumer.
     pub transactions: Option<Transactions>,
+    pub metrics: crate::metrics::GroupMetrics,
+    pub status: Arc<crate::status::GroupStatus>,
 }
 
 /// What a transactional group handles its records with: each record's handler calls, the
@@ -226,16 +228,16 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
     }
     let ctx = Arc::new(ctx);
     if let Some(txn) = &env.transactions {
-        let results = Box::pin(in_transaction(txn, record, pending, ctx)).await;
+        let results = Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
         return Attempt::Handled { event_id, results };
     }
     let results = match pending.as_slice() {
         [] => Vec::new(),
-        [only] => vec![(*only, invoke(only, ctx).await)],
+        [only] => vec![(*only, invoke(env, only, ctx).await)],
         _ => {
             // Each handler cascades through a context of its own: what one of them adds is
             // published when that one succeeded.
-            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(h, for_handler(&ctx, h))))).await;
+            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(env, h, for_handler(&ctx, h))))).await;
             pending.into_iter().zip(outcomes).collect()
         }
     };
@@ -246,6 +248,7 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
 /// of it is visible to `read_committed` readers, or none of it (the handlers then fail
 /// together and the record is retried).
 async fn in_transaction(
+    env: &WorkerEnv,
     txn: &Transactions,
     record: &Record,
     pending: Vec<&'static HandlerDescriptor>,
@@ -270,7 +273,7 @@ async fn in_transaction(
     for h in &pending {
         // One context per handler: each one's cascade is its own.
         let own = if pending.len() == 1 { ctx.clone() } else { for_handler(&ctx, h) };
-        results.push((*h, invoke(h, own).await));
+        results.push((*h, invoke(env, h, own).await));
     }
     let committed = if results.iter().any(|(_, r)| r.is_err()) {
         Err(crate::error::Error::msg("another handler of the record failed; the transaction was aborted"))
@@ -337,17 +340,29 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
         Ok(())
     } else {
         let batch = Arc::new(BatchContext { items: contexts });
-        match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
+        let started = std::time::Instant::now();
+        let result = match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
             Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await,
             Ok(Err(e)) => Err(e),
             Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
-        }
+        };
+        env.metrics.of(handler.name, &handed[0].info.topic).duration.record(started.elapsed());
+        result
     };
     BatchAttempt { handler, set_aside, handed, result }
 }
 
+/// Calls a single-record handler and times it.
+async fn invoke(env: &WorkerEnv, handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
+    let started = std::time::Instant::now();
+    let topic = ctx.record.topic.clone();
+    let result = call_handler(handler, ctx).await;
+    env.metrics.of(handler.name, &topic).duration.record(started.elapsed());
+    result
+}
+
 /// Calls a single-record handler, turning a panic into an error.
-async fn invoke(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
+async fn call_handler(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
     let call = match handler.kind {
         HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
         HandlerKind::Command { .. } => return Err(HandlerError::Failed("a command handler cannot take a record".into())),

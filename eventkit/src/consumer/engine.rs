@@ -139,6 +139,8 @@ struct Partition {
     lagging: bool,
     /// What librdkafka was last told (`None`: not told since the assignment).
     paused: Option<bool>,
+    /// Since when its oldest unsettled record is the oldest (for the health check).
+    progress: crate::status::Progress,
 }
 
 /// The group's bookkeeping.
@@ -206,6 +208,7 @@ impl Engine {
             started: None,
             lagging: false,
             paused: None,
+            progress: Default::default(),
         });
         let by_partition = self.slots.entry(route.topic.clone()).or_default();
         if by_partition.len() <= index {
@@ -228,6 +231,7 @@ impl Engine {
             p.started = None;
             p.lagging = false;
             p.paused = None;
+            p.progress = Default::default();
         }
         self.pause_dirty = true;
     }
@@ -502,6 +506,28 @@ impl Engine {
     /// Records and bytes held (queued, in flight or waiting for a retry).
     pub(crate) fn buffered(&self) -> (usize, usize) {
         (self.buffered, self.buffered_bytes)
+    }
+
+    /// The assigned partitions for the group's status; notes how long each has waited on
+    /// its oldest unsettled record.
+    pub(crate) fn status(&mut self, now: std::time::Instant) -> Vec<crate::status::PartitionStatus> {
+        let mut out = Vec::new();
+        for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
+            let waiting = p.progress.observe(p.tracker.oldest_unsettled(), now).filter(|(_, d)| d.as_secs() >= 1);
+            out.push(crate::status::PartitionStatus {
+                topic: p.topic.to_string(),
+                partition: p.partition,
+                position: p.tracker.watermark(),
+                committed: None,
+                high_watermark: None,
+                lag: None,
+                in_flight: p.in_flight,
+                paused: p.paused == Some(true),
+                waiting_on: waiting.map(|w| w.0),
+                waiting_for_s: waiting.map(|w| w.1.as_secs_f64()),
+            });
+        }
+        out
     }
 
     /// Whether fetching is paused because the buffer is full.

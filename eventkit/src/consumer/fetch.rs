@@ -50,6 +50,7 @@ impl FetchLoop {
             tokio::pin!(timer);
             let mut timer_at: Option<Instant> = None;
             let mut burst: Vec<rdkafka::message::BorrowedMessage<'_>> = Vec::with_capacity(BURST);
+            let mut next_status = std::time::Instant::now();
             loop {
                 let (next, take) = self.turn();
                 if next != timer_at {
@@ -62,7 +63,14 @@ impl FetchLoop {
                     completion = self.shared.next_completion() => {
                         self.shared.apply_ready(&mut self.shared.engine(), completion);
                     }
-                    _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                    _ = commit_tick.tick() => {
+                        self.commit(CommitMode::Async);
+                        let now = std::time::Instant::now();
+                        if now >= next_status {
+                            next_status = now + crate::status::REFRESH;
+                            self.refresh(now);
+                        }
+                    }
                     () = &mut timer, if timer_at.is_some() => {
                         self.shared.engine().on_timer(Instant::now());
                         timer_at = None;
@@ -89,6 +97,10 @@ impl FetchLoop {
                 }
             }
             self.drain(&mut stream).await;
+        }
+        self.env.status.update(Vec::new(), 0, (0, 0));
+        for gauge in [&self.env.metrics.in_flight, &self.env.metrics.buffered, &self.env.metrics.assigned, &self.env.metrics.paused] {
+            gauge.set(0.0);
         }
         let abandoned = self.shared.abandon_running();
         if abandoned > 0 {
@@ -140,6 +152,20 @@ impl FetchLoop {
             }
         }
         (engine.next_deadline(), !engine.throttled())
+    }
+
+    /// Refreshes the group's status and gauges.
+    fn refresh(&self, now: std::time::Instant) {
+        let (partitions, in_flight, buffered) = {
+            let mut engine = self.shared.engine();
+            (engine.status(now), engine.in_flight(), engine.buffered())
+        };
+        let m = &self.env.metrics;
+        m.in_flight.set(in_flight as f64);
+        m.buffered.set(buffered.0 as f64);
+        m.assigned.set(partitions.len() as f64);
+        m.paused.set(partitions.iter().filter(|p| p.paused).count() as f64);
+        self.env.status.update(partitions, in_flight, buffered);
     }
 
     /// Keeps a fetched record for the burst; reports fetch errors.

@@ -96,7 +96,12 @@ impl GroupRunner {
             client.set("fetch.wait.max.ms", "100");
         }
         crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
-        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout };
+        let group: Arc<str> = plan.group_id.as_str().into();
+        let status = crate::status::GroupStatus::new(group.clone(), plan.topics.iter().cloned().collect());
+        crate::metrics::install();
+        let topic_arcs: Vec<Arc<str>> = plan.routes.values().map(|r| r.topic.clone()).collect();
+        let metrics = crate::metrics::GroupMetrics::new(&group, plan.all_handlers().map(|h| h.name), &topic_arcs);
+        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout, status: status.clone() };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -132,7 +137,9 @@ impl GroupRunner {
         let mediator = Arc::new(crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() });
         let env = WorkerEnv {
             transactions,
-            group: plan.group_id.as_str().into(),
+            metrics,
+            status,
+            group,
             plan,
             registry,
             publisher,
@@ -142,6 +149,11 @@ impl GroupRunner {
             config: config.clone(),
         };
         Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env) } })
+    }
+
+    /// The group's live status (for health and the admin API).
+    pub(crate) fn status(&self) -> Arc<crate::status::GroupStatus> {
+        self.fetch.env.status.clone()
     }
 
     /// Runs until `shutdown` flips; then commits what settled and leaves the group.

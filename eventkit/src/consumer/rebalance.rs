@@ -22,6 +22,7 @@ pub(crate) struct GroupContext {
     pub group: String,
     pub shared: Arc<Shared>,
     pub revoke_timeout: Duration,
+    pub status: Arc<crate::status::GroupStatus>,
 }
 
 impl ClientContext for GroupContext {
@@ -33,6 +34,8 @@ impl ClientContext for GroupContext {
     }
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::kafka::outage::statistics(&statistics);
+        self.status.statistics(&statistics);
+        crate::metrics::consumer_lag(&self.group, &statistics);
     }
 }
 
@@ -41,6 +44,7 @@ impl ConsumerContext for GroupContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.shared.engine().assign(tpl);
+                self.status.joined();
                 info!(group = %self.group, partitions = %describe(tpl), "partitions assigned");
             }
             Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),

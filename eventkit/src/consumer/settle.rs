@@ -48,10 +48,16 @@ pub(crate) async fn one(env: &WorkerEnv, lane: LaneId, mut record: Record, attem
         _ => None,
     };
     let outcome = match attempt {
-        Attempt::Skip => Ok(()),
+        Attempt::Skip => {
+            env.metrics.of("", &record.info.topic).skipped.increment(1);
+            Ok(())
+        }
         Attempt::Reject { kind, error } => Box::pin(reject(env, &mut record, kind, error)).await,
         // Every handler succeeded (the usual case): nothing to await.
         Attempt::Handled { event_id, results } if results.iter().all(|(_, r)| r.is_ok()) => {
+            for (h, _) in &results {
+                env.metrics.of(h.name, &record.info.topic).handled.increment(1);
+            }
             if crate::testing::active() {
                 for (h, _) in &results {
                     crate::testing::on_handled(&env.group, h.name, &event_id, None);
@@ -104,8 +110,13 @@ async fn handled(
     let attempts = record.attempts + 1;
     let mut retry_in: Option<Duration> = None;
     for (h, result) in results {
+        let metrics = env.metrics.of(h.name, &record.info.topic);
+        if result.is_err() {
+            metrics.failed.increment(1);
+        }
         let error = match result {
             Ok(()) => {
+                metrics.handled.increment(1);
                 if crate::testing::active() {
                     crate::testing::on_handled(&env.group, h.name, event_id, None);
                 }
@@ -138,6 +149,7 @@ async fn handled(
             }
             Verdict::GiveUp => policy.delay(attempts),
             Verdict::Retry(delay) => {
+                metrics.retried.increment(1);
                 warn!(group = %env.group, record = %record.position(), handler = h.name, event_id, attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "handler failed; the record will be retried");
                 delay
             }
@@ -188,6 +200,7 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
                     crate::testing::on_settled(&env.group, &id);
                 }
             }
+            env.metrics.of(handler.name, &handed[0].info.topic).handled.increment(handed.len() as u64);
             handed.into_iter().for_each(&mut settle)
         }
         // One event's data does not decode: it alone goes to the dead letter queue; the others
@@ -215,7 +228,10 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
             let error = HandlerError::Failed(source);
             for (i, mut record) in handed.into_iter().enumerate() {
                 match i.cmp(&succeeded) {
-                    std::cmp::Ordering::Less => settle(record),
+                    std::cmp::Ordering::Less => {
+                        env.metrics.of(handler.name, &record.info.topic).handled.increment(1);
+                        settle(record)
+                    }
                     std::cmp::Ordering::Greater => retry.push(record),
                     std::cmp::Ordering::Equal => {
                         if let Some(d) = failed(env, &mut record, handler, policy, &error).await {
@@ -262,8 +278,13 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
 async fn failed(env: &WorkerEnv, record: &mut Record, handler: &HandlerDescriptor, policy: RetryPolicy, error: &HandlerError) -> Option<Duration> {
     record.attempts += 1;
     record.first_failure.get_or_insert_with(Utc::now);
+    let metrics = env.metrics.of(handler.name, &record.info.topic);
+    metrics.failed.increment(1);
     match verdict(policy, record.attempts, error) {
-        Verdict::Retry(delay) => Some(delay),
+        Verdict::Retry(delay) => {
+            metrics.retried.increment(1);
+            Some(delay)
+        }
         Verdict::GiveUp => {
             let attempts = record.attempts;
             if dead_letter(env, record, error.kind(), error.to_string(), handler.name, attempts).await {
@@ -297,6 +318,7 @@ async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str,
     let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure, last_failure };
     if !env.config.dlq {
         error!(group = %env.group, record = %record.position(), handler, kind, error = %dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES), "giving up on record (dead letter queue disabled)");
+        env.metrics.of(handler, &record.info.topic).dead_lettered.increment(1);
         return true;
     }
     let topic = env.config.dlq_topic(&record.info.topic);
@@ -316,6 +338,7 @@ async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str,
     }
     match sent {
         Ok((partition, offset)) => {
+            env.metrics.of(handler, &record.info.topic).dead_lettered.increment(1);
             let error = dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES);
             error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %error, omitted, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
             true

@@ -53,6 +53,11 @@ impl OffsetTracker {
         }
     }
 
+    /// The oldest record not settled yet, if any.
+    pub(crate) fn oldest_unsettled(&self) -> Option<i64> {
+        self.entries.front().map(|e| e.0)
+    }
+
     /// The watermark when it moved past the last committed one; it is then taken as committed.
     pub(crate) fn take_commit(&mut self) -> Option<i64> {
         let w = self.watermark()?;

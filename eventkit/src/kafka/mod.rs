@@ -56,6 +56,76 @@ pub(crate) fn client_config(config: &Config) -> Result<ClientConfig> {
     Ok(client)
 }
 
+/// A consumer group member as its coordinator describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Member {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    /// Its partitions, `topic -> [partition]` (from the consumer protocol's assignment).
+    pub assignment: std::collections::BTreeMap<String, Vec<i32>>,
+}
+
+/// The state and members of each of `groups`, from their coordinators (blocking).
+pub(crate) fn describe_groups(
+    config: &Config,
+    groups: &[String],
+    timeout: std::time::Duration,
+) -> Result<std::collections::BTreeMap<String, (String, Vec<Member>)>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut client = client_config(config)?;
+    apply_overrides(&mut client, config, Client::Admin);
+    let consumer: BaseConsumer<KitContext> = client.create_with_context(KitContext)?;
+    let mut out = std::collections::BTreeMap::new();
+    for group in groups {
+        let list = consumer.fetch_group_list(Some(group), timeout)?;
+        for g in list.groups() {
+            let members = g
+                .members()
+                .iter()
+                .map(|m| Member {
+                    member_id: m.id().to_owned(),
+                    client_id: m.client_id().to_owned(),
+                    client_host: m.client_host().to_owned(),
+                    assignment: m.assignment().and_then(parse_assignment).unwrap_or_default(),
+                })
+                .collect();
+            out.insert(g.name().to_owned(), (g.state().to_owned(), members));
+        }
+    }
+    Ok(out)
+}
+
+/// The consumer protocol's member assignment: version (i16), then topics (i32 count), each a
+/// name (i16 length + bytes) and partitions (i32 count + i32 each); user data follows.
+fn parse_assignment(bytes: &[u8]) -> Option<std::collections::BTreeMap<String, Vec<i32>>> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = rest;
+        Some(head)
+    }
+    let mut b = bytes;
+    let i16_ = |b: &mut &[u8]| take(b, 2).map(|x| i16::from_be_bytes([x[0], x[1]]));
+    let i32_ = |b: &mut &[u8]| take(b, 4).map(|x| i32::from_be_bytes([x[0], x[1], x[2], x[3]]));
+    let mut out = std::collections::BTreeMap::new();
+    if bytes.is_empty() {
+        return Some(out);
+    }
+    i16_(&mut b)?;
+    let topics = i32_(&mut b)?;
+    for _ in 0..topics.max(0) {
+        let len = usize::try_from(i16_(&mut b)?).ok()?;
+        let name = String::from_utf8_lossy(take(&mut b, len)?).into_owned();
+        let n = i32_(&mut b)?;
+        let mut partitions = Vec::with_capacity(usize::try_from(n).unwrap_or(0).min(10_000));
+        for _ in 0..n.max(0) {
+            partitions.push(i32_(&mut b)?);
+        }
+        out.insert(name, partitions);
+    }
+    Some(out)
+}
+
 /// Applies the user's properties that belong to `which`. Call it last, so that they win.
 pub(crate) fn apply_overrides(client: &mut ClientConfig, config: &Config, which: Client) {
     for (name, value) in &config.kafka {

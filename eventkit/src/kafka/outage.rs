@@ -143,6 +143,14 @@ pub(crate) fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+/// When the current outage began, if one is going on.
+pub(crate) fn active_since() -> Option<Instant> {
+    if !active() {
+        return None;
+    }
+    state().outage.as_ref().map(|o| o.0)
+}
+
 /// An offset commit succeeded: the cluster answers. (A fetched record proves nothing: it may
 /// have waited in librdkafka's queue since before the outage.) Cheap when no outage is on.
 pub(crate) fn answered() {

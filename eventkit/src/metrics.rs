@@ -1,0 +1,203 @@
+//! Metrics through the [`metrics`] facade, rendered in the Prometheus text format.
+//!
+//! An app installs a Prometheus recorder at start unless the program installed a recorder of
+//! its own (then that one receives them). Names and labels:
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `eventkit_records_handled_total` | counter | group, handler, topic |
+//! | `eventkit_records_failed_total` (each failed attempt) | counter | group, handler, topic |
+//! | `eventkit_records_retried_total` (failed attempts to be retried) | counter | group, handler, topic |
+//! | `eventkit_records_dead_lettered_total` | counter | group, handler, topic |
+//! | `eventkit_records_skipped_total` (no handler in the group) | counter | group, topic |
+//! | `eventkit_handler_duration_seconds` | histogram | group, handler, topic |
+//! | `eventkit_records_in_flight` | gauge | group |
+//! | `eventkit_records_buffered` | gauge | group |
+//! | `eventkit_partitions_assigned`, `eventkit_partitions_paused` | gauge | group |
+//! | `eventkit_consumer_lag` (records, from librdkafka's statistics) | gauge | group, topic, partition |
+//! | `eventkit_published_total`, `eventkit_publish_errors_total` | counter | topic |
+//! | `eventkit_publish_duration_seconds` (hand-over to ack) | histogram | topic |
+//!
+//! Records that no handler could take (a malformed envelope, an unknown type) count for the
+//! group with an empty `handler` label. Handles are created once per group, handler and topic,
+//! so counting a record costs a map lookup and an atomic add.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Bucket bounds of the `_seconds` histograms.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process, unless the program has a recorder of its
+/// own. Returns the handle that renders it (`None`: the program's recorder gets the metrics).
+pub(crate) fn install() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("bucket bounds are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    // Histogram samples are folded into buckets by upkeep; without it they
+                    // pile up between scrapes.
+                    std::thread::Builder::new()
+                        .name("eventkit-metrics".into())
+                        .spawn({
+                            let handle = handle.clone();
+                            move || loop {
+                                std::thread::sleep(Duration::from_secs(5));
+                                handle.run_upkeep();
+                            }
+                        })
+                        .ok()?;
+                    Some(handle)
+                }
+                Err(_) => {
+                    tracing::info!("the program installed a metrics recorder: eventkit's metrics go to it (the admin API's /metrics is then empty)");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The metrics in the Prometheus text format (empty when the program has its own recorder).
+pub fn render() -> String {
+    install().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("eventkit_records_handled_total", "Records a handler handled successfully");
+    describe_counter!("eventkit_records_failed_total", "Failed handler attempts");
+    describe_counter!("eventkit_records_retried_total", "Failed handler attempts that will be retried");
+    describe_counter!("eventkit_records_dead_lettered_total", "Records written to the dead letter queue (or given up on with it disabled)");
+    describe_counter!("eventkit_records_skipped_total", "Records no handler of the group takes");
+    describe_histogram!("eventkit_handler_duration_seconds", Unit::Seconds, "Handler call duration, cascaded events included");
+    describe_gauge!("eventkit_records_in_flight", "Records (or batches) being handled");
+    describe_gauge!("eventkit_records_buffered", "Records held in memory: queued, in flight or waiting for a retry");
+    describe_gauge!("eventkit_partitions_assigned", "Partitions assigned to this member");
+    describe_gauge!("eventkit_partitions_paused", "Assigned partitions whose fetching is paused (backpressure)");
+    describe_gauge!("eventkit_consumer_lag", "Records between the committed offset and the end of the partition");
+    describe_counter!("eventkit_published_total", "Records the broker acknowledged");
+    describe_counter!("eventkit_publish_errors_total", "Records that could not be published");
+    describe_histogram!("eventkit_publish_duration_seconds", Unit::Seconds, "From hand-over to the producer to the broker's ack");
+}
+
+/// The counters of one handler on one topic in one group.
+#[derive(Clone)]
+pub(crate) struct HandlerMetrics {
+    pub handled: Counter,
+    pub failed: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+    pub skipped: Counter,
+    pub duration: Histogram,
+}
+
+impl HandlerMetrics {
+    fn new(group: &str, handler: &str, topic: &str) -> Self {
+        let labels = [("group", group.to_owned()), ("handler", handler.to_owned()), ("topic", topic.to_owned())];
+        HandlerMetrics {
+            handled: metrics::counter!("eventkit_records_handled_total", &labels),
+            failed: metrics::counter!("eventkit_records_failed_total", &labels),
+            retried: metrics::counter!("eventkit_records_retried_total", &labels),
+            dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
+            skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", group.to_owned()), ("topic", topic.to_owned())]),
+            duration: metrics::histogram!("eventkit_handler_duration_seconds", &labels),
+        }
+    }
+}
+
+/// A group's metric handles, by handler name (empty: the group itself) and topic.
+pub(crate) struct GroupMetrics {
+    group: Arc<str>,
+    handlers: HashMap<&'static str, HashMap<Arc<str>, HandlerMetrics, foldhash::fast::RandomState>, foldhash::fast::RandomState>,
+    pub in_flight: Gauge,
+    pub buffered: Gauge,
+    pub assigned: Gauge,
+    pub paused: Gauge,
+}
+
+impl GroupMetrics {
+    /// Handles for every handler of the group on every topic it reads.
+    pub(crate) fn new(group: &Arc<str>, handlers: impl IntoIterator<Item = &'static str>, topics: &[Arc<str>]) -> Self {
+        let mut by_handler: HashMap<_, HashMap<_, _, _>, _> = HashMap::default();
+        for handler in std::iter::once("").chain(handlers) {
+            let by_topic = by_handler.entry(handler).or_insert_with(HashMap::default);
+            for topic in topics {
+                by_topic.insert(topic.clone(), HandlerMetrics::new(group, handler, topic));
+            }
+        }
+        let labels = [("group", group.to_string())];
+        GroupMetrics {
+            group: group.clone(),
+            handlers: by_handler,
+            in_flight: metrics::gauge!("eventkit_records_in_flight", &labels),
+            buffered: metrics::gauge!("eventkit_records_buffered", &labels),
+            assigned: metrics::gauge!("eventkit_partitions_assigned", &labels),
+            paused: metrics::gauge!("eventkit_partitions_paused", &labels),
+        }
+    }
+
+    /// The handles of `handler` (empty: the group) on `topic`.
+    pub(crate) fn of(&self, handler: &str, topic: &str) -> HandlerMetrics {
+        match self.handlers.get(handler).and_then(|t| t.get(topic)) {
+            Some(m) => m.clone(),
+            None => HandlerMetrics::new(&self.group, handler, topic),
+        }
+    }
+
+}
+
+/// A group's per-partition lag from librdkafka's statistics.
+pub(crate) fn consumer_lag(group: &str, statistics: &rdkafka::Statistics) {
+    for (topic, t) in &statistics.topics {
+        for (partition, p) in &t.partitions {
+            if *partition < 0 || p.consumer_lag < 0 {
+                continue;
+            }
+            metrics::gauge!("eventkit_consumer_lag", "group" => group.to_owned(), "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(p.consumer_lag as f64);
+        }
+    }
+}
+
+/// A topic's publish handles.
+pub(crate) struct PublishMetrics {
+    pub published: Counter,
+    pub errors: Counter,
+    pub duration: Histogram,
+}
+
+/// Publish handles by topic, created on first use.
+#[derive(Default)]
+pub(crate) struct PublishMetricsByTopic(RwLock<HashMap<Box<str>, Arc<PublishMetrics>, foldhash::fast::RandomState>>);
+
+impl PublishMetricsByTopic {
+    pub(crate) fn of(&self, topic: &str) -> Arc<PublishMetrics> {
+        if let Some(m) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+            return m.clone();
+        }
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(topic.into())
+            .or_insert_with(|| {
+                let labels = [("topic", topic.to_owned())];
+                Arc::new(PublishMetrics {
+                    published: metrics::counter!("eventkit_published_total", &labels),
+                    errors: metrics::counter!("eventkit_publish_errors_total", &labels),
+                    duration: metrics::histogram!("eventkit_publish_duration_seconds", &labels),
+                })
+            })
+            .clone()
+    }
+}
