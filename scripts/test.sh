@@ -8,6 +8,10 @@ if [ -z "${EVENTKIT_TEST_BOOTSTRAP:-}" ]; then
   # shellcheck source=scripts/broker.sh
   . scripts/broker.sh
 fi
+# The official AsyncAPI parser (pinned in tests/asyncapi/package-lock.json) for tests/asyncapi.rs.
+if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
+  (cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 cargo test --workspace --no-fail-fast "$@"
 # The examples check themselves (a non-zero exit when what they print did not happen); they
 # run on their own embedded broker.

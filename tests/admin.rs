@@ -11,7 +11,7 @@ use eventkit_tests::{eventually, on_both_brokers, within, Log, Target};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Address {
     pub zip: String,
 }
@@ -208,6 +208,10 @@ async fn admin_api(target: Target) {
     assert!(eventually(Duration::from_secs(30), || gate.seen.snapshot().iter().filter(|&&a| a == 13).count() == 2).await, "replayed: {:?}", gate.seen.snapshot());
     let (status, answer) = api.post("/dlq/replay", Some(TOKEN), &json!({ "topic": "admin.orders" }).to_string()).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a replay says what to replay: {answer}");
+
+    let (status, doc) = api.json("/asyncapi.json").await;
+    assert_eq!((status, &doc["asyncapi"]), (StatusCode::OK, &json!("3.0.0")));
+    assert_eq!(doc["channels"][&topic]["address"], json!(topic), "{doc}");
 
     // Topology and groups.
     let (status, topology) = api.json("/topology").await;

@@ -207,9 +207,11 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
     let Event { item, event_type, topic, version, key, format, item_only } = event;
     let Krate { path: k, text } = krate;
     let serde_path = format!("{text}::__private::serde");
+    let schemars_path = format!("{text}::__private::schemars");
     let derives = quote! {
-        #[derive(#k::__private::serde::Serialize, #k::__private::serde::Deserialize)]
+        #[derive(#k::__private::serde::Serialize, #k::__private::serde::Deserialize, #k::__private::schemars::JsonSchema)]
         #[serde(crate = #serde_path)]
+        #[schemars(crate = #schemars_path)]
     };
     if *item_only {
         return quote! { #derives #item };
@@ -245,6 +247,7 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
                     type_id: ::core::any::TypeId::of::<#ident>,
                     type_name: ::core::any::type_name::<#ident>,
                     from_json: #k::__private::event_from_json::<#ident>,
+                    schema: #k::__private::event_schema::<#ident>,
                 };
                 fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
                     #partition_key

@@ -9,6 +9,7 @@
 //! | `GET /health/ready` | 200, or 503 with the reasons: not started, cluster unreachable, a group without assignment, a partition stuck on one record |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /topology` | the topic listing as JSON |
+//! | `GET /asyncapi.json` | the AsyncAPI 3.0 document (see [`crate::asyncapi`]) |
 //! | `GET /groups` | per group: members, this member's partitions with position, committed offset, lag, pauses |
 //! | `GET /dlq?topic=T` | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count; token |
 //! | `POST /dlq/replay` | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`); token |
@@ -270,8 +271,8 @@ async fn topology(State(admin): State<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], listing.to_json()).into_response()
 }
 
-async fn asyncapi(State(_admin): State<Arc<Admin>>) -> ApiResult {
-    Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "the AsyncAPI document is not available yet"))
+async fn asyncapi(State(admin): State<Arc<Admin>>) -> Json<Value> {
+    Json(crate::asyncapi::document(&admin.registry, &admin.config))
 }
 
 async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {

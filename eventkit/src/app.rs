@@ -313,9 +313,18 @@ impl App {
         Topology::new(&self.registry, &self.config)
     }
 
+    /// The app's AsyncAPI 3.0 document (see [`crate::asyncapi`]).
+    pub fn asyncapi(&self) -> serde_json::Value {
+        crate::asyncapi::document(&self.registry, &self.config)
+    }
+
     /// Prints the listing and returns true if asked to by `--list-topics[=json]` or
-    /// `EVENTKIT_LIST_TOPICS=1|json`.
+    /// `EVENTKIT_LIST_TOPICS=1|json`; prints the AsyncAPI document when asked to by `--asyncapi`.
     pub fn list_topics_if_asked(&self) -> bool {
+        if std::env::args().any(|a| a == "--asyncapi") {
+            println!("{}", serde_json::to_string_pretty(&self.asyncapi()).expect("the document serializes"));
+            return true;
+        }
         let arg = std::env::args().find_map(|a| match a.as_str() {
             "--list-topics" => Some("table".to_owned()),
             _ => a.strip_prefix("--list-topics=").map(str::to_owned),

@@ -6,13 +6,30 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// `Result` with eventkit's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<rdkafka::error::KafkaError> for Error {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(redact(e))
+    }
+}
+
+/// A client error without the value of a secret property (librdkafka's configuration errors
+/// quote the value they refuse).
+pub(crate) fn redact(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(code, description, key, _) if crate::config::is_secret_property(&key) => {
+            rdkafka::error::KafkaError::ClientConfig(code, description, key, crate::config::REDACTED.to_owned())
+        }
+        e => e,
+    }
+}
+
 /// Everything that can go wrong in eventkit.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The Kafka client reported an error.
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     /// Configuration is invalid or incomplete.
     #[error("configuration: {0}")]
     Config(String),
@@ -119,5 +136,20 @@ impl Error {
     /// Wraps any error as an application error.
     pub fn other(error: impl Into<BoxError>) -> Self {
         Error::Other(error.into())
+    }
+}
+
+#[cfg(test)]
+mod redaction {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+
+    #[test]
+    fn a_configuration_error_about_a_secret_property_does_not_quote_its_value() {
+        let refused = KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_INVALID, "not supported".into(), "sasl.password".into(), "hunter2".into());
+        let shown = super::Error::from(refused).to_string();
+        assert!(!shown.contains("hunter2") && shown.contains("sasl.password") && shown.contains("<redacted>"), "{shown}");
+        let other = KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_INVALID, "bad".into(), "linger.ms".into(), "-5".into());
+        assert!(super::Error::from(other).to_string().contains("-5"), "other values still help");
     }
 }

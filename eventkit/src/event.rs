@@ -31,6 +31,17 @@ pub struct EventInfo {
     #[doc(hidden)]
     #[serde(skip)]
     pub from_json: fn(serde_json::Value) -> std::result::Result<crate::Cascade, (String, String)>,
+    /// The JSON Schema of the event's data (from its `schemars::JsonSchema` derive), added to
+    /// the generator's definitions; the result refers to it.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+}
+
+/// The schema of `E` (a reference into the generator's definitions).
+#[doc(hidden)]
+pub fn event_schema<E: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    generator.subschema_for::<E>()
 }
 
 /// Decodes `value` as `E` into a cascade of one event; the error is the path of the field at

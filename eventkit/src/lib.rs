@@ -23,6 +23,7 @@
 
 mod admin;
 mod any;
+pub mod asyncapi;
 mod app;
 mod batch;
 mod cascade;
@@ -100,7 +101,8 @@ pub mod __private {
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::cascade::map_into;
-    pub use crate::event::event_from_json;
+    pub use crate::event::{event_from_json, event_schema};
+    pub use schemars;
     pub use crate::command::{take_command, CommandReply};
     pub use crate::extract::{extract_ref, require_ref};
     pub use crate::handler::{decode_event, extract_failed, key_text, EventKey};
