@@ -223,14 +223,22 @@ impl AppBuilder {
 /// Installs a formatted subscriber with an env filter (`RUST_LOG`, default `info`, librdkafka's
 /// own lines at `warn`), unless the program installed one: an app that sets up no logging still
 /// says what it does and what goes wrong (dead letters, outages).
-fn install_default_logging() {
+fn install_default_logging(service: &str) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     if tracing::dispatcher::has_been_set() {
         return;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
-    // Another thread may have won the race: then its subscriber stays.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otlp")]
+    let registry = registry.with(crate::trace::otlp::layer(service));
+    #[cfg(not(feature = "otlp"))]
+    let _ = service;
+    // Another thread may have won the race: then its subscriber stays.
+    let _ = registry.try_init();
 }
 
 /// Every handler this process runs must find the state it asks for; all gaps are reported at once.
@@ -355,7 +363,7 @@ impl App {
         }
         let App { mut config, registry, state, broker, ready } = self;
         if config.default_logging {
-            install_default_logging();
+            install_default_logging(&config.service_name);
         }
         let broker = match (broker, &config.bootstrap_servers) {
             (Some(broker), _) => Some(broker),
@@ -561,6 +569,8 @@ impl Running {
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
+        #[cfg(feature = "otlp")]
+        tokio::task::spawn_blocking(crate::trace::otlp::flush).await.ok();
         crate::command::clear_current(&self.publisher);
         {
             let mut current = CURRENT_PUBLISHER.write().expect("publisher lock");

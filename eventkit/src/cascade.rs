@@ -153,10 +153,21 @@ impl Cascade {
     /// The records are handed to the producer one after the other, in order (it keeps that
     /// order per partition), and the acks are awaited after.
     pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
+        let topic = self.events.first().map(|(e, _)| publisher.topic_name(e.info().topic)).unwrap_or_default();
+        let span = crate::trace::send_span(&topic, self.events.len());
+        let sent = tracing::Instrument::instrument(self.publish_now(publisher, options), span.clone()).await;
+        if sent.is_err() {
+            crate::trace::failed(&span, "publish");
+        }
+        sent
+    }
+
+    async fn publish_now(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
         let mut sent = Vec::with_capacity(self.events.len());
         for (event, own) in &self.events {
             let mut options = own.clone().unwrap_or_else(|| options.clone());
             options.id = None;
+            crate::trace::inject(&mut options.headers);
             let correlation = options.correlation_id.clone();
             let (topic, out) = event.encode(publisher, options)?;
             if crate::testing::active() {

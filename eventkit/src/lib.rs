@@ -51,6 +51,7 @@ mod retry;
 mod state;
 pub mod testing;
 mod topology;
+mod trace;
 pub mod wire;
 
 pub use any::AnyEvent;

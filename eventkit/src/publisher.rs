@@ -174,6 +174,11 @@ impl Publisher {
         self.transaction_call(move |p| p.abort_transaction(timeout)).await
     }
 
+    /// A topic's name on the wire.
+    pub(crate) fn topic_name(&self, topic: &str) -> String {
+        self.inner.config.topic_name(topic)
+    }
+
     /// The CloudEvents `source` of events this publisher sends.
     pub fn source(&self) -> &str {
         &self.inner.source
@@ -187,6 +192,16 @@ impl Publisher {
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
+        let span = crate::trace::send_span(&topic, 1);
+        let sent = tracing::Instrument::instrument(self.publish_to(event, options, topic), span.clone()).await;
+        if sent.is_err() {
+            crate::trace::failed(&span, "publish");
+        }
+        sent
+    }
+
+    async fn publish_to<E: IntegrationEvent>(&self, event: &E, mut options: PublishOptions, topic: String) -> Result<Published> {
+        crate::trace::inject(&mut options.headers);
         // The correlation a test session follows (a root event's is its own id).
         let options_correlation = crate::testing::active().then(|| options.correlation_id.clone().or_else(|| options.id.clone())).flatten();
         let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
@@ -206,10 +221,21 @@ impl Publisher {
     /// encoded, so memory holds one encoded event at a time plus librdkafka's queue.
     pub async fn publish_many<E: IntegrationEvent>(&self, events: &[E]) -> Result<Vec<Published>> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
+        let span = crate::trace::send_span(&topic, events.len());
+        let sent = tracing::Instrument::instrument(self.publish_many_to(events, topic), span.clone()).await;
+        if sent.is_err() {
+            crate::trace::failed(&span, "publish");
+        }
+        sent
+    }
+
+    async fn publish_many_to<E: IntegrationEvent>(&self, events: &[E], topic: String) -> Result<Vec<Published>> {
         let format = self.inner.config.format_of(&E::INFO);
         let mut pending = Vec::with_capacity(events.len());
+        let mut options = PublishOptions::default();
+        crate::trace::inject(&mut options.headers);
         for event in events {
-            let out = self.encode(event, PublishOptions::default(), format)?;
+            let out = self.encode(event, options.clone(), format)?;
             let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
             pending.push((out.id, delivery));
         }
@@ -271,7 +297,8 @@ impl Publisher {
     /// Encodes an event for `topic_of`'s topic on the wire, without sending it (the outbox
     /// stores it so).
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn encode_record<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, Outgoing)> {
+    pub(crate) fn encode_record<E: IntegrationEvent>(&self, event: &E, mut options: PublishOptions) -> Result<(String, Outgoing)> {
+        crate::trace::inject(&mut options.headers);
         let topic = self.inner.config.topic_name(E::INFO.topic);
         Ok((topic, self.encode(event, options, self.inner.config.format_of(&E::INFO))?))
     }

@@ -226,21 +226,28 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
     if let [only] = pending.as_slice() {
         ctx.handler = Some(only.name);
     }
+    let span = crate::trace::process_span(&env.group, &record.info, &event_id, &ctx.metadata.event_type, ctx.handler, 1);
+    let incoming = crate::trace::TraceHeaders::of(|k| record.header_text(k));
     let ctx = Arc::new(ctx);
-    if let Some(txn) = &env.transactions {
-        let results = Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
-        return Attempt::Handled { event_id, results };
-    }
-    let results = match pending.as_slice() {
-        [] => Vec::new(),
-        [only] => vec![(*only, invoke(env, only, ctx).await)],
-        _ => {
-            // Each handler cascades through a context of its own: what one of them adds is
-            // published when that one succeeded.
-            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(env, h, for_handler(&ctx, h))))).await;
-            pending.into_iter().zip(outcomes).collect()
+    let handle = async {
+        if let Some(txn) = &env.transactions {
+            return Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
+        }
+        match pending.as_slice() {
+            [] => Vec::new(),
+            [only] => vec![(*only, invoke(env, only, ctx).await)],
+            _ => {
+                // Each handler cascades through a context of its own: what one of them adds is
+                // published when that one succeeded.
+                let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(env, h, for_handler(&ctx, h))))).await;
+                pending.into_iter().zip(outcomes).collect()
+            }
         }
     };
+    let results = crate::trace::in_record(incoming, span.clone(), handle).await;
+    if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
+        crate::trace::failed(&span, e.kind());
+    }
     Attempt::Handled { event_id, results }
 }
 
@@ -339,13 +346,22 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
     let result = if contexts.is_empty() {
         Ok(())
     } else {
+        let first = &contexts[0];
+        let span = crate::trace::process_span(&env.group, &first.record, &first.metadata.id, &first.metadata.event_type, Some(handler.name), contexts.len());
+        let incoming = crate::trace::TraceHeaders::of(|k| handed[0].header_text(k));
         let batch = Arc::new(BatchContext { items: contexts });
         let started = std::time::Instant::now();
-        let result = match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
-            Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await,
-            Ok(Err(e)) => Err(e),
-            Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+        let handle = async {
+            match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
+                Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await,
+                Ok(Err(e)) => Err(e),
+                Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+            }
         };
+        let result = crate::trace::in_record(incoming, span.clone(), handle).await;
+        if let Err(e) = &result {
+            crate::trace::failed(&span, e.kind());
+        }
         env.metrics.of(handler.name, &handed[0].info.topic).duration.record(started.elapsed());
         result
     };

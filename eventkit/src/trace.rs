@@ -1,0 +1,255 @@
+//! Tracing across services: a span per handled record and per publish, named and attributed
+//! per the OpenTelemetry messaging conventions, and the W3C trace context carried in the
+//! `traceparent` / `tracestate` headers (the CloudEvents distributed tracing extension on Kafka).
+//!
+//! - On publish, the headers carry the context of the publish span (with the `otel` feature
+//!   and an OpenTelemetry layer installed); otherwise, inside a handler, the context the
+//!   handled record came with, so that a trace passes through a service that exports nothing.
+//! - On consume, the record's context is the parent of its process span: one trace runs
+//!   producer → handler → cascaded events → the next service.
+
+use std::future::Future;
+
+use tracing::Span;
+
+use crate::context::RecordInfo;
+
+/// The W3C trace context headers.
+pub(crate) const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACESTATE: &str = "tracestate";
+
+/// A trace context as it travels in headers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TraceHeaders {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+impl TraceHeaders {
+    /// The context of a record, if it carries a well-formed `traceparent`.
+    pub(crate) fn of(headers: impl Fn(&str) -> Option<String>) -> Option<TraceHeaders> {
+        let traceparent = headers(TRACEPARENT).filter(|t| is_traceparent(t))?;
+        Some(TraceHeaders { traceparent, tracestate: headers(TRACESTATE).filter(|s| !s.is_empty()) })
+    }
+
+    fn push_to(self, headers: &mut Vec<(String, Vec<u8>)>) {
+        headers.push((TRACEPARENT.to_owned(), self.traceparent.into_bytes()));
+        if let Some(state) = self.tracestate {
+            headers.push((TRACESTATE.to_owned(), state.into_bytes()));
+        }
+    }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero.
+fn is_traceparent(t: &str) -> bool {
+    let parts: Vec<&str> = t.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    matches!(parts.as_slice(), [v, trace, parent, flags]
+        if hex(v, 2) && *v != "ff" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0'))
+}
+
+tokio::task_local! {
+    /// The trace context of the record being handled (for publishes from its handlers).
+    static INCOMING: Option<TraceHeaders>;
+}
+
+/// The span of handling one record (or a batch of `count`).
+pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, event_type: &str, handler: Option<&str>, count: usize) -> Span {
+    tracing::info_span!(
+        "eventkit.process",
+        otel.name = %format_args!("process {}", record.topic),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %record.topic,
+        messaging.consumer.group.name = group,
+        messaging.destination.partition.id = %record.partition,
+        messaging.kafka.offset = record.offset,
+        messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
+        messaging.message.id = event_id,
+        messaging.batch.message_count = (count > 1).then_some(count),
+        cloudevents.event_id = event_id,
+        cloudevents.event_type = event_type,
+        eventkit.handler = handler,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// The span of publishing `count` events to `topic`.
+pub(crate) fn send_span(topic: &str, count: usize) -> Span {
+    tracing::info_span!(
+        "eventkit.send",
+        otel.name = %format_args!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = topic,
+        messaging.batch.message_count = (count > 1).then_some(count),
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Marks a span failed.
+pub(crate) fn failed(span: &Span, kind: &str) {
+    span.record("otel.status_code", "ERROR");
+    span.record("error.type", kind);
+}
+
+/// Runs a record's handling: in its process span, whose parent is the record's context, with
+/// that context at hand for publishes that have no span context of their own.
+pub(crate) async fn in_record<F: Future>(incoming: Option<TraceHeaders>, span: Span, f: F) -> F::Output {
+    #[cfg(feature = "otel")]
+    otel::set_parent(&span, incoming.as_ref());
+    INCOMING.scope(incoming, tracing::Instrument::instrument(f, span)).await
+}
+
+/// Adds the trace context to publish to `headers`, unless they carry one already.
+pub(crate) fn inject(headers: &mut Vec<(String, Vec<u8>)>) {
+    if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT)) {
+        return;
+    }
+    if let Some(context) = outgoing() {
+        context.push_to(headers);
+    }
+}
+
+/// The context a publish made now carries: the current span's, or the handled record's.
+fn outgoing() -> Option<TraceHeaders> {
+    #[cfg(feature = "otel")]
+    if let Some(context) = otel::current() {
+        return Some(context);
+    }
+    INCOMING.try_with(Clone::clone).ok().flatten()
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use super::TraceHeaders;
+
+    struct Headers<'a>(&'a TraceHeaders);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                super::TRACEPARENT => Some(&self.0.traceparent),
+                super::TRACESTATE => self.0.tracestate.as_deref(),
+                _ => None,
+            }
+        }
+        fn keys(&self) -> Vec<&str> {
+            vec![super::TRACEPARENT, super::TRACESTATE]
+        }
+    }
+
+    #[derive(Default)]
+    struct Out(TraceHeaders);
+
+    impl Injector for Out {
+        fn set(&mut self, key: &str, value: String) {
+            match key {
+                super::TRACEPARENT => self.0.traceparent = value,
+                super::TRACESTATE if !value.is_empty() => self.0.tracestate = Some(value),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn set_parent(span: &tracing::Span, incoming: Option<&TraceHeaders>) {
+        if let Some(incoming) = incoming {
+            if !span.is_disabled() {
+                let parent = TraceContextPropagator::new().extract(&Headers(incoming));
+                let _ = span.set_parent(parent);
+            }
+        }
+    }
+
+    /// The current span's context, when an OpenTelemetry layer records it.
+    pub(super) fn current() -> Option<TraceHeaders> {
+        let span = tracing::Span::current();
+        if span.is_disabled() {
+            return None;
+        }
+        let context = span.context();
+        if !context.span().span_context().is_valid() {
+            return None;
+        }
+        let mut out = Out::default();
+        TraceContextPropagator::new().inject_context(&context, &mut out);
+        (!out.0.traceparent.is_empty()).then_some(out.0)
+    }
+}
+
+/// The OTLP exporter `run()`'s default subscriber adds when the `otlp` feature is on and the
+/// standard variables ask for it (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; `OTEL_TRACES_EXPORTER=none` and `OTEL_SDK_DISABLED=true`
+/// turn it off). Spans go out in batches over OTLP/HTTP; `OTEL_SERVICE_NAME` names the service
+/// (default: the app's service name).
+#[cfg(feature = "otlp")]
+pub(crate) mod otlp {
+    use std::sync::OnceLock;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    fn wanted() -> bool {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        !disabled && (var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() || var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some())
+    }
+
+    /// A layer exporting spans over OTLP, if the environment asks for one.
+    pub(crate) fn layer<S>(service: &str) -> Option<tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::SdkTracer>>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        if !wanted() {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(exporter) => exporter,
+            Err(e) => {
+                eprintln!("eventkit: cannot export spans over OTLP: {e}");
+                return None;
+            }
+        };
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name(service.to_owned());
+        }
+        let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+        let tracer = provider.tracer("eventkit");
+        let _ = PROVIDER.set(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    /// Sends the spans not exported yet (at shutdown).
+    pub(crate) fn flush() {
+        if let Some(provider) = PROVIDER.get() {
+            let _ = provider.force_flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_well_formed_traceparents_are_taken() {
+        assert!(super::is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        for bad in ["", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-xyz-00f067aa0ba902b7-01"] {
+            assert!(!super::is_traceparent(bad), "{bad}");
+        }
+    }
+}
