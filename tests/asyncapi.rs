@@ -24,7 +24,7 @@ pub enum Carrier {
 }
 
 /// An order left the warehouse.
-#[integration_event(topic = "asyncapi.shipping", key = order_id, version = 2)]
+#[integration_event(topic = "asyncapi.shipping", key = order_id, version = 2, partitions = 6, retention = "7d", cleanup_policy = "delete")]
 pub struct OrderShipped {
     pub order_id: uuid::Uuid,
     pub shipped_at: chrono::DateTime<chrono::Utc>,
@@ -99,6 +99,8 @@ fn the_document_describes_channels_operations_messages_and_passes_the_official_p
     assert_eq!(doc["asyncapi"], "3.0.0");
     assert_eq!(doc["info"]["title"], "shipping-service");
     assert_eq!(channel["address"], json!(shipping));
+    assert_eq!(channel["bindings"]["kafka"]["partitions"], 6);
+    assert_eq!(channel["bindings"]["kafka"]["topicConfiguration"], json!({ "cleanup.policy": ["delete"], "retention.ms": 604_800_000 }));
     assert!(channel["messages"].get("OrderShipped").is_some() && channel["messages"].get("com.example.shipping.delivered").is_some(), "{channel}");
 
     // The payload schema comes from the Rust type, nested types included.

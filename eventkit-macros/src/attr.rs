@@ -7,6 +7,11 @@ use syn::{Ident, LitInt, LitStr, Token};
 
 pub mod kw {
     syn::custom_keyword!(topic);
+    syn::custom_keyword!(partitions);
+    syn::custom_keyword!(replication);
+    syn::custom_keyword!(retention);
+    syn::custom_keyword!(cleanup_policy);
+    syn::custom_keyword!(compression);
     syn::custom_keyword!(key);
     syn::custom_keyword!(version);
     syn::custom_keyword!(group);
@@ -56,7 +61,8 @@ fn unexpected(input: ParseStream<'_>, lookahead: syn::parse::Lookahead1<'_>, val
     }
 }
 
-const EVENT_ARGS: &[&str] = &["topic", "key", "version", "type", "format", "crate"];
+const EVENT_ARGS: &[&str] =
+    &["topic", "key", "version", "type", "format", "partitions", "replication", "retention", "cleanup_policy", "compression", "crate"];
 const HANDLER_ARGS: &[&str] =
     &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "idempotent", "crate"];
 
@@ -74,6 +80,11 @@ pub struct EventArgs {
     pub version: Option<LitInt>,
     pub event_type: Option<LitStr>,
     pub format: Option<LitStr>,
+    pub partitions: Option<LitInt>,
+    pub replication: Option<LitInt>,
+    pub retention: Option<LitStr>,
+    pub cleanup_policy: Option<LitStr>,
+    pub compression: Option<LitStr>,
     pub krate: Option<LitStr>,
 }
 
@@ -97,6 +108,21 @@ impl Parse for EventArgs {
             } else if lookahead.peek(kw::format) {
                 let k: kw::format = input.parse()?;
                 set_once(&mut args.format, "format", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::partitions) {
+                let k: kw::partitions = input.parse()?;
+                set_once(&mut args.partitions, "partitions", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::replication) {
+                let k: kw::replication = input.parse()?;
+                set_once(&mut args.replication, "replication", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::retention) {
+                let k: kw::retention = input.parse()?;
+                set_once(&mut args.retention, "retention", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::cleanup_policy) {
+                let k: kw::cleanup_policy = input.parse()?;
+                set_once(&mut args.cleanup_policy, "cleanup_policy", k.span, value(input)?)?;
+            } else if lookahead.peek(kw::compression) {
+                let k: kw::compression = input.parse()?;
+                set_once(&mut args.compression, "compression", k.span, value(input)?)?;
             } else if lookahead.peek(Token![crate]) {
                 let k: Token![crate] = input.parse()?;
                 set_once(&mut args.krate, "crate", k.span, value(input)?)?;

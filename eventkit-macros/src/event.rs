@@ -10,6 +10,9 @@ use syn::{Fields, Item, ItemStruct, Meta, Token};
 use crate::attr::{Errors, EventArgs};
 use crate::krate::{self, Krate};
 
+/// Topic settings: partitions, replication, retention (ms), cleanup policy, compression.
+type Settings = (Option<i32>, Option<i16>, Option<i64>, Option<String>, Option<String>);
+
 /// What validation leaves for expansion: plain values, never raw attributes.
 struct Event {
     item: ItemStruct,
@@ -19,6 +22,7 @@ struct Event {
     /// The key field: its Rust name and its name in the event's JSON.
     key: Option<(syn::Ident, String)>,
     format: Option<syn::Ident>,
+    settings: Settings,
     /// No impl can be generated (a generic struct): only the item and the errors.
     item_only: bool,
 }
@@ -125,7 +129,63 @@ fn validate(args: EventArgs, mut item: ItemStruct, errors: &mut Errors) -> Event
             None
         }
     });
-    Event { item, event_type, topic, version, key, format, item_only }
+    let partitions = args.partitions.and_then(|p| match p.base10_parse::<i32>() {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            errors.push(syn::Error::new(p.span(), "`partitions` is a whole number from 1"));
+            None
+        }
+    });
+    let replication = args.replication.and_then(|r| match r.base10_parse::<i16>() {
+        Ok(n) if n >= 1 => Some(n),
+        _ => {
+            errors.push(syn::Error::new(r.span(), "`replication` is a whole number from 1 (the copies of each partition)"));
+            None
+        }
+    });
+    let retention = args.retention.and_then(|r| match parse_retention(&r.value()) {
+        Ok(ms) => Some(ms),
+        Err(e) => {
+            errors.push(syn::Error::new(r.span(), e));
+            None
+        }
+    });
+    let one_of = |lit: Option<syn::LitStr>, name: &str, allowed: &[&str], errors: &mut Errors| {
+        lit.and_then(|l| {
+            let v = l.value();
+            if allowed.contains(&v.as_str()) {
+                Some(v)
+            } else {
+                errors.push(syn::Error::new(l.span(), format!("unknown {name} {v:?}: expected one of {}", allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))));
+                None
+            }
+        })
+    };
+    let cleanup_policy = one_of(args.cleanup_policy, "cleanup_policy", &["delete", "compact", "compact,delete"], errors);
+    let compression = one_of(args.compression, "compression", &["none", "gzip", "snappy", "lz4", "zstd", "producer"], errors);
+    Event { item, event_type, topic, version, key, format, settings: (partitions, replication, retention, cleanup_policy, compression), item_only }
+}
+
+/// `"7d"`, `"12h"`, `"30m"`, `"90s"` or `"forever"` in milliseconds (`-1`: forever).
+fn parse_retention(text: &str) -> Result<i64, String> {
+    let usage = format!("expected a retention like \"7d\", \"12h\", \"30m\" or \"forever\"; got {text:?}");
+    let t = text.trim();
+    if t == "forever" {
+        return Ok(-1);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: i64 = n.parse().map_err(|_| usage.clone())?;
+    let factor: i64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 604_800_000,
+        _ => return Err(usage),
+    };
+    n.checked_mul(factor).filter(|ms| *ms > 0).ok_or(usage)
 }
 
 /// `#[integration_event]` derives serde itself: a `Serialize`/`Deserialize` in the item's own
@@ -204,7 +264,7 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 fn generate(event: &Event, krate: &Krate) -> TokenStream {
-    let Event { item, event_type, topic, version, key, format, item_only } = event;
+    let Event { item, event_type, topic, version, key, format, settings, item_only } = event;
     let Krate { path: k, text } = krate;
     let serde_path = format!("{text}::__private::serde");
     let schemars_path = format!("{text}::__private::schemars");
@@ -222,6 +282,17 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
     };
     let ident = &item.ident;
     let rust_name = ident.to_string();
+    let opt = |v: Option<TokenStream>| match v {
+        Some(v) => quote!(::core::option::Option::Some(#v)),
+        None => quote!(::core::option::Option::None),
+    };
+    let (partitions, replication, retention, cleanup, compression) = (
+        opt(settings.0.map(|v| quote!(#v))),
+        opt(settings.1.map(|v| quote!(#v))),
+        opt(settings.2.map(|v| quote!(#v))),
+        opt(settings.3.as_ref().map(|v| quote!(#v))),
+        opt(settings.4.as_ref().map(|v| quote!(#v))),
+    );
     let (key_field, partition_key) = match key {
         Some((field, json)) => {
             // Spanned on the `key = ...` token: a key type without `Display` is reported there.
@@ -248,6 +319,13 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
                     type_name: ::core::any::type_name::<#ident>,
                     from_json: #k::__private::event_from_json::<#ident>,
                     schema: #k::__private::event_schema::<#ident>,
+                    settings: #k::TopicSettings {
+                        partitions: #partitions,
+                        replication: #replication,
+                        retention_ms: #retention,
+                        cleanup_policy: #cleanup,
+                        compression: #compression,
+                    },
                 };
                 fn partition_key(&self) -> ::core::option::Option<::std::string::String> {
                     #partition_key

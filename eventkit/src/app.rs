@@ -4,8 +4,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -14,7 +12,6 @@ use crate::broker::EmbeddedBroker;
 use crate::config::Config;
 use crate::consumer::GroupRunner;
 use crate::error::{Error, Result};
-use crate::kafka::KitContext;
 use crate::publisher::Publisher;
 use crate::registry::Registry;
 use crate::state::{Requirements, StateMap};
@@ -140,6 +137,16 @@ impl AppBuilder {
     setter!(/// How long a revoked partition's in-flight records may take before it is let go.
         revoke_timeout(timeout: Duration) => |c| c.revoke_timeout = timeout);
 
+    /// Settings of a topic (its name without prefix), over what its events declare.
+    pub fn topic_settings(mut self, topic: impl Into<String>, settings: crate::TopicConfig) -> Self {
+        let topic = topic.into();
+        self.edits.push(Box::new(move |c: &mut Config| {
+            c.topic_settings.insert(topic, settings);
+        }));
+        self
+    }
+    setter!(/// Retention of the dead letter topics eventkit creates (default 30 days).
+        dlq_retention(retention: Duration) => |c| c.dlq_retention = retention);
     setter!(/// Where the admin HTTP API listens (`HOST:PORT`, or a port alone for the loopback
         /// address; port 0 picks a free one, see [`Running::admin_addr`]).
         admin_addr(addr: impl Into<String> + Send + 'static) => |c| c.admin_addr = Some(addr.into()));
@@ -212,6 +219,7 @@ impl AppBuilder {
             None => Registry::global()?.clone(),
         };
         registry.check_groups(&config)?;
+        crate::topics::declared(&registry, &config)?;
         check_state(&registry, &config, &self.state)?;
         if let Some(broker) = &self.broker {
             config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
@@ -382,13 +390,13 @@ impl App {
         let admin = crate::admin::start(&config, registry.clone(), ready.clone()).await?;
         crate::kafka::reach::wait_for_cluster(&config).await?;
         if config.create_topics {
-            let mut topics = registry.topics(&config);
+            let topics: Vec<String> = registry.topics(&config).into_iter().collect();
+            let mut dlq_topics: Vec<String> = Vec::new();
             if config.dlq {
-                let subscribed: Vec<String> = registry.groups(&config).into_iter().flat_map(|g| g.topics).collect();
-                topics.extend(subscribed.iter().map(|t| config.dlq_topic(t)));
+                let subscribed: std::collections::BTreeSet<String> = registry.groups(&config).into_iter().flat_map(|g| g.topics).collect();
+                dlq_topics.extend(subscribed.iter().map(|t| config.dlq_topic(t)).filter(|t| !topics.contains(t)));
             }
-            let topics: Vec<String> = topics.into_iter().collect();
-            create_topics(&config, broker.as_deref(), &topics).await?;
+            crate::topics::create(&config, &registry, broker.as_deref(), &topics, &dlq_topics).await?;
         }
         let publisher = Publisher::with_broker(&config, broker)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -435,51 +443,6 @@ impl App {
         info!("shutdown signal received");
         running.shutdown().await
     }
-}
-
-/// Creates the missing topics among `topics`.
-async fn create_topics(config: &Config, broker: Option<&EmbeddedBroker>, topics: &[String]) -> Result<()> {
-    if let Some(broker) = broker {
-        for t in topics {
-            broker.create_topic(t, config.topic_partitions)?;
-        }
-        return Ok(());
-    }
-    if topics.is_empty() {
-        return Ok(());
-    }
-    let mut client = crate::kafka::client_config(config)?;
-    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
-    let admin: AdminClient<KitContext> = client.create_with_context(KitContext)?;
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|t| NewTopic::new(t, config.topic_partitions, TopicReplication::Fixed(-1))).collect();
-    let options = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(10)));
-    let results = match admin.create_topics(&new, &options).await {
-        Ok(results) => results,
-        Err(e) => {
-            let why = match e.rdkafka_error_code() {
-                Some(RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::InvalidRequest) => "the cluster has no CreateTopics API",
-                _ if crate::kafka::outage::is_connection_error(&e) => "the cluster did not answer",
-                _ => "the request failed",
-            };
-            warn!(error = %e, topics = ?topics, "cannot create topics ({why}); relying on existing topics or the broker's auto-creation (EVENTKIT_CREATE_TOPICS=false stops trying)");
-            return Ok(());
-        }
-    };
-    for result in results {
-        match result {
-            Ok(topic) => info!(%topic, partitions = config.topic_partitions, "topic created"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::ClusterAuthorizationFailed))) => warn!(
-                %topic, error = %code,
-                "not authorized to create topic: create it beforehand or grant CREATE on it (EVENTKIT_CREATE_TOPICS=false stops trying)"
-            ),
-            Err((topic, code)) => warn!(%topic, error = %code, "could not create topic; relying on existing topics or the broker's auto-creation"),
-        }
-    }
-    Ok(())
 }
 
 async fn shutdown_signal() -> Result<()> {

@@ -112,6 +112,7 @@ pub fn document(registry: &Registry, config: &Config) -> Value {
     // Messages by channel, for the receive operations of catch-all handlers.
     let mut on_channel: BTreeMap<String, Vec<Value>> = BTreeMap::new();
 
+    let declared = crate::topics::declared(registry, config).unwrap_or_default();
     let mut events: Vec<&EventInfo> = registry.events().to_vec();
     events.sort_by_key(|e| e.event_type);
     for info in events {
@@ -139,11 +140,22 @@ pub fn document(registry: &Registry, config: &Config) -> Value {
         }
         messages.insert(message.clone(), m);
         let entry = channels.entry(channel.clone()).or_insert_with(|| {
-            json!({
-                "address": topic,
-                "messages": {},
-                "bindings": { "kafka": { "topic": topic, "partitions": config.topic_partitions, "bindingVersion": BINDING_VERSION } },
-            })
+            let settings = declared.get(&topic).cloned().unwrap_or_default();
+            let mut kafka = json!({ "topic": topic, "partitions": settings.partitions.unwrap_or(config.topic_partitions), "bindingVersion": BINDING_VERSION });
+            if let Some(replicas) = settings.replication {
+                kafka["replicas"] = json!(replicas);
+            }
+            let mut topic_configuration = Map::new();
+            if let Some(policy) = &settings.cleanup_policy {
+                topic_configuration.insert("cleanup.policy".into(), json!(policy.split(',').collect::<Vec<_>>()));
+            }
+            if let Some(ms) = settings.retention_ms {
+                topic_configuration.insert("retention.ms".into(), json!(ms));
+            }
+            if !topic_configuration.is_empty() {
+                kafka["topicConfiguration"] = Value::Object(topic_configuration);
+            }
+            json!({ "address": topic, "messages": {}, "bindings": { "kafka": kafka } })
         });
         entry["messages"][&message] = json!({ "$ref": format!("#/components/messages/{message}") });
         let reference = json!({ "$ref": format!("#/channels/{channel}/messages/{message}") });

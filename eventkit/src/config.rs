@@ -110,6 +110,13 @@ pub struct Config {
     /// `EVENTKIT_STARTUP_TIMEOUT_MS`: how long an app waits at start for the cluster to answer
     /// before it fails. Unset (the default), it keeps waiting, warning at each attempt.
     pub startup_timeout: Option<Duration>,
+    /// `EVENTKIT_TOPIC_SETTINGS`: settings of topics (names without prefix) as JSON, over what
+    /// events declare: `{"orders.v1": {"partitions": 12, "replication": 3, "retention": "7d",
+    /// "cleanup_policy": "delete", "compression": "zstd"}}`.
+    pub topic_settings: BTreeMap<String, crate::topics::TopicConfig>,
+    /// `EVENTKIT_DLQ_RETENTION`: retention of dead letter topics eventkit creates (`"30d"`
+    /// default; `"forever"`).
+    pub dlq_retention: Duration,
     /// `EVENTKIT_ADMIN_ADDR`: where the admin HTTP API (health, metrics, topology, dead
     /// letters) listens: `HOST:PORT`, or a port alone for the loopback address. Unset (the
     /// default): no admin API.
@@ -174,6 +181,8 @@ impl std::fmt::Debug for Config {
             .field("kafka_producer", &redacted(&self.kafka_producer))
             .field("kafka_admin", &redacted(&self.kafka_admin))
             .field("startup_timeout", &self.startup_timeout)
+            .field("topic_settings", &self.topic_settings)
+            .field("dlq_retention", &self.dlq_retention)
             .field("admin_addr", &self.admin_addr)
             .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
             .field("stuck_after", &self.stuck_after)
@@ -218,6 +227,8 @@ impl Default for Config {
             kafka_producer: BTreeMap::new(),
             kafka_admin: BTreeMap::new(),
             startup_timeout: None,
+            topic_settings: BTreeMap::new(),
+            dlq_retention: Duration::from_secs(30 * 86_400),
             admin_addr: None,
             admin_token: None,
             stuck_after: Duration::from_secs(300),
@@ -307,6 +318,11 @@ impl Config {
                 "EVENTKIT_PUBLISH_TIMEOUT_MS" => c.publish_timeout = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MS" => c.retry_backoff.0 = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_RETRY_BACKOFF_MAX_MS" => c.retry_backoff.1 = Duration::from_millis(parse_num(&name, &value)?),
+                "EVENTKIT_TOPIC_SETTINGS" if !value.is_empty() => c.topic_settings = crate::topics::parse_settings(&name, &value)?,
+                "EVENTKIT_DLQ_RETENTION" => {
+                    let ms = crate::topics::parse_retention(&value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+                    c.dlq_retention = if ms < 0 { Duration::MAX } else { Duration::from_millis(ms as u64) };
+                }
                 "EVENTKIT_ADMIN_ADDR" => c.admin_addr = Some(value).filter(|v| !v.is_empty()),
                 "EVENTKIT_ADMIN_TOKEN" => c.admin_token = Some(value).filter(|v| !v.is_empty()),
                 "EVENTKIT_STUCK_AFTER_MS" => c.stuck_after = Duration::from_millis(parse_positive(&name, &value)?),

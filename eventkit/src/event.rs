@@ -31,6 +31,9 @@ pub struct EventInfo {
     #[doc(hidden)]
     #[serde(skip)]
     pub from_json: fn(serde_json::Value) -> std::result::Result<crate::Cascade, (String, String)>,
+    /// Settings for its topic (`partitions`, `replication`, `retention`, `cleanup_policy`,
+    /// `compression`), applied when eventkit creates the topic.
+    pub settings: crate::topics::TopicSettings,
     /// The JSON Schema of the event's data (from its `schemars::JsonSchema` derive), added to
     /// the generator's definitions; the result refers to it.
     #[doc(hidden)]

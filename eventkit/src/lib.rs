@@ -50,6 +50,7 @@ mod registry;
 mod retry;
 mod state;
 pub mod testing;
+mod topics;
 mod topology;
 mod trace;
 pub mod wire;
@@ -74,6 +75,7 @@ pub use publisher::{PublishOptions, Published, Publisher};
 pub use retry::{RetryOverrides, RetryPolicy};
 pub use registry::{EventDescriptor, GroupPlan, Registry};
 pub use state::{Requirements, StateMap};
+pub use topics::{TopicConfig, TopicSettings};
 pub use topology::{CommandEntry, EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
 pub use wire::WireFormat;
 
