@@ -114,6 +114,24 @@ async fn failures_are_dead_lettered_and_replayed(target: Target) {
     assert!(eventually(Duration::from_secs(60), || gw.handled.len() >= 10).await, "[{}] {:?}", target.kind, gw.handled.snapshot());
     let again = dlq.replay("failures.charges", Selection::All, &DlqFilter { include_replayed: true, ..filter.clone() }).await.unwrap();
     assert_eq!((again.replayed, again.already_replayed), (0, 3), "replay is idempotent");
+    // The dead letter topic holds the dead letters only; the replay markers are in its
+    // compacted companion, keyed by entry.
+    let records_in = |topic: &str| -> i64 {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", target.bootstrap()).create().unwrap();
+        let m = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+        m.topics()[0].partitions().iter().map(|p| {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap();
+            high - low
+        }).sum()
+    };
+    assert_eq!(records_in(&dlq_topic), 3, "no replay markers among the dead letters");
+    let markers = target.read_records(&format!("{dlq_topic}.replayed"), 3);
+    let mut keys: Vec<String> = markers.iter().map(|m| String::from_utf8(m.key.clone().unwrap()).unwrap()).collect();
+    keys.sort();
+    let mut expected: Vec<String> = entries.iter().map(|d| format!("{}:{}", d.partition, d.offset)).collect();
+    expected.sort();
+    assert_eq!(keys, expected, "one marker per replayed entry");
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.shutdown().await.unwrap();
 
@@ -139,3 +157,34 @@ fn retry_attributes_reach_the_descriptor() {
     assert_eq!(policy.retries, 2);
     assert_eq!(policy.max, Duration::from_millis(40));
 }
+
+/// A dead letter queue written by an earlier version, with its replay marker among the dead
+/// letters: the entry still counts as replayed, and the marker is not an entry.
+async fn markers_in_the_dead_letter_topic_are_still_read(target: Target) {
+    let dlq_topic = target.topic("legacy.orders.dlq");
+    target.create_topic("legacy.orders", 1).await;
+    target.create_topic("legacy.orders.dlq", 1).await;
+    let entry = [
+        ("ce_specversion", "1.0"),
+        ("ce_id", "e-legacy"),
+        ("ce_source", "shop"),
+        ("ce_type", "Charge"),
+        ("eventkit-dlq-topic", &target.topic("legacy.orders") as &str),
+        ("eventkit-dlq-kind", "handler-error"),
+        ("eventkit-dlq-error", "boom"),
+        ("eventkit-dlq-group", "billing"),
+        ("eventkit-dlq-handler", "failures::charge"),
+    ];
+    let (partition, offset) = target.produce_raw(&dlq_topic, "k", &entry, b"{\"n\":1}").await;
+    target.produce_raw(&dlq_topic, "k", &[("eventkit-dlq-replayed", &offset.to_string())], b"").await;
+    let config = eventkit::Config::from_vars([("KAFKA_BOOTSTRAP_SERVERS".to_string(), target.bootstrap().to_owned()), ("KAFKA_TOPIC_PREFIX".into(), target.prefix.clone())]).unwrap();
+    let dlq = eventkit::DeadLetterQueue::new(&config).unwrap();
+    let all = DlqFilter { include_replayed: true, ..Default::default() };
+    let entries = dlq.list("legacy.orders", &all).await.unwrap();
+    assert_eq!(entries.len(), 1, "the marker is not an entry: {entries:?}");
+    assert!(entries[0].replayed && (entries[0].partition, entries[0].offset) == (partition, offset));
+    assert_eq!(dlq.count("legacy.orders", &DlqFilter::default()).await.unwrap(), 0);
+    let report = dlq.replay("legacy.orders", Selection::All, &all).await.unwrap();
+    assert_eq!((report.replayed, report.already_replayed), (0, 1));
+}
+on_both_brokers!(markers_in_the_dead_letter_topic_are_still_read);

@@ -222,7 +222,16 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
             declared.get(t).cloned().unwrap_or_default()
         }
     };
-    let all: Vec<&String> = topics.iter().chain(dlq_topics).collect();
+    let markers: Vec<String> = dlq_topics.iter().map(|t| crate::dlq::markers_topic(t)).collect();
+    let markers_settings = markers_config();
+    let settings = |t: &String| -> TopicConfig {
+        if markers.contains(t) {
+            markers_settings.clone()
+        } else {
+            settings(t)
+        }
+    };
+    let all: Vec<&String> = topics.iter().chain(dlq_topics).chain(&markers).collect();
     if let Some(broker) = broker {
         for t in all {
             broker.create_topic(t, settings(t).partitions.unwrap_or(config.topic_partitions))?;
@@ -276,6 +285,36 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
         }
     }
     check_existing(&admin, &declared).await;
+    Ok(())
+}
+
+/// The settings of a dead letter topic's replay markers topic: compacted, one partition.
+fn markers_config() -> TopicConfig {
+    TopicConfig { partitions: Some(1), cleanup_policy: Some("compact".into()), ..Default::default() }
+}
+
+/// Creates a replay markers topic (see [`crate::dlq`]); a cluster that cannot create it is
+/// left to its auto-creation.
+pub(crate) async fn create_markers_topic(config: &Config, name: &str) -> Result<()> {
+    let mut client = crate::kafka::client_config(config)?;
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
+    let admin: AdminClient<KitContext> = client.create_with_context(KitContext)?;
+    let settings = markers_config();
+    let entries = settings.entries();
+    let topic = entries.iter().fold(NewTopic::new(name, 1, TopicReplication::Fixed(-1)), |n, (k, v)| n.set(k, v));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics(&[topic], &options).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(t) => info!(topic = %t, "replay markers topic created"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, code)) => warn!(topic = %t, error = %code, "cannot create the replay markers topic; relying on the broker's auto-creation"),
+                }
+            }
+        }
+        Err(e) => debug!(error = %e, topic = name, "cannot create the replay markers topic; relying on the broker's auto-creation"),
+    }
     Ok(())
 }
 

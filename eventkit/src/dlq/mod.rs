@@ -3,8 +3,10 @@
 //! A dead-lettered record is the original record (key, value and headers untouched) on
 //! `{topic}{suffix}` (default `.dlq`) with `eventkit-dlq-*` headers added. Replaying sends it
 //! back to its topic without those headers, addressed to the group (and handler) that failed,
-//! so other groups do not see it twice; a marker in the dead letter topic makes a second
-//! replay of the same entry a no-op.
+//! so other groups do not see it twice; a marker in the companion topic `{dlq topic}.replayed`
+//! (compacted, keyed `partition:offset`) makes a second replay of the same entry a no-op. The
+//! dead letter topic holds dead letters only, so a monitor that counts its records counts
+//! failures. Markers that earlier versions wrote into the dead letter topic are still read.
 //!
 //! Reading streams the topic: entries are visited one at a time up to each partition's end
 //! as the broker reports it (transaction markers included), with a deadline on progress.
@@ -428,6 +430,9 @@ impl DeadLetterQueue {
             Selection::All => self.list(topic, &filter).await?,
         };
         let mut report = ReplayReport::default();
+        if selected.iter().any(|d| !d.replayed) {
+            self.ensure_markers_topic(&self.dlq_topic(topic)).await?;
+        }
         let mut exists: HashMap<String, bool> = HashMap::new();
         for d in selected {
             if d.replayed {
@@ -473,6 +478,16 @@ impl DeadLetterQueue {
             .then(|| format!("it is addressed to handler `{}`, which this app no longer has", d.handler))
     }
 
+    /// Creates the replay markers topic of `dlq_topic` when it is missing (where the cluster
+    /// cannot create it, the broker's auto-creation may).
+    async fn ensure_markers_topic(&self, dlq_topic: &str) -> Result<()> {
+        let name = markers_topic(dlq_topic);
+        if self.topic_exists(&name).await? {
+            return Ok(());
+        }
+        crate::topics::create_markers_topic(&self.config, &name).await
+    }
+
     async fn topic_exists(&self, topic: &str) -> Result<bool> {
         let (config, topic) = (self.config.clone(), topic.to_owned());
         blocking(move || reader::topic_exists(&config, &topic)).await
@@ -492,7 +507,9 @@ impl DeadLetterQueue {
         self.publisher.send_headers(destination, d.key.as_deref(), None, d.value.as_deref(), out).await?;
         let offset = d.offset.to_string();
         let marker = OwnedHeaders::new().insert(Header { key: headers::REPLAYED, value: Some(offset.as_str()) });
-        self.publisher.send_headers(&d.dlq_topic, d.key.as_deref(), Some(d.partition), Some(&[]), marker).await?;
+        let key = format!("{}:{}", d.partition, d.offset);
+        let value = serde_json::json!({ "replayed_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true), "to": destination }).to_string();
+        self.publisher.send_headers(&markers_topic(&d.dlq_topic), Some(key.as_bytes()), None, Some(value.as_bytes()), marker).await?;
         Ok(())
     }
 
@@ -501,6 +518,11 @@ impl DeadLetterQueue {
         let (config, dlq_topic) = (self.config.clone(), self.dlq_topic(topic));
         move || Reader::new(&config, &dlq_topic)
     }
+}
+
+/// The compacted topic that records which entries of `dlq_topic` were replayed.
+pub(crate) fn markers_topic(dlq_topic: &str) -> String {
+    format!("{dlq_topic}.replayed")
 }
 
 fn with_replayed(mut d: DeadLetter, replayed: &HashSet<(i32, i64)>) -> DeadLetter {

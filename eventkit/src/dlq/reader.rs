@@ -33,11 +33,17 @@ pub(crate) struct Reader {
     topic: String,
     /// Per partition: first and one-past-last offset when reading began.
     partitions: Vec<(i32, i64, i64)>,
+    config: Config,
 }
 
 impl Reader {
     /// Opens `dlq_topic`. Fails when it does not exist or its metadata cannot be read.
     pub(crate) fn new(config: &Config, dlq_topic: &str) -> Result<Self> {
+        Self::open(config, dlq_topic)?.ok_or_else(|| Error::NotFound(format!("dead letter topic `{dlq_topic}` does not exist")))
+    }
+
+    /// Opens `topic`; `None` when it does not exist.
+    fn open(config: &Config, dlq_topic: &str) -> Result<Option<Self>> {
         let mut client = crate::kafka::client_config(config)?;
         client
             .set("group.id", "eventkit-dlq-reader")
@@ -49,9 +55,7 @@ impl Reader {
         let metadata = consumer.fetch_metadata(Some(dlq_topic), METADATA_TIMEOUT)?;
         let topic = metadata.topics().iter().find(|t| t.name() == dlq_topic);
         match topic.map(|t| t.error()) {
-            None | Some(Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) => {
-                return Err(Error::NotFound(format!("dead letter topic `{dlq_topic}` does not exist")));
-            }
+            None | Some(Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)) => return Ok(None),
             Some(Some(e)) => return Err(Error::msg(format!("cannot read the metadata of `{dlq_topic}`: {e:?}"))),
             Some(None) => {}
         }
@@ -61,7 +65,7 @@ impl Reader {
             partitions.push((p.id(), low, high));
         }
         partitions.sort_unstable();
-        Ok(Reader { consumer, topic: dlq_topic.to_owned(), partitions })
+        Ok(Some(Reader { consumer, topic: dlq_topic.to_owned(), partitions, config: config.clone() }))
     }
 
     fn partition(&self, partition: i32) -> Result<(i64, i64)> {
@@ -72,9 +76,23 @@ impl Reader {
             .ok_or_else(|| Error::NotFound(format!("dead letter topic `{}` has no partition {partition}", self.topic)))
     }
 
-    /// The replay markers of every partition, or of one from an offset on.
+    /// The replay markers of every partition, or of one from an offset on: those in the
+    /// companion topic, and those earlier versions wrote into the dead letter topic itself.
     pub(crate) fn markers(&self, from: Option<(i32, i64)>) -> Result<HashSet<(i32, i64)>> {
         let mut out = HashSet::new();
+        if let Some(companion) = Reader::open(&self.config, &super::markers_topic(&self.topic))? {
+            let starts = companion.partitions.clone();
+            companion.scan_messages(starts, |m| {
+                use rdkafka::message::Message;
+                let marker = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once(':')).and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)));
+                if let Some((p, o)) = marker {
+                    if from.is_none_or(|(fp, fo)| p == fp && o >= fo) {
+                        out.insert((p, o));
+                    }
+                }
+                Ok(())
+            })?;
+        }
         let starts = match from {
             Some((p, offset)) => {
                 let (low, high) = self.partition(p)?;
@@ -136,6 +154,11 @@ impl Reader {
     /// Reads each `(partition, from, end)` from `from` up to `end` (exclusive) or the
     /// partition's end, whichever comes first.
     fn scan(&self, starts: Vec<(i32, i64, i64)>, mut visit: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        self.scan_messages(starts, |m| visit(parse(&self.topic, m)))
+    }
+
+    /// [`Reader::scan`] over the raw records.
+    fn scan_messages(&self, starts: Vec<(i32, i64, i64)>, mut visit: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>) -> Result<()> {
         let mut tpl = TopicPartitionList::new();
         let mut remaining: HashMap<i32, i64> = HashMap::new();
         for (p, from, end) in starts {
@@ -177,7 +200,7 @@ impl Reader {
                     if m.offset() + 1 >= end {
                         remaining.remove(&p);
                     }
-                    visit(parse(&self.topic, &m))?;
+                    visit(&m)?;
                 }
             }
         }
