@@ -16,7 +16,7 @@ cargo test --workspace --no-fail-fast "$@"
 # The examples check themselves (a non-zero exit when what they print did not happen); they
 # run on their own embedded broker.
 if [ $# -eq 0 ]; then
-  for example in user_service orders_dlq projections user_registration low_stock; do
+  for example in user_service orders_dlq projections user_registration low_stock debate_service; do
     log="$(mktemp)"
     if ! env -u KAFKA_BOOTSTRAP_SERVERS RUST_LOG=warn cargo run -q -p eventkit-examples --example "$example" >"$log" 2>&1; then
       echo "example $example failed:" >&2; cat "$log" >&2; rm -f "$log"; exit 1

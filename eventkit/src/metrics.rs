@@ -107,12 +107,23 @@ pub(crate) struct HandlerMetrics {
 impl HandlerMetrics {
     fn new(group: &str, handler: &str, topic: &str) -> Self {
         let labels = [("group", group.to_owned()), ("handler", handler.to_owned()), ("topic", topic.to_owned())];
+        if handler.is_empty() {
+            // The group itself: only records no handler took are counted.
+            return HandlerMetrics {
+                handled: Counter::noop(),
+                failed: Counter::noop(),
+                retried: Counter::noop(),
+                dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
+                skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", group.to_owned()), ("topic", topic.to_owned())]),
+                duration: Histogram::noop(),
+            };
+        }
         HandlerMetrics {
             handled: metrics::counter!("eventkit_records_handled_total", &labels),
             failed: metrics::counter!("eventkit_records_failed_total", &labels),
             retried: metrics::counter!("eventkit_records_retried_total", &labels),
             dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
-            skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", group.to_owned()), ("topic", topic.to_owned())]),
+            skipped: Counter::noop(),
             duration: metrics::histogram!("eventkit_handler_duration_seconds", &labels),
         }
     }
