@@ -327,15 +327,8 @@ impl DlqQuery {
     }
 
     fn filter(&self, config: &Config) -> std::result::Result<DlqFilter, ApiError> {
-        let filter = DlqFilter {
-            group: self.group.as_deref().map(|g| config.group_for(Some(g))),
-            kind: self.kind.clone(),
-            handler: self.handler.clone(),
-            event_type: self.event_type.clone(),
-            include_replayed: self.include_replayed,
-        };
-        filter.check().map_err(|e| ApiError::from(e).field("kind"))?;
-        Ok(filter)
+        DlqFilter::named(config, self.group.as_deref(), self.kind.clone(), self.handler.clone(), self.event_type.clone(), self.include_replayed)
+            .map_err(|e| ApiError::from(e).field("kind"))
     }
 }
 

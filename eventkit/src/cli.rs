@@ -90,15 +90,7 @@ struct Target {
 
 impl Target {
     fn filter(&self, config: &Config) -> Result<DlqFilter> {
-        let filter = DlqFilter {
-            group: self.group.as_deref().map(|g| config.group_for(Some(g))),
-            kind: self.kind.clone(),
-            handler: self.handler.clone(),
-            event_type: self.event_type.clone(),
-            include_replayed: self.include_replayed,
-        };
-        filter.check()?;
-        Ok(filter)
+        DlqFilter::named(config, self.group.as_deref(), self.kind.clone(), self.handler.clone(), self.event_type.clone(), self.include_replayed)
     }
 }
 

@@ -239,6 +239,13 @@ pub struct DlqFilter {
 }
 
 impl DlqFilter {
+    /// A checked filter from what a person names: the group as code names it (without prefix).
+    pub(crate) fn named(config: &Config, group: Option<&str>, kind: Option<String>, handler: Option<String>, event_type: Option<String>, include_replayed: bool) -> Result<Self> {
+        let filter = DlqFilter { group: group.map(|g| config.group_for(Some(g))), kind, handler, event_type, include_replayed };
+        filter.check()?;
+        Ok(filter)
+    }
+
     fn accepts(&self, d: &DeadLetter) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         (self.include_replayed || !d.replayed)

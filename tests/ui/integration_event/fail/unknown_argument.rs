@@ -1,4 +1,4 @@
-#[eventkit::integration_event(topic = "users", partitions = 3)]
+#[eventkit::integration_event(topic = "users", shards = 3)]
 pub struct UserCreated {
     pub user_id: u64,
 }
