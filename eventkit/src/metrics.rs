@@ -160,11 +160,11 @@ impl GroupMetrics {
         }
     }
 
-    /// The handles of `handler` (empty: the group) on `topic`.
-    pub(crate) fn of(&self, handler: &str, topic: &str) -> HandlerMetrics {
+    /// The handles of `handler` (empty: the group) on `topic` (borrowed: no handle is cloned).
+    pub(crate) fn of(&self, handler: &str, topic: &str) -> std::borrow::Cow<'_, HandlerMetrics> {
         match self.handlers.get(handler).and_then(|t| t.get(topic)) {
-            Some(m) => m.clone(),
-            None => HandlerMetrics::new(&self.group, handler, topic),
+            Some(m) => std::borrow::Cow::Borrowed(m),
+            None => std::borrow::Cow::Owned(HandlerMetrics::new(&self.group, handler, topic)),
         }
     }
 

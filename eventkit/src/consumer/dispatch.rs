@@ -370,10 +370,10 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
 
 /// Calls a single-record handler and times it.
 async fn invoke(env: &WorkerEnv, handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
+    let metrics = env.metrics.of(handler.name, &ctx.record.topic);
     let started = std::time::Instant::now();
-    let topic = ctx.record.topic.clone();
     let result = call_handler(handler, ctx).await;
-    env.metrics.of(handler.name, &topic).duration.record(started.elapsed());
+    metrics.duration.record(started.elapsed());
     result
 }
 
