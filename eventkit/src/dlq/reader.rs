@@ -85,8 +85,10 @@ impl Reader {
             companion.scan_messages(starts, |m| {
                 use rdkafka::message::Message;
                 let marker = m.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| k.split_once(':')).and_then(|(p, o)| Some((p.parse().ok()?, o.parse().ok()?)));
+                // `from` is where in-topic markers can be (after their entry); companion markers
+                // are filtered by partition only.
                 if let Some((p, o)) = marker {
-                    if from.is_none_or(|(fp, fo)| p == fp && o >= fo) {
+                    if from.is_none_or(|(fp, _)| p == fp) {
                         out.insert((p, o));
                     }
                 }
