@@ -165,8 +165,9 @@ impl Bench {
             .topic_prefix(prefix.to_owned())
             .group_prefix(format!("{prefix}{}.", fastrand::u32(..)))
             .create_topics(false)
-            // The table is the output; the apps' own logs would interleave with it.
-            .default_logging(false)
+            // The table is the output; the apps' own logs would interleave with it
+            // (`BENCH_DEFAULT_LOGGING=1` measures with the default subscriber, at `RUST_LOG=warn`).
+            .default_logging(std::env::var("BENCH_DEFAULT_LOGGING").is_ok())
             .max_buffered(std::env::var("BENCH_MAX_BUFFERED").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000), 32 << 20)
     }
 

@@ -237,12 +237,17 @@ fn install_default_logging(service: &str) {
     if tracing::dispatcher::has_been_set() {
         return;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    // The per-record and per-publish spans are for tracing: formatting their fields for log
+    // lines would cost more than handling a record.
+    let no_record_spans = tracing_subscriber::filter::filter_fn(|m| !(m.is_span() && m.target() == crate::trace::TARGET));
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr).with_filter(filter().and(no_record_spans));
+    let registry = tracing_subscriber::registry().with(fmt);
     #[cfg(feature = "otlp")]
-    let registry = registry.with(crate::trace::otlp::layer(service));
+    let registry = registry.with(crate::trace::otlp::layer(service).map(|l| l.with_filter(filter())));
     #[cfg(not(feature = "otlp"))]
     let _ = service;
     // Another thread may have won the race: then its subscriber stays.

@@ -14,6 +14,10 @@ use tracing::Span;
 
 use crate::context::RecordInfo;
 
+/// The target of eventkit's spans (`RUST_LOG=eventkit::trace=off` drops them from a subscriber
+/// of the program's own; `run()`'s default one keeps them out of log lines).
+pub(crate) const TARGET: &str = "eventkit::trace";
+
 /// The W3C trace context headers.
 pub(crate) const TRACEPARENT: &str = "traceparent";
 pub(crate) const TRACESTATE: &str = "tracestate";
@@ -57,6 +61,7 @@ tokio::task_local! {
 /// The span of handling one record (or a batch of `count`).
 pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, event_type: &str, handler: Option<&str>, count: usize) -> Span {
     tracing::info_span!(
+        target: TARGET,
         "eventkit.process",
         otel.name = %format_args!("process {}", record.topic),
         otel.kind = "consumer",
@@ -81,6 +86,7 @@ pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, eve
 /// The span of publishing `count` events to `topic`.
 pub(crate) fn send_span(topic: &str, count: usize) -> Span {
     tracing::info_span!(
+        target: TARGET,
         "eventkit.send",
         otel.name = %format_args!("send {topic}"),
         otel.kind = "producer",
