@@ -237,6 +237,11 @@ async fn admin_api(target: Target) {
     assert_eq!(body["status"], "down");
     let reason = body["reasons"][0].as_str().unwrap();
     assert!(reason.contains("stuck on offset") && reason.contains(&topic), "{reason}");
+    let group_label = format!("group=\"{group}\"");
+    let ((_, metrics), in_flight) = until(10, || api.get("/metrics", None), |(_, m)| sample(m, "eventkit_records_in_flight", &[&group_label]) == Some(1.0)).await;
+    assert!(in_flight, "the stuck record is in flight:\n{metrics}");
+    assert_eq!(sample(&metrics, "eventkit_partitions_assigned", &[&group_label]), Some(3.0), "{metrics}");
+    assert_eq!(sample(&metrics, "eventkit_partitions_paused", &[&group_label]), Some(0.0), "{metrics}");
     gate.released.store(true, Ordering::Release);
     let (last, ready) = until(30, || api.ready(), |r| r.0 == StatusCode::OK).await;
     assert!(ready, "ready again once released: {last:?}");
