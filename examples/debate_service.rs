@@ -25,6 +25,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use serde_json::{json, Value};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 #[integration_event(topic = "debate-events", key = debate_id, retention = "7d")]
 pub struct DebateInitiated {
@@ -139,10 +140,12 @@ async fn wait_ready(name: &str, running: &Running) -> eventkit::Result<()> {
 async fn main() -> eventkit::Result<()> {
     let collected = Collected::default();
     let provider = SdkTracerProvider::builder().with_simple_exporter(collected.clone()).build();
+    // The log follows RUST_LOG; the trace layer takes eventkit's spans (at `info`) whatever the
+    // log level.
+    let log_filter = tracing_subscriber::EnvFilter::new(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()));
     tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into())))
-        .with(tracing_subscriber::fmt::layer())
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("debate")))
+        .with(tracing_subscriber::fmt::layer().with_filter(log_filter))
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("debate")).with_filter(tracing_subscriber::EnvFilter::new("info")))
         .init();
 
     let env = std::env::var("DEBATE_ENV").unwrap_or_else(|_| "dev".into());
