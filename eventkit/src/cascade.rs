@@ -153,13 +153,9 @@ impl Cascade {
     /// The records are handed to the producer one after the other, in order (it keeps that
     /// order per partition), and the acks are awaited after.
     pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
-        let topic = self.events.first().map(|(e, _)| publisher.topic_name(e.info().topic)).unwrap_or_default();
-        let span = crate::trace::send_span(&topic, self.events.len());
-        let sent = tracing::Instrument::instrument(self.publish_now(publisher, options), span.clone()).await;
-        if sent.is_err() {
-            crate::trace::failed(&span, "publish");
-        }
-        sent
+        let topic = self.events.first().map_or("", |(e, _)| e.info().topic);
+        let count = self.events.len();
+        crate::trace::sending(publisher.topic_prefix(), topic, count, self.publish_now(publisher, options)).await
     }
 
     async fn publish_now(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {

@@ -174,9 +174,9 @@ impl Publisher {
         self.transaction_call(move |p| p.abort_transaction(timeout)).await
     }
 
-    /// A topic's name on the wire.
-    pub(crate) fn topic_name(&self, topic: &str) -> String {
-        self.inner.config.topic_name(topic)
+    /// The prefix of every topic this publisher sends to.
+    pub(crate) fn topic_prefix(&self) -> &str {
+        &self.inner.config.topic_prefix
     }
 
     /// The CloudEvents `source` of events this publisher sends.
@@ -192,12 +192,7 @@ impl Publisher {
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
-        let span = crate::trace::send_span(&topic, 1);
-        let sent = tracing::Instrument::instrument(self.publish_to(event, options, topic), span.clone()).await;
-        if sent.is_err() {
-            crate::trace::failed(&span, "publish");
-        }
-        sent
+        crate::trace::sending(self.topic_prefix(), E::INFO.topic, 1, self.publish_to(event, options, topic)).await
     }
 
     async fn publish_to<E: IntegrationEvent>(&self, event: &E, mut options: PublishOptions, topic: String) -> Result<Published> {
@@ -221,12 +216,7 @@ impl Publisher {
     /// encoded, so memory holds one encoded event at a time plus librdkafka's queue.
     pub async fn publish_many<E: IntegrationEvent>(&self, events: &[E]) -> Result<Vec<Published>> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
-        let span = crate::trace::send_span(&topic, events.len());
-        let sent = tracing::Instrument::instrument(self.publish_many_to(events, topic), span.clone()).await;
-        if sent.is_err() {
-            crate::trace::failed(&span, "publish");
-        }
-        sent
+        crate::trace::sending(self.topic_prefix(), E::INFO.topic, events.len(), self.publish_many_to(events, topic)).await
     }
 
     async fn publish_many_to<E: IntegrationEvent>(&self, events: &[E], topic: String) -> Result<Vec<Published>> {

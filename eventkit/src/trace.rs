@@ -83,21 +83,27 @@ pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, eve
     )
 }
 
-/// The span of publishing `count` events to `topic`.
-pub(crate) fn send_span(topic: &str, count: usize) -> Span {
-    tracing::info_span!(
+/// Runs a publish of `count` events to the topic `prefix` + `topic` in its send span (the
+/// name on the wire is formatted only when the span is recorded); a failure marks the span.
+pub(crate) async fn sending<T>(prefix: &str, topic: &str, count: usize, publish: impl Future<Output = crate::Result<T>>) -> crate::Result<T> {
+    let span = tracing::info_span!(
         target: TARGET,
         "eventkit.send",
-        otel.name = %format_args!("send {topic}"),
+        otel.name = %format_args!("send {prefix}{topic}"),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "kafka",
         messaging.operation.type = "send",
         messaging.operation.name = "send",
-        messaging.destination.name = topic,
+        messaging.destination.name = %format_args!("{prefix}{topic}"),
         messaging.batch.message_count = (count > 1).then_some(count),
         error.type = tracing::field::Empty,
-    )
+    );
+    let sent = tracing::Instrument::instrument(publish, span.clone()).await;
+    if sent.is_err() {
+        failed(&span, "publish");
+    }
+    sent
 }
 
 /// Marks a span failed.
