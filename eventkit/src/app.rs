@@ -232,13 +232,13 @@ impl AppBuilder {
 /// own lines at `warn`), unless the program installed one: an app that sets up no logging still
 /// says what it does and what goes wrong (dead letters, outages).
 fn install_default_logging(service: &str) {
+    use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     if tracing::dispatcher::has_been_set() {
         return;
     }
-    use tracing_subscriber::filter::FilterExt as _;
-    use tracing_subscriber::Layer as _;
     let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The per-record and per-publish spans are for tracing: formatting their fields for log
@@ -390,7 +390,6 @@ impl App {
         };
         config.embedded = broker.is_some();
         crate::kafka::check_properties(&config)?;
-        crate::metrics::install();
         // Up before the wait for the cluster: liveness answers during a long start.
         let admin = crate::admin::start(&config, registry.clone(), ready.clone()).await?;
         crate::kafka::reach::wait_for_cluster(&config).await?;

@@ -215,20 +215,14 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
     let declared = declared(registry, config)?;
     let dlq_ms = if config.dlq_retention == Duration::MAX { -1 } else { config.dlq_retention.as_millis().min(i64::MAX as u128) as i64 };
     let dlq = TopicConfig { retention_ms: Some(dlq_ms), ..Default::default() };
+    let markers: Vec<String> = dlq_topics.iter().map(|t| crate::dlq::markers_topic(t)).collect();
     let settings = |t: &String| -> TopicConfig {
-        if dlq_topics.contains(t) {
+        if markers.contains(t) {
+            markers_config()
+        } else if dlq_topics.contains(t) {
             dlq.clone().overridden(declared.get(t).unwrap_or(&TopicConfig::default()))
         } else {
             declared.get(t).cloned().unwrap_or_default()
-        }
-    };
-    let markers: Vec<String> = dlq_topics.iter().map(|t| crate::dlq::markers_topic(t)).collect();
-    let markers_settings = markers_config();
-    let settings = |t: &String| -> TopicConfig {
-        if markers.contains(t) {
-            markers_settings.clone()
-        } else {
-            settings(t)
         }
     };
     let all: Vec<&String> = topics.iter().chain(dlq_topics).chain(&markers).collect();
@@ -241,9 +235,7 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
     if all.is_empty() {
         return Ok(());
     }
-    let mut client = crate::kafka::client_config(config)?;
-    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
-    let admin: AdminClient<KitContext> = client.create_with_context(KitContext)?;
+    let admin = admin_client(config)?;
     type Resolved<'a> = (&'a String, TopicConfig, Vec<(&'static str, String)>);
     let resolved: Vec<Resolved<'_>> = all
         .iter()
@@ -253,15 +245,8 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
             (*t, s, entries)
         })
         .collect();
-    let new: Vec<NewTopic<'_>> = resolved
-        .iter()
-        .map(|(t, s, entries)| {
-            let replication = TopicReplication::Fixed(s.replication.map_or(-1, i32::from));
-            entries.iter().fold(NewTopic::new(t, s.partitions.unwrap_or(config.topic_partitions), replication), |n, (k, v)| n.set(k, v))
-        })
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
-    let results = match admin.create_topics(&new, &options).await {
+    let new: Vec<NewTopic<'_>> = resolved.iter().map(|(t, s, entries)| new_topic(t, s, entries, config)).collect();
+    let results = match admin.create_topics(&new, &create_options()).await {
         Ok(results) => results,
         Err(e) => {
             let why = match e.rdkafka_error_code() {
@@ -293,17 +278,30 @@ fn markers_config() -> TopicConfig {
     TopicConfig { partitions: Some(1), cleanup_policy: Some("compact".into()), ..Default::default() }
 }
 
+/// An admin client for `config`'s cluster.
+fn admin_client(config: &Config) -> Result<AdminClient<KitContext>> {
+    let mut client = crate::kafka::client_config(config)?;
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
+    Ok(client.create_with_context(KitContext)?)
+}
+
+/// A topic to create with settings `s` (and their configuration `entries`).
+fn new_topic<'a>(name: &'a str, s: &TopicConfig, entries: &'a [(&'static str, String)], config: &Config) -> NewTopic<'a> {
+    let replication = TopicReplication::Fixed(s.replication.map_or(-1, i32::from));
+    entries.iter().fold(NewTopic::new(name, s.partitions.unwrap_or(config.topic_partitions), replication), |n, (k, v)| n.set(k, v))
+}
+
+fn create_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)))
+}
+
 /// Creates a replay markers topic (see [`crate::dlq`]); a cluster that cannot create it is
 /// left to its auto-creation.
 pub(crate) async fn create_markers_topic(config: &Config, name: &str) -> Result<()> {
-    let mut client = crate::kafka::client_config(config)?;
-    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Admin);
-    let admin: AdminClient<KitContext> = client.create_with_context(KitContext)?;
+    let admin = admin_client(config)?;
     let settings = markers_config();
     let entries = settings.entries();
-    let topic = entries.iter().fold(NewTopic::new(name, 1, TopicReplication::Fixed(-1)), |n, (k, v)| n.set(k, v));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))).request_timeout(Some(Duration::from_secs(10)));
-    match admin.create_topics(&[topic], &options).await {
+    match admin.create_topics(&[new_topic(name, &settings, &entries, config)], &create_options()).await {
         Ok(results) => {
             for r in results {
                 match r {
