@@ -78,6 +78,7 @@ async fn topic_settings_are_applied(target: Target) {
                 let dlq = configs(&target, &format!("{orders}.dlq")).await.unwrap();
                 assert_eq!(value(&dlq, "retention.ms").as_deref(), Some("259200000"), "dead letters keep their own retention");
             }
+            None if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => panic!("the CI broker must describe topic configurations"),
             None => eprintln!("note: this broker does not describe topic configurations; only partitions were checked"),
         }
     }

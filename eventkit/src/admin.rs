@@ -248,15 +248,13 @@ async fn live() -> Json<Value> {
 }
 
 async fn ready(State(admin): State<Arc<Admin>>) -> Response {
-    let groups = admin.groups();
-    let reasons = crate::status::unready_reasons(admin.ready.started(), &groups, admin.config.stuck_after);
+    // One snapshot per group serves both the verdict and the body.
+    let snapshots: Vec<(Arc<str>, crate::status::GroupSnapshot)> = admin.groups().iter().map(|g| (g.group.clone(), g.snapshot())).collect();
+    let reasons = crate::status::unready_reasons(admin.ready.started(), &snapshots, admin.config.stuck_after);
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let groups: Vec<Value> = groups
+    let groups: Vec<Value> = snapshots
         .iter()
-        .map(|g| {
-            let s = g.snapshot();
-            json!({ "group": &*g.group, "joined": s.joined, "partitions": s.partitions.len(), "in_flight": s.in_flight })
-        })
+        .map(|(group, s)| json!({ "group": &**group, "joined": s.joined, "partitions": s.partitions.len(), "in_flight": s.in_flight }))
         .collect();
     let body = json!({ "status": if reasons.is_empty() { "up" } else { "down" }, "reasons": reasons, "groups": groups });
     (status, Json(body)).into_response()

@@ -115,7 +115,7 @@ impl GroupStatus {
 }
 
 /// Why an app is not ready, if it is not: empty when it is.
-pub(crate) fn unready_reasons(started: bool, groups: &[Arc<GroupStatus>], stuck_after: Duration) -> Vec<String> {
+pub(crate) fn unready_reasons(started: bool, groups: &[(Arc<str>, GroupSnapshot)], stuck_after: Duration) -> Vec<String> {
     let mut reasons = Vec::new();
     if !started {
         reasons.push("the app has not started (or is stopping)".to_owned());
@@ -123,17 +123,15 @@ pub(crate) fn unready_reasons(started: bool, groups: &[Arc<GroupStatus>], stuck_
     if let Some(since) = crate::kafka::outage::active_since() {
         reasons.push(format!("the Kafka cluster has been unreachable for {} s", since.elapsed().as_secs()));
     }
-    for g in groups {
-        let s = g.snapshot();
+    for (group, s) in groups {
         if !s.joined {
-            reasons.push(format!("consumer group `{}` has no assignment yet", g.group));
+            reasons.push(format!("consumer group `{group}` has no assignment yet"));
         }
         for p in &s.partitions {
             if let (Some(offset), Some(secs)) = (p.waiting_on, p.waiting_for_s) {
                 if secs >= stuck_after.as_secs_f64() {
                     reasons.push(format!(
-                        "consumer group `{}`: {}[{}] has been stuck on offset {offset} for {secs:.0} s (threshold {} s)",
-                        g.group,
+                        "consumer group `{group}`: {}[{}] has been stuck on offset {offset} for {secs:.0} s (threshold {} s)",
                         p.topic,
                         p.partition,
                         stuck_after.as_secs()
