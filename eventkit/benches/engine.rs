@@ -131,6 +131,9 @@ fn unix_micros() -> u64 {
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(|a, b| a.total_cmp(b));
     if std::env::var("BENCH_VERBOSE").is_ok() {
         eprintln!("  rounds: {:?}", values.iter().map(|v| *v as u64).collect::<Vec<_>>());
@@ -289,9 +292,14 @@ async fn consume_bench(bench: &Bench, n: u64) -> (f64, f64) {
     app.shutdown().await.unwrap();
     drop(events);
 
+    // `BENCH_SIDE=raw` or `kit` runs one side only (for profiling it).
+    let only_side = std::env::var("BENCH_SIDE").ok();
     let (mut raw, mut kit) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         for side in [round % 2, 1 - round % 2] {
+            if only_side.as_deref().is_some_and(|s| s != ["raw", "kit"][side as usize]) {
+                continue;
+            }
             if side == 0 {
                 raw.push(raw_consume(bench, &topic, &format!("{prefix}raw-{round}"), n).await);
             } else {

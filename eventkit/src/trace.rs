@@ -114,10 +114,17 @@ pub(crate) fn failed(span: &Span, kind: &str) {
 
 /// Runs a record's handling: in its process span, whose parent is the record's context, with
 /// that context at hand for publishes that have no span context of their own.
-pub(crate) async fn in_record<F: Future>(incoming: Option<TraceHeaders>, span: Span, f: F) -> F::Output {
+///
+/// A plain function returning one of two futures (not an `async fn`, whose state would hold
+/// `f` twice: as an argument and inside the wrapper).
+pub(crate) fn in_record<F: Future>(incoming: Option<TraceHeaders>, span: Span, f: F) -> impl Future<Output = F::Output> {
+    // Nothing to record and nothing to pass on (the usual case without tracing): no wrappers.
+    if incoming.is_none() && span.is_disabled() {
+        return futures::future::Either::Left(f);
+    }
     #[cfg(feature = "otel")]
     otel::set_parent(&span, incoming.as_ref());
-    INCOMING.scope(incoming, tracing::Instrument::instrument(f, span)).await
+    futures::future::Either::Right(INCOMING.scope(incoming, tracing::Instrument::instrument(f, span)))
 }
 
 /// Adds the trace context to publish to `headers`, unless they carry one already.

@@ -194,19 +194,31 @@ fn unhandled(env: &WorkerEnv, record: &Record, event_type: &str) -> Prepared {
     Prepared::Reject(kinds::UNKNOWN_TYPE, format!("unknown event type `{event_type}`"))
 }
 
-async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
-    let ctx = match prepare(env, record) {
+/// A record ready for its handlers.
+struct ReadyOne {
+    ctx: Arc<Context>,
+    pending: Vec<&'static HandlerDescriptor>,
+    event_id: String,
+    span: tracing::Span,
+    incoming: Option<crate::trace::TraceHeaders>,
+}
+
+/// The synchronous part of an attempt: decode, pick the handlers, open the span. Kept out
+/// of the `async fn` so that its locals (a whole `Context` among them) do not sit in the
+/// state of every running record.
+fn begin_one(env: &WorkerEnv, record: &Record) -> Result<ReadyOne, Attempt> {
+    let mut ctx = match prepare(env, record) {
         Prepared::Ready(ctx) => ctx,
-        Prepared::Skip => return Attempt::Skip,
-        Prepared::Reject(kind, error) => return Attempt::Reject { kind, error },
+        Prepared::Skip => return Err(Attempt::Skip),
+        Prepared::Reject(kind, error) => return Err(Attempt::Reject { kind, error }),
     };
     let typed = env.plan.typed_handlers(&ctx.metadata.event_type);
     let catch_all = &record.route.catch_all;
     if typed.is_empty() && catch_all.is_empty() {
-        return match unhandled(env, record, &ctx.metadata.event_type) {
+        return Err(match unhandled(env, record, &ctx.metadata.event_type) {
             Prepared::Reject(kind, error) => Attempt::Reject { kind, error },
             _ => Attempt::Skip,
-        };
+        });
     }
     // A replayed record runs only the handler that failed it.
     let replay_handler = record.replay_header(dlq::headers::REPLAY_HANDLER);
@@ -222,14 +234,22 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
         }
     }
     let event_id = ctx.metadata.id.clone();
-    let mut ctx = ctx;
     if let [only] = pending.as_slice() {
         ctx.handler = Some(only.name);
     }
     let span = crate::trace::process_span(&env.group, &record.info, &event_id, &ctx.metadata.event_type, ctx.handler, 1);
     let incoming = crate::trace::TraceHeaders::of(|k| record.header_text(k));
-    let ctx = Arc::new(ctx);
-    let handle = async {
+    Ok(ReadyOne { ctx: Arc::new(ctx), pending, event_id, span, incoming })
+}
+
+async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
+    let ReadyOne { ctx, pending, event_id, span, incoming } = match begin_one(env, record) {
+        Ok(ready) => ready,
+        Err(attempt) => return attempt,
+    };
+    // The handling future is built in the call (a binding would keep a second copy of it in
+    // this function's state).
+    let results = crate::trace::in_record(incoming, span.clone(), async {
         if let Some(txn) = &env.transactions {
             return Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
         }
@@ -243,8 +263,8 @@ async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
                 pending.into_iter().zip(outcomes).collect()
             }
         }
-    };
-    let results = crate::trace::in_record(incoming, span.clone(), handle).await;
+    })
+    .await;
     if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
         crate::trace::failed(&span, e.kind());
     }
@@ -427,4 +447,19 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every running record holds this future, and it is moved into its box once: it stays
+    /// small (it was 3 KiB while attempts kept a whole `Context` and two copies of the
+    /// handling future in their state).
+    #[test]
+    fn the_per_record_future_stays_small() {
+        fn size<A, B, F: std::future::Future>(_: impl Fn(A, B) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let (run, attempt) = (size(super::run), size(super::attempt_one));
+        assert!(run <= 2048 && attempt <= 1024, "run {run} bytes, attempt_one {attempt} bytes");
+    }
 }

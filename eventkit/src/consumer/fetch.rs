@@ -51,8 +51,10 @@ impl FetchLoop {
             let mut timer_at: Option<Instant> = None;
             let mut burst: Vec<rdkafka::message::BorrowedMessage<'_>> = Vec::with_capacity(BURST);
             let mut next_status = std::time::Instant::now();
+            // The loop's own waker: work started in `turn` is polled once with it right away.
+            let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
             loop {
-                let (next, take) = self.turn();
+                let (next, take) = self.turn(&waker);
                 if next != timer_at {
                     timer.as_mut().reset(next.unwrap_or_else(far));
                     timer_at = next;
@@ -125,10 +127,38 @@ impl FetchLoop {
 
     /// Starts ready work, pauses or resumes partitions. Returns the next timer deadline, and
     /// whether to take fetched records now.
-    fn turn(&self) -> (Option<Instant>, bool) {
+    ///
+    /// Each unit of work started is polled once right away, without the engine lock: one
+    /// that completes then (a handler that did not have to wait) is applied at once and never
+    /// joins the running set. One that waits joins it, and the set polls it again.
+    fn turn(&self, waker: &std::task::Waker) -> (Option<Instant>, bool) {
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut starts = Vec::new();
+        let mut done = Vec::new();
         let mut engine = self.shared.engine();
-        while let Some(work) = engine.next_work() {
-            self.shared.start(Box::pin(dispatch::run(self.env.clone(), work)));
+        loop {
+            while let Some(work) = engine.next_work() {
+                starts.push(work);
+                if starts.len() == BURST {
+                    break;
+                }
+            }
+            if starts.is_empty() {
+                break;
+            }
+            drop(engine);
+            for work in starts.drain(..) {
+                let mut running: super::engine::Running = Box::pin(dispatch::run(self.env.clone(), work));
+                match running.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(completion) => done.push(completion),
+                    std::task::Poll::Pending => self.shared.start(running),
+                }
+            }
+            engine = self.shared.engine();
+            let now = Instant::now();
+            for completion in done.drain(..) {
+                engine.apply(completion, now);
+            }
         }
         if let Some((pause, resume)) = engine.pause_changes(Instant::now()) {
             if pause.count() > 0 {
@@ -208,8 +238,9 @@ impl FetchLoop {
     async fn drain(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
         self.shared.engine().stop();
         let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
         loop {
-            let _ = self.turn();
+            let _ = self.turn(&waker);
             let (idle, running) = {
                 let engine = self.shared.engine();
                 (engine.idle(), engine.in_flight())

@@ -35,7 +35,18 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// Copies a fetched record: key, value and headers go into one buffer (one allocation,
+    /// and one more the first time it is shared).
     pub(crate) fn copy(m: &BorrowedMessage<'_>, slot: Slot, epoch: Epoch, route: &Arc<TopicRoute>) -> Self {
+        let (key, value) = (m.key(), m.payload());
+        let (buf, headers) = match m.headers() {
+            Some(h) => RecordHeaders::copy_after(h, key, value),
+            None => RecordHeaders::copy_after(&NoHeaders, key, value),
+        };
+        let all = Bytes::from(buf);
+        let key_end = key.map_or(0, <[u8]>::len);
+        let value_end = key_end + value.map_or(0, <[u8]>::len);
+        let at = headers.index_len();
         Record {
             slot,
             epoch,
@@ -43,12 +54,12 @@ impl Record {
                 topic: route.topic.clone(),
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key().map(Bytes::copy_from_slice),
+                key: key.map(|_| all.slice(at..at + key_end)),
                 timestamp_ms: m.timestamp().to_millis(),
             },
             route: route.clone(),
-            headers: m.headers().map(RecordHeaders::copy).unwrap_or_default(),
-            value: m.payload().map(Bytes::copy_from_slice),
+            value: value.map(|_| all.slice(at + key_end..at + value_end)),
+            headers: RecordHeaders { buf: all, ..headers },
             attempts: 0,
             first_failure: None,
             settled_handlers: Vec::new(),
@@ -67,7 +78,9 @@ impl Record {
     /// Bytes this record holds, for the memory bound.
     pub(crate) fn size(&self) -> usize {
         const OVERHEAD: usize = std::mem::size_of::<Record>() + 64;
-        OVERHEAD + self.value.as_ref().map_or(0, Bytes::len) + self.info.key.as_ref().map_or(0, Bytes::len) + self.headers.size()
+        // Key and value are slices of the headers' buffer (records made in tests have them apart).
+        let apart = if self.headers.size() == 0 { self.value.as_ref().map_or(0, Bytes::len) + self.info.key.as_ref().map_or(0, Bytes::len) } else { 0 };
+        OVERHEAD + apart + self.headers.size()
     }
 
     /// `topic[partition]@offset`, for logs.
@@ -98,34 +111,75 @@ impl std::fmt::Display for Position<'_> {
     }
 }
 
-/// A record's headers: names in one string and values in one buffer, with an index. Null
-/// values stay null.
+/// A record's headers, in the buffer that holds the whole record:
+/// `[index][key][value][name 1][value 1][name 2][value 2]...`, where the index gives, per
+/// header, the end of its name and of its value (absolute, little-endian `u32`s) and whether
+/// the value is null. Names are copied from `&str`s only. Null values stay null.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecordHeaders {
-    names: String,
-    values: Vec<u8>,
-    /// Per header: end of its name in `names`, end of its value in `values` (a null value
-    /// takes no bytes), and whether the value is null.
-    index: Vec<(u32, u32, bool)>,
+    buf: Bytes,
+    count: u32,
+    /// Where the first header's name starts.
+    start: u32,
     /// Whether any header is a replay address (`eventkit-replay-*`).
     replay: bool,
 }
 
+/// Bytes per index entry: name end, value end, null flag.
+const ENTRY: usize = 9;
+
+/// A record without headers.
+struct NoHeaders;
+
+impl Headers for NoHeaders {
+    fn count(&self) -> usize {
+        0
+    }
+    fn try_get(&self, _: usize) -> Option<Header<'_, &[u8]>> {
+        None
+    }
+}
+
 impl RecordHeaders {
-    fn copy<H: Headers>(headers: &H) -> Self {
+    /// Writes the record's buffer: the index, `key`, `value`, then the headers. The returned
+    /// headers still need the buffer.
+    fn copy_after<H: Headers>(headers: &H, key: Option<&[u8]>, value: Option<&[u8]>) -> (Vec<u8>, Self) {
         let count = headers.count();
-        let mut out = RecordHeaders { names: String::with_capacity(count * 16), values: Vec::with_capacity(count * 32), index: Vec::with_capacity(count), replay: false };
-        for h in headers.iter() {
-            out.replay |= h.key.starts_with(REPLAY_PREFIX);
-            out.names.push_str(h.key);
-            out.values.extend_from_slice(h.value.unwrap_or_default());
-            out.index.push((out.names.len() as u32, out.values.len() as u32, h.value.is_none()));
+        let (key, value) = (key.unwrap_or_default(), value.unwrap_or_default());
+        let mut buf = Vec::with_capacity(count * (ENTRY + 40) + key.len() + value.len());
+        buf.resize(count * ENTRY, 0);
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        let start = buf.len() as u32;
+        let mut replay = false;
+        for (i, h) in headers.iter().enumerate().take(count) {
+            replay |= h.key.starts_with(REPLAY_PREFIX);
+            buf.extend_from_slice(h.key.as_bytes());
+            let name_end = buf.len() as u32;
+            buf.extend_from_slice(h.value.unwrap_or_default());
+            let value_end = buf.len() as u32;
+            let entry = &mut buf[i * ENTRY..(i + 1) * ENTRY];
+            entry[..4].copy_from_slice(&name_end.to_le_bytes());
+            entry[4..8].copy_from_slice(&value_end.to_le_bytes());
+            entry[8] = u8::from(h.value.is_none());
         }
-        out
+        (buf, RecordHeaders { buf: Bytes::new(), count: count as u32, start, replay })
     }
 
+    #[cfg(test)]
+    fn copy<H: Headers>(headers: &H) -> Self {
+        let (buf, h) = Self::copy_after(headers, None, None);
+        RecordHeaders { buf: buf.into(), ..h }
+    }
+
+    /// Bytes of the index at the start of the buffer.
+    fn index_len(&self) -> usize {
+        self.count as usize * ENTRY
+    }
+
+    /// Bytes the record's buffer holds (key and value included).
     fn size(&self) -> usize {
-        self.names.capacity() + self.values.capacity() + self.index.capacity() * std::mem::size_of::<(u32, u32, bool)>()
+        self.buf.len()
     }
 
     /// Whether any header addresses a replay.
@@ -148,17 +202,26 @@ const REPLAY_PREFIX: &str = "eventkit-replay-";
 
 impl Headers for RecordHeaders {
     fn count(&self) -> usize {
-        self.index.len()
+        self.count as usize
     }
 
     fn try_get(&self, idx: usize) -> Option<Header<'_, &[u8]>> {
-        let (name_end, value_end, null) = *self.index.get(idx)?;
-        let (name_start, value_start) = match idx.checked_sub(1) {
-            Some(prev) => (self.index[prev].0, self.index[prev].1),
-            None => (0, 0),
+        if idx >= self.count as usize {
+            return None;
+        }
+        let at = |i: usize, field: usize| {
+            let b = &self.buf[i * ENTRY + field..i * ENTRY + field + 4];
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize
         };
-        let key = &self.names[name_start as usize..name_end as usize];
-        let value = (!null).then(|| &self.values[value_start as usize..value_end as usize]);
+        let name_start = match idx.checked_sub(1) {
+            Some(prev) => at(prev, 4),
+            None => self.start as usize,
+        };
+        let (name_end, value_end) = (at(idx, 0), at(idx, 4));
+        // SAFETY: `copy_after` wrote these bytes from a `&str` (a header name), and the buffer
+        // is never written again.
+        let key = unsafe { std::str::from_utf8_unchecked(&self.buf[name_start..name_end]) };
+        let value = (self.buf[idx * ENTRY + 8] == 0).then(|| &self.buf[name_end..value_end]);
         Some(Header { key, value })
     }
 }
