@@ -3,7 +3,9 @@
 //! - **publish**: `publish_many` against a raw `FutureProducer` doing the same work (same JSON
 //!   event, same CloudEvents headers, idempotent, acks=all, every delivery awaited);
 //! - **consume + handle**: a typed handler against a raw `StreamConsumer` loop that decodes into
-//!   the same type and stores the offset after handling;
+//!   the same type and stores the offset after handling; for reference, also a raw loop that
+//!   first reads the CloudEvents headers it would route by (`ce_type`, `ce_id`), which makes
+//!   librdkafka parse each record's headers as eventkit has it do;
 //! - **slow handler**: 5 ms of async work per event, 1,000 keys on one partition, under each
 //!   ordering mode against one at a time, with per-key order verified;
 //! - **latency**: publish to handler at a steady rate well below capacity;
@@ -279,8 +281,8 @@ async fn publish_bench(bench: &Bench, size: usize, n: u64) -> (f64, f64) {
     (median(raw), median(kit))
 }
 
-/// Consume + handle throughput (events/s): (raw, eventkit).
-async fn consume_bench(bench: &Bench, n: u64) -> (f64, f64) {
+/// Consume + handle throughput (events/s): (raw, eventkit, raw reading the headers).
+async fn consume_bench(bench: &Bench, n: u64) -> (f64, f64, f64) {
     let prefix = bench.prefix("consume");
     let topic = format!("{prefix}bench.events");
     bench.create_topic(&topic, 1).await;
@@ -292,16 +294,19 @@ async fn consume_bench(bench: &Bench, n: u64) -> (f64, f64) {
     app.shutdown().await.unwrap();
     drop(events);
 
-    // `BENCH_SIDE=raw` or `kit` runs one side only (for profiling it).
+    // `BENCH_SIDE=raw`, `kit` or `raw-headers` runs one side only (for profiling it).
     let only_side = std::env::var("BENCH_SIDE").ok();
-    let (mut raw, mut kit) = (Vec::new(), Vec::new());
+    let (mut raw, mut kit, mut raw_headers) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        for side in [round % 2, 1 - round % 2] {
-            if only_side.as_deref().is_some_and(|s| s != ["raw", "kit"][side as usize]) {
+        // Each side goes first in turn, so that none always meets a warmer broker.
+        for side in [round % 3, (round + 1) % 3, (round + 2) % 3] {
+            if only_side.as_deref().is_some_and(|s| s != ["raw", "kit", "raw-headers"][side]) {
                 continue;
             }
             if side == 0 {
-                raw.push(raw_consume(bench, &topic, &format!("{prefix}raw-{round}"), n).await);
+                raw.push(raw_consume(bench, &topic, &format!("{prefix}raw-{round}"), n, false).await);
+            } else if side == 2 {
+                raw_headers.push(raw_consume(bench, &topic, &format!("{prefix}raw-headers-{round}"), n, true).await);
             } else {
                 let probe = ConsumeProbe(Arc::default(), n);
                 let app = bench.app(&prefix).groups(["bench-consume"]).state(probe.clone()).build().unwrap().start().await.unwrap();
@@ -313,12 +318,13 @@ async fn consume_bench(bench: &Bench, n: u64) -> (f64, f64) {
             }
         }
     }
-    (median(raw), median(kit))
+    (median(raw), median(kit), median(raw_headers))
 }
 
-/// A raw `StreamConsumer` loop: decode into the type, store the offset after handling.
+/// A raw `StreamConsumer` loop: decode into the type, store the offset after handling. With
+/// `headers`, it first reads `ce_type` and `ce_id` (librdkafka then parses every header).
 /// Events/s from the first record to the `n`th.
-async fn raw_consume(bench: &Bench, topic: &str, group: &str, n: u64) -> f64 {
+async fn raw_consume(bench: &Bench, topic: &str, group: &str, n: u64, headers: bool) -> f64 {
     use futures::StreamExt;
     let consumer = bench.raw_consumer(group);
     consumer.subscribe(&[topic]).unwrap();
@@ -327,6 +333,20 @@ async fn raw_consume(bench: &Bench, topic: &str, group: &str, n: u64) -> f64 {
     let mut seen = 0u64;
     while seen < n {
         let m = stream.next().await.unwrap().unwrap();
+        if headers {
+            use rdkafka::message::Headers;
+            let h = m.headers().expect("eventkit writes headers");
+            let (mut event_type, mut id) = (None, None);
+            for header in h.iter() {
+                match header.key {
+                    "ce_type" => event_type = header.value,
+                    "ce_id" => id = header.value,
+                    _ => {}
+                }
+            }
+            assert_eq!(event_type, Some(&b"BenchEvent"[..]));
+            black_box(id);
+        }
         let decoded: BenchEvent = serde_json::from_slice(m.payload().unwrap()).unwrap();
         black_box(&decoded);
         consumer.store_offset_from_message(&m).unwrap();
@@ -604,8 +624,8 @@ async fn main() {
             eprintln!("publish 1 KB: raw {raw:.0}/s, eventkit {kit:.0}/s ({:.2})", kit / raw);
         }
         if runs("consume") {
-            let (raw, kit) = consume_bench(&bench, 150_000).await;
-            eprintln!("consume: raw {raw:.0}/s, eventkit {kit:.0}/s ({:.2})", kit / raw);
+            let (raw, kit, raw_headers) = consume_bench(&bench, 150_000).await;
+            eprintln!("consume: raw {raw:.0}/s, eventkit {kit:.0}/s ({:.2}); raw reading the headers {raw_headers:.0}/s ({:.2})", kit / raw, kit / raw_headers);
         }
         if runs("latency") {
             let ((k50, k99), (r50, r99)) = latency_bench(&bench, 500, 5).await;
@@ -621,8 +641,8 @@ async fn main() {
     eprintln!("publish 100 B: raw {pub_raw_100:.0}/s, eventkit {pub_kit_100:.0}/s");
     let (pub_raw_1k, pub_kit_1k) = publish_bench(&bench, 1_000, 20_000).await;
     eprintln!("publish 1 KB: raw {pub_raw_1k:.0}/s, eventkit {pub_kit_1k:.0}/s");
-    let (con_raw, con_kit) = consume_bench(&bench, 150_000).await;
-    eprintln!("consume: raw {con_raw:.0}/s, eventkit {con_kit:.0}/s");
+    let (con_raw, con_kit, con_raw_headers) = consume_bench(&bench, 150_000).await;
+    eprintln!("consume: raw {con_raw:.0}/s, eventkit {con_kit:.0}/s; raw reading the headers {con_raw_headers:.0}/s");
     let slow = slow_bench(&bench).await;
     for s in &slow {
         eprintln!("slow handler, {}: {:.0}/s", s.mode, s.rate);
@@ -641,6 +661,14 @@ async fn main() {
     for (what, raw, kit) in [("publish 100 B (events/s)", pub_raw_100, pub_kit_100), ("publish 1 KB (events/s)", pub_raw_1k, pub_kit_1k), ("consume + handle 100 B (events/s)", con_raw, con_kit)] {
         row(&mut table, what, format!("{raw:.0}"), format!("{kit:.0}"), format!("{:.2}", kit / raw), ">= 0.95");
     }
+    row(
+        &mut table,
+        "consume + handle 100 B, raw loop also reading `ce_type`/`ce_id` (reference) (events/s)",
+        format!("{con_raw_headers:.0}"),
+        format!("{con_kit:.0}"),
+        format!("{:.2}", con_kit / con_raw_headers),
+        "",
+    );
     for s in &slow {
         let order = match s.in_order {
             Some(true) => ", per-key order verified",
