@@ -3,8 +3,9 @@
 //! and the counts behind the memory bound.
 //!
 //! Running work lives in one set of futures that the fetch loop polls (so handler calls need
-//! no task of their own and no cross-thread hand-off); a revoke drives the same set while it
-//! waits for the revoked partitions' records.
+//! no task of their own and no cross-thread hand-off); work that completes on its first poll,
+//! right where it starts, never joins the set. A revoke drives the same set while it waits
+//! for the revoked partitions' records.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
