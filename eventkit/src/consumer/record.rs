@@ -39,14 +39,13 @@ impl Record {
     /// and one more the first time it is shared).
     pub(crate) fn copy(m: &BorrowedMessage<'_>, slot: Slot, epoch: Epoch, route: &Arc<TopicRoute>) -> Self {
         let (key, value) = (m.key(), m.payload());
-        let (buf, headers) = match m.headers() {
+        let (buf, headers, at) = match m.headers() {
             Some(h) => RecordHeaders::copy_after(h, key, value),
             None => RecordHeaders::copy_after(&NoHeaders, key, value),
         };
         let all = Bytes::from(buf);
         let key_end = key.map_or(0, <[u8]>::len);
         let value_end = key_end + value.map_or(0, <[u8]>::len);
-        let at = headers.index_len();
         Record {
             slot,
             epoch,
@@ -142,8 +141,8 @@ impl Headers for NoHeaders {
 
 impl RecordHeaders {
     /// Writes the record's buffer: the index, `key`, `value`, then the headers. The returned
-    /// headers still need the buffer.
-    fn copy_after<H: Headers>(headers: &H, key: Option<&[u8]>, value: Option<&[u8]>) -> (Vec<u8>, Self) {
+    /// headers still need the buffer; the offset is where `key` starts.
+    fn copy_after<H: Headers>(headers: &H, key: Option<&[u8]>, value: Option<&[u8]>) -> (Vec<u8>, Self, usize) {
         let count = headers.count();
         let (key, value) = (key.unwrap_or_default(), value.unwrap_or_default());
         let mut buf = Vec::with_capacity(count * (ENTRY + 40) + key.len() + value.len());
@@ -152,7 +151,10 @@ impl RecordHeaders {
         buf.extend_from_slice(value);
         let start = buf.len() as u32;
         let mut replay = false;
+        // Only the headers written count (no zeroed entry, whatever the iterator does).
+        let mut written = 0;
         for (i, h) in headers.iter().enumerate().take(count) {
+            written = i + 1;
             replay |= h.key.starts_with(REPLAY_PREFIX);
             buf.extend_from_slice(h.key.as_bytes());
             let name_end = buf.len() as u32;
@@ -163,18 +165,13 @@ impl RecordHeaders {
             entry[4..8].copy_from_slice(&value_end.to_le_bytes());
             entry[8] = u8::from(h.value.is_none());
         }
-        (buf, RecordHeaders { buf: Bytes::new(), count: count as u32, start, replay })
+        (buf, RecordHeaders { buf: Bytes::new(), count: written as u32, start, replay }, count * ENTRY)
     }
 
     #[cfg(test)]
     fn copy<H: Headers>(headers: &H) -> Self {
-        let (buf, h) = Self::copy_after(headers, None, None);
+        let (buf, h, _) = Self::copy_after(headers, None, None);
         RecordHeaders { buf: buf.into(), ..h }
-    }
-
-    /// Bytes of the index at the start of the buffer.
-    fn index_len(&self) -> usize {
-        self.count as usize * ENTRY
     }
 
     /// Bytes the record's buffer holds (key and value included).
@@ -243,5 +240,16 @@ mod tests {
         let back = copy.to_owned_headers();
         let again: Vec<(&str, Option<&[u8]>)> = back.iter().map(|h| (h.key, h.value)).collect();
         assert_eq!(again, seen);
+    }
+
+    #[test]
+    fn key_value_and_headers_share_one_buffer() {
+        let original = OwnedHeaders::new().insert(Header { key: "ce_type", value: Some("T") });
+        let (buf, headers, at) = RecordHeaders::copy_after(&original, Some(b"k1"), Some(b"{\"a\":1}"));
+        let all = Bytes::from(buf);
+        assert_eq!((&all[at..at + 2], &all[at + 2..at + 9]), (&b"k1"[..], &b"{\"a\":1}"[..]));
+        let headers = RecordHeaders { buf: all, ..headers };
+        let h = headers.iter().next().unwrap();
+        assert_eq!((h.key, h.value, headers.count()), ("ce_type", Some(&b"T"[..]), 1));
     }
 }
