@@ -70,9 +70,12 @@ macro_rules! on_both_databases {
             $body
         }
         if let Some($pool) = db::postgres(&$target, concat!($name, "_pg")).await {
-            let $outbox = |publisher| Outbox::with_publisher($pool.clone(), publisher);
-            let $inbox = Inbox::new($pool.clone());
-            $body
+            {
+                let $outbox = |publisher| Outbox::with_publisher($pool.clone(), publisher);
+                let $inbox = Inbox::new($pool.clone());
+                $body
+            }
+            db::drop_schema($pool).await;
         }
     }};
 }
@@ -363,5 +366,6 @@ async fn an_idempotent_handler_runs_once_per_event_on_postgres(target: Target) {
     assert_eq!(runs.0.snapshot(), [first.event_id.clone(), last.event_id.clone()], "[{}] the handler ran once per event", target.kind);
     let rows: Vec<(String, i64)> = sqlx::query_as("SELECT order_id, cents FROM refunds ORDER BY cents").fetch_all(&pool).await.unwrap();
     assert_eq!(rows, [("o-1".to_owned(), 500), ("o-1".to_owned(), 700)]);
+    db::drop_schema(pool).await;
 }
 on_both_brokers!(an_idempotent_handler_runs_once_per_event_on_postgres);

@@ -14,7 +14,7 @@
 //! | `eventkit_records_in_flight` | gauge | group |
 //! | `eventkit_records_buffered` | gauge | group |
 //! | `eventkit_partitions_assigned`, `eventkit_partitions_paused` | gauge | group |
-//! | `eventkit_consumer_lag` (records, from librdkafka's statistics) | gauge | group, topic, partition |
+//! | `eventkit_consumer_lag` (records, from librdkafka's statistics; 0 once the member no longer fetches the partition) | gauge | group, topic, partition |
 //! | `eventkit_published_total`, `eventkit_publish_errors_total` | counter | topic |
 //! | `eventkit_publish_duration_seconds` (hand-over to ack) | histogram | topic |
 //!
@@ -170,16 +170,38 @@ impl GroupMetrics {
 
 }
 
-/// A group's per-partition lag from librdkafka's statistics.
-pub(crate) fn consumer_lag(group: &str, statistics: &rdkafka::Statistics) {
-    for (topic, t) in &statistics.topics {
-        for (partition, p) in &t.partitions {
-            if *partition < 0 || p.consumer_lag < 0 {
-                continue;
-            }
-            metrics::gauge!("eventkit_consumer_lag", "group" => group.to_owned(), "topic" => topic.clone(), "partition" => partition.to_string())
-                .set(p.consumer_lag as f64);
+/// A group's per-partition lag gauges, from librdkafka's statistics. A partition this member
+/// no longer fetches (revoked, or its lag unknown) reads 0 instead of keeping its last lag.
+#[derive(Default)]
+pub(crate) struct LagGauges {
+    /// The partitions given a lag by the last statistics.
+    reported: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+impl LagGauges {
+    pub(crate) fn update(&self, group: &str, statistics: &rdkafka::Statistics) {
+        let partitions = statistics.topics.iter().flat_map(|(topic, t)| {
+            t.partitions.iter().filter(|(&n, p)| n >= 0 && p.desired).map(move |(&n, p)| (topic.as_str(), n, p.consumer_lag))
+        });
+        self.set(group, partitions);
+    }
+
+    /// Sets the lag of each `(topic, partition, lag)` (a negative lag is unknown) and 0 for
+    /// the partitions reported before and not now.
+    fn set<'a>(&self, group: &str, partitions: impl Iterator<Item = (&'a str, i32, i64)>) {
+        let gauge = |topic: &str, partition: i32| {
+            metrics::gauge!("eventkit_consumer_lag", "group" => group.to_owned(), "topic" => topic.to_owned(), "partition" => partition.to_string())
+        };
+        let mut now = std::collections::HashSet::new();
+        for (topic, partition, lag) in partitions.filter(|p| p.2 >= 0) {
+            gauge(topic, partition).set(lag as f64);
+            now.insert((topic.to_owned(), partition));
         }
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        for (topic, partition) in reported.difference(&now) {
+            gauge(topic, *partition).set(0.0);
+        }
+        *reported = now;
     }
 }
 
@@ -210,5 +232,29 @@ impl PublishMetricsByTopic {
                 })
             })
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lag_line(group: &str, partition: i32) -> Option<String> {
+        let needle = format!("partition=\"{partition}\"");
+        render().lines().find(|l| l.starts_with("eventkit_consumer_lag{") && l.contains(&format!("group=\"{group}\"")) && l.contains(&needle)).map(str::to_owned)
+    }
+
+    #[test]
+    fn a_partition_no_longer_fetched_reads_no_lag() {
+        assert!(install().is_some(), "the test binary has no recorder of its own");
+        let lags = LagGauges::default();
+        lags.set("lag-test", [("t", 0, 5), ("t", 1, 7)].into_iter());
+        assert!(lag_line("lag-test", 1).is_some_and(|l| l.ends_with(" 7")), "{:?}", lag_line("lag-test", 1));
+        // Partition 1 was revoked; partition 0's lag is unknown for now (also 0, not 5).
+        lags.set("lag-test", [("t", 0, -1)].into_iter());
+        assert!(lag_line("lag-test", 1).is_some_and(|l| l.ends_with(" 0")), "{:?}", lag_line("lag-test", 1));
+        assert!(lag_line("lag-test", 0).is_some_and(|l| l.ends_with(" 0")), "{:?}", lag_line("lag-test", 0));
+        lags.set("lag-test", [("t", 0, 3)].into_iter());
+        assert!(lag_line("lag-test", 0).is_some_and(|l| l.ends_with(" 3")));
     }
 }

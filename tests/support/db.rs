@@ -55,3 +55,13 @@ pub async fn postgres(target: &Target, name: &str) -> Option<PgPool> {
     let options = base.options([("search_path", schema.as_str())]);
     Some(PgPoolOptions::new().max_connections(8).connect_with(options).await.unwrap())
 }
+
+/// Drops the schema of a pool made by [`postgres`] (its `search_path`), once the test is done
+/// with it: the test database does not fill up with test schemas. A test that fails before
+/// this leaves its schema behind (its name is unique to the run, so nothing else meets it).
+pub async fn drop_schema(pool: PgPool) {
+    let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&pool).await.unwrap();
+    assert!(schema.starts_with("ek"), "only a test's own schema is dropped, not {schema}");
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&pool).await.unwrap();
+    pool.close().await;
+}

@@ -33,11 +33,13 @@ pub(crate) type Running = BoxFuture<'static, Completion>;
 pub(crate) struct Shared {
     engine: Mutex<Engine>,
     running: Mutex<FuturesUnordered<Running>>,
+    /// The fetch loop's waker, for a revoke that drove the running set with a waker of its own.
+    pub loop_waker: futures::task::AtomicWaker,
 }
 
 impl Shared {
     pub(crate) fn new(engine: Engine) -> Self {
-        Shared { engine: Mutex::new(engine), running: Mutex::default() }
+        Shared { engine: Mutex::new(engine), running: Mutex::default(), loop_waker: futures::task::AtomicWaker::new() }
     }
 
     /// The engine. Never held across an await or a call into the consumer that may run a
@@ -302,6 +304,11 @@ impl Engine {
         self.buffered += 1;
         self.buffered_bytes += record.size();
         self.scheduler.enqueue(record, now);
+    }
+
+    /// Whether work is ready and a slot is free for it.
+    pub(crate) fn has_startable(&self) -> bool {
+        self.in_flight < self.limits.concurrency && self.scheduler.has_ready()
     }
 
     /// The next work to start, when a slot is free.

@@ -31,6 +31,9 @@ use super::rebalance::{describe, GroupContext};
 /// Records taken from librdkafka in one turn before the loop starts work and looks at completions.
 const BURST: usize = 128;
 
+/// Units of work started in one turn, at most.
+const TURN_STARTS: usize = 4 * BURST;
+
 pub(crate) struct FetchLoop {
     pub consumer: Arc<StreamConsumer<GroupContext>>,
     pub shared: Arc<Shared>,
@@ -51,10 +54,8 @@ impl FetchLoop {
             let mut timer_at: Option<Instant> = None;
             let mut burst: Vec<rdkafka::message::BorrowedMessage<'_>> = Vec::with_capacity(BURST);
             let mut next_status = std::time::Instant::now();
-            // The loop's own waker: work started in `turn` is polled once with it right away.
-            let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
             loop {
-                let (next, take) = self.turn(&waker);
+                let (next, take, more) = self.turn().await;
                 if next != timer_at {
                     timer.as_mut().reset(next.unwrap_or_else(far));
                     timer_at = next;
@@ -96,6 +97,9 @@ impl FetchLoop {
                             }
                         }
                     }
+                    // `turn` left ready work (it starts a bounded amount): back to it, after
+                    // everything above had its chance.
+                    () = std::future::ready(()), if more => {}
                 }
             }
             self.drain(&mut stream).await;
@@ -125,18 +129,27 @@ impl FetchLoop {
         info!(%group, "consumer group stopped");
     }
 
-    /// Starts ready work, pauses or resumes partitions. Returns the next timer deadline, and
-    /// whether to take fetched records now.
+    /// Starts ready work, pauses or resumes partitions. Returns the next timer deadline,
+    /// whether to take fetched records now, and whether ready work was left for the next turn.
     ///
-    /// Each unit of work started is polled once right away, without the engine lock: one
-    /// that completes then (a handler that did not have to wait) is applied at once and never
-    /// joins the running set. One that waits joins it, and the set polls it again.
-    fn turn(&self, waker: &std::task::Waker) -> (Option<Instant>, bool) {
-        let mut cx = std::task::Context::from_waker(waker);
+    /// Each unit of work started is polled once right away, without the engine lock, with the
+    /// loop's waker: one that completes then (a handler that did not have to wait) is applied
+    /// at once and never joins the running set. One that waits joins it, and the set polls it
+    /// again with a waker of its own (futures keep the waker of their latest poll, as the
+    /// `Future` contract asks). At most [`TURN_STARTS`] units start per turn, so that fast
+    /// handlers never keep the loop from shutdown, commits and fetching.
+    async fn turn(&self) -> (Option<Instant>, bool, bool) {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(self.turn_with(cx))).await
+    }
+
+    fn turn_with(&self, cx: &mut std::task::Context<'_>) -> (Option<Instant>, bool, bool) {
+        // A revoke that drove the running set leaves it to wake the loop (see `rebalance`).
+        self.shared.loop_waker.register(cx.waker());
         let mut starts = Vec::new();
         let mut done = Vec::new();
+        let mut started = 0;
         let mut engine = self.shared.engine();
-        loop {
+        while started < TURN_STARTS {
             while let Some(work) = engine.next_work() {
                 starts.push(work);
                 if starts.len() == BURST {
@@ -146,10 +159,11 @@ impl FetchLoop {
             if starts.is_empty() {
                 break;
             }
+            started += starts.len();
             drop(engine);
             for work in starts.drain(..) {
                 let mut running: super::engine::Running = Box::pin(dispatch::run(self.env.clone(), work));
-                match running.as_mut().poll(&mut cx) {
+                match running.as_mut().poll(cx) {
                     std::task::Poll::Ready(completion) => done.push(completion),
                     std::task::Poll::Pending => self.shared.start(running),
                 }
@@ -160,6 +174,7 @@ impl FetchLoop {
                 engine.apply(completion, now);
             }
         }
+        let more = engine.has_startable();
         if let Some((pause, resume)) = engine.pause_changes(Instant::now()) {
             if pause.count() > 0 {
                 let (records, bytes) = engine.buffered();
@@ -181,7 +196,7 @@ impl FetchLoop {
                 }
             }
         }
-        (engine.next_deadline(), !engine.throttled())
+        (engine.next_deadline(), !engine.throttled(), more)
     }
 
     /// Refreshes the group's status and gauges.
@@ -238,9 +253,8 @@ impl FetchLoop {
     async fn drain(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
         self.shared.engine().stop();
         let deadline = Instant::now() + self.env.config.shutdown_timeout;
-        let waker = std::future::poll_fn(|cx| std::task::Poll::Ready(cx.waker().clone())).await;
         loop {
-            let _ = self.turn(&waker);
+            let (_, _, more) = self.turn().await;
             let (idle, running) = {
                 let engine = self.shared.engine();
                 (engine.idle(), engine.in_flight())
@@ -260,6 +274,7 @@ impl FetchLoop {
                 // Serve rebalance events; records that still come are not taken, and are
                 // fetched again by the next owner.
                 _ = stream.next() => {}
+                () = std::future::ready(()), if more => {}
             }
         }
         self.commit(CommitMode::Sync);

@@ -101,7 +101,7 @@ impl GroupRunner {
         crate::metrics::install();
         let topic_arcs: Vec<Arc<str>> = plan.routes.values().map(|r| r.topic.clone()).collect();
         let metrics = crate::metrics::GroupMetrics::new(&group, plan.all_handlers().map(|h| h.name), &topic_arcs);
-        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout, status: status.clone() };
+        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout, status: status.clone(), lags: Default::default() };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;

@@ -23,6 +23,7 @@ pub(crate) struct GroupContext {
     pub shared: Arc<Shared>,
     pub revoke_timeout: Duration,
     pub status: Arc<crate::status::GroupStatus>,
+    pub lags: crate::metrics::LagGauges,
 }
 
 impl ClientContext for GroupContext {
@@ -35,7 +36,7 @@ impl ClientContext for GroupContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::kafka::outage::statistics(&statistics);
         self.status.statistics(&statistics);
-        crate::metrics::consumer_lag(&self.group, &statistics);
+        self.lags.update(&self.group, &statistics);
     }
 }
 
@@ -102,6 +103,9 @@ impl GroupContext {
             if !finished {
                 warn!(group = %self.group, running = engine.in_flight_of(&slots), timeout = ?self.revoke_timeout, "records of revoked partitions still running after the revoke timeout; their new owner will handle them again");
             }
+            // The running set now holds this thread's waker: the loop polls it again, so that
+            // later completions wake the loop (not only its next commit tick or record).
+            self.shared.loop_waker.wake();
         }
         let commit = engine.commits(Some(&slots), true);
         drop(engine);

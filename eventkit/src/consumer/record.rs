@@ -36,13 +36,16 @@ pub(crate) struct Record {
 
 impl Record {
     /// Copies a fetched record: key, value and headers go into one buffer (one allocation,
-    /// and one more the first time it is shared).
+    /// and one more the first time it is shared). A handler that keeps the key or value
+    /// `Bytes` keeps that whole buffer (a few hundred bytes for a small event).
     pub(crate) fn copy(m: &BorrowedMessage<'_>, slot: Slot, epoch: Epoch, route: &Arc<TopicRoute>) -> Self {
         let (key, value) = (m.key(), m.payload());
         let (buf, headers, at) = match m.headers() {
             Some(h) => RecordHeaders::copy_after(h, key, value),
             None => RecordHeaders::copy_after(&NoHeaders, key, value),
         };
+        // What the buffer holds in memory (its capacity) is what counts against the bound.
+        let held = buf.capacity();
         let all = Bytes::from(buf);
         let key_end = key.map_or(0, <[u8]>::len);
         let value_end = key_end + value.map_or(0, <[u8]>::len);
@@ -58,7 +61,7 @@ impl Record {
             },
             route: route.clone(),
             value: value.map(|_| all.slice(at + key_end..at + value_end)),
-            headers: RecordHeaders { buf: all, ..headers },
+            headers: RecordHeaders { buf: all, held, ..headers },
             attempts: 0,
             first_failure: None,
             settled_handlers: Vec::new(),
@@ -112,11 +115,14 @@ impl std::fmt::Display for Position<'_> {
 
 /// A record's headers, in the buffer that holds the whole record:
 /// `[index][key][value][name 1][value 1][name 2][value 2]...`, where the index gives, per
-/// header, the end of its name and of its value (absolute, little-endian `u32`s) and whether
-/// the value is null. Names are copied from `&str`s only. Null values stay null.
+/// header, the end of its name and of its value (absolute, little-endian `u32`s: a Kafka
+/// record is at most 2 GiB) and whether the value is null. Names are copied from `&str`s
+/// only. Null values stay null.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RecordHeaders {
     buf: Bytes,
+    /// Bytes allocated for `buf`.
+    held: usize,
     count: u32,
     /// Where the first header's name starts.
     start: u32,
@@ -165,18 +171,18 @@ impl RecordHeaders {
             entry[4..8].copy_from_slice(&value_end.to_le_bytes());
             entry[8] = u8::from(h.value.is_none());
         }
-        (buf, RecordHeaders { buf: Bytes::new(), count: written as u32, start, replay }, count * ENTRY)
+        (buf, RecordHeaders { buf: Bytes::new(), held: 0, count: written as u32, start, replay }, count * ENTRY)
     }
 
     #[cfg(test)]
     fn copy<H: Headers>(headers: &H) -> Self {
         let (buf, h, _) = Self::copy_after(headers, None, None);
-        RecordHeaders { buf: buf.into(), ..h }
+        RecordHeaders { held: buf.capacity(), buf: buf.into(), ..h }
     }
 
-    /// Bytes the record's buffer holds (key and value included).
+    /// Bytes the record's buffer holds in memory (key and value included).
     fn size(&self) -> usize {
-        self.buf.len()
+        self.held
     }
 
     /// Whether any header addresses a replay.
@@ -248,7 +254,7 @@ mod tests {
         let (buf, headers, at) = RecordHeaders::copy_after(&original, Some(b"k1"), Some(b"{\"a\":1}"));
         let all = Bytes::from(buf);
         assert_eq!((&all[at..at + 2], &all[at + 2..at + 9]), (&b"k1"[..], &b"{\"a\":1}"[..]));
-        let headers = RecordHeaders { buf: all, ..headers };
+        let headers = RecordHeaders { buf: all, held: 0, ..headers };
         let h = headers.iter().next().unwrap();
         assert_eq!((h.key, h.value, headers.count()), ("ce_type", Some(&b"T"[..]), 1));
     }
