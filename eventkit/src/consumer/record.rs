@@ -40,13 +40,10 @@ impl Record {
     /// `Bytes` keeps that whole buffer (a few hundred bytes for a small event).
     pub(crate) fn copy(m: &BorrowedMessage<'_>, slot: Slot, epoch: Epoch, route: &Arc<TopicRoute>) -> Self {
         let (key, value) = (m.key(), m.payload());
-        let (buf, headers, at) = match m.headers() {
+        let (headers, at) = match m.headers() {
             Some(h) => RecordHeaders::copy_after(h, key, value),
             None => RecordHeaders::copy_after(&NoHeaders, key, value),
         };
-        // What the buffer holds in memory (its capacity) is what counts against the bound.
-        let held = buf.capacity();
-        let all = Bytes::from(buf);
         let key_end = key.map_or(0, <[u8]>::len);
         let value_end = key_end + value.map_or(0, <[u8]>::len);
         Record {
@@ -56,12 +53,12 @@ impl Record {
                 topic: route.topic.clone(),
                 partition: m.partition(),
                 offset: m.offset(),
-                key: key.map(|_| all.slice(at..at + key_end)),
+                key: key.map(|_| headers.buf.slice(at..at + key_end)),
                 timestamp_ms: m.timestamp().to_millis(),
             },
             route: route.clone(),
-            value: value.map(|_| all.slice(at + key_end..at + value_end)),
-            headers: RecordHeaders { buf: all, held, ..headers },
+            value: value.map(|_| headers.buf.slice(at + key_end..at + value_end)),
+            headers,
             attempts: 0,
             first_failure: None,
             settled_handlers: Vec::new(),
@@ -80,9 +77,8 @@ impl Record {
     /// Bytes this record holds, for the memory bound.
     pub(crate) fn size(&self) -> usize {
         const OVERHEAD: usize = std::mem::size_of::<Record>() + 64;
-        // Key and value are slices of the headers' buffer (records made in tests have them apart).
-        let apart = if self.headers.size() == 0 { self.value.as_ref().map_or(0, Bytes::len) + self.info.key.as_ref().map_or(0, Bytes::len) } else { 0 };
-        OVERHEAD + apart + self.headers.size()
+        // Key and value are slices of the headers' buffer.
+        OVERHEAD + self.headers.size()
     }
 
     /// `topic[partition]@offset`, for logs.
@@ -146,9 +142,9 @@ impl Headers for NoHeaders {
 }
 
 impl RecordHeaders {
-    /// Writes the record's buffer: the index, `key`, `value`, then the headers. The returned
-    /// headers still need the buffer; the offset is where `key` starts.
-    fn copy_after<H: Headers>(headers: &H, key: Option<&[u8]>, value: Option<&[u8]>) -> (Vec<u8>, Self, usize) {
+    /// Writes the record's buffer: the index, `key`, `value`, then the headers. Returns the
+    /// headers and where `key` starts in their buffer.
+    fn copy_after<H: Headers>(headers: &H, key: Option<&[u8]>, value: Option<&[u8]>) -> (Self, usize) {
         let count = headers.count();
         let (key, value) = (key.unwrap_or_default(), value.unwrap_or_default());
         let mut buf = Vec::with_capacity(count * (ENTRY + 40) + key.len() + value.len());
@@ -171,13 +167,14 @@ impl RecordHeaders {
             entry[4..8].copy_from_slice(&value_end.to_le_bytes());
             entry[8] = u8::from(h.value.is_none());
         }
-        (buf, RecordHeaders { buf: Bytes::new(), held: 0, count: written as u32, start, replay }, count * ENTRY)
+        // What the buffer holds in memory (its capacity) is what counts against the bound.
+        let held = buf.capacity();
+        (RecordHeaders { buf: buf.into(), held, count: written as u32, start, replay }, count * ENTRY)
     }
 
     #[cfg(test)]
     fn copy<H: Headers>(headers: &H) -> Self {
-        let (buf, h, _) = Self::copy_after(headers, None, None);
-        RecordHeaders { held: buf.capacity(), buf: buf.into(), ..h }
+        Self::copy_after(headers, None, None).0
     }
 
     /// Bytes the record's buffer holds in memory (key and value included).
@@ -251,10 +248,10 @@ mod tests {
     #[test]
     fn key_value_and_headers_share_one_buffer() {
         let original = OwnedHeaders::new().insert(Header { key: "ce_type", value: Some("T") });
-        let (buf, headers, at) = RecordHeaders::copy_after(&original, Some(b"k1"), Some(b"{\"a\":1}"));
-        let all = Bytes::from(buf);
+        let (headers, at) = RecordHeaders::copy_after(&original, Some(b"k1"), Some(b"{\"a\":1}"));
+        let all = &headers.buf;
         assert_eq!((&all[at..at + 2], &all[at + 2..at + 9]), (&b"k1"[..], &b"{\"a\":1}"[..]));
-        let headers = RecordHeaders { buf: all, held: 0, ..headers };
+        assert!(headers.size() >= all.len(), "the bound counts what the buffer holds");
         let h = headers.iter().next().unwrap();
         assert_eq!((h.key, h.value, headers.count()), ("ce_type", Some(&b"T"[..]), 1));
     }
