@@ -150,6 +150,33 @@ async fn poison_inside_a_batch_takes_its_own_path(target: Target) {
 }
 on_both_brokers!(poison_inside_a_batch_takes_its_own_path);
 
+/// A batch may hold only records that are set aside (a type nobody here handles, a replay for
+/// another group): nothing is handed to the handler, the records settle, and the group goes on.
+async fn a_batch_of_records_set_aside_settles_and_the_group_goes_on(target: Target) {
+    let v = Views::default();
+    let running = target.app().groups(["views"]).state(v.clone()).build().unwrap().start().await.unwrap();
+    let topic = target.topic("shapes.views");
+    let (_, unknown_offset) = target.produce_raw(&topic, "same", &[("ce_specversion", "1.0"), ("ce_id", "u-2"), ("ce_source", "t"), ("ce_type", "Nope")], b"{}").await;
+    let replay = [("ce_specversion", "1.0"), ("ce_id", "r-2"), ("ce_type", "PageView"), ("eventkit-replay-group", "someone-else")];
+    target.produce_raw(&topic, "same", &replay, br#"{"user":"same","seq":99}"#).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dlq = running.dead_letters().list("shapes.views", &DlqFilter::default()).await.unwrap();
+        if dlq.iter().any(|d| d.original_offset == unknown_offset) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "[{}] the unknown type was not dead-lettered", target.kind);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // That batch has been settled; the group still handles what comes next.
+    running.publisher().publish_many(&[PageView { user: "same".into(), seq: 7 }]).await.unwrap();
+    assert!(eventually(Duration::from_secs(60), || v.ok.len() >= 1).await, "[{}] the group stopped after a batch of set-aside records", target.kind);
+    running.shutdown().await.unwrap();
+    assert_eq!(v.ok.snapshot(), [7], "[{}]", target.kind);
+    assert_eq!(v.n.load(Ordering::SeqCst), 1, "[{}] the handler was never called with an empty batch", target.kind);
+}
+on_both_brokers!(a_batch_of_records_set_aside_settles_and_the_group_goes_on);
+
 // ---- catch-all ----
 
 #[integration_event(topic = "shapes.orders", key = id)]

@@ -5,8 +5,8 @@
 //!
 //! | endpoint | |
 //! |---|---|
-//! | `GET /health/live` | 200 while the process serves requests |
-//! | `GET /health/ready` | 200, or 503 with the reasons: not started, cluster unreachable, a group without assignment, a partition stuck on one record |
+//! | `GET /health/live` | 200 while the process serves requests; 503 once a group's consumer stopped by an internal error |
+//! | `GET /health/ready` | 200, or 503 with the reasons: not started, cluster unreachable, a group without assignment or stopped, a partition stuck on one record |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /topology` | the topic listing as JSON |
 //! | `GET /asyncapi.json` | the AsyncAPI 3.0 document (see [`crate::asyncapi`]) |
@@ -243,8 +243,15 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> std::result::Result<T,
     })
 }
 
-async fn live() -> Json<Value> {
-    Json(json!({ "status": "up" }))
+/// Live unless a group's consumer stopped by itself (the app then ends too, and a
+/// supervisor that probes liveness restarts it either way).
+async fn live(State(admin): State<Arc<Admin>>) -> Response {
+    let stopped: Vec<String> = admin.groups().iter().filter_map(|g| g.snapshot().stopped).collect();
+    if stopped.is_empty() {
+        Json(json!({ "status": "up" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "down", "reasons": stopped }))).into_response()
+    }
 }
 
 async fn ready(State(admin): State<Arc<Admin>>) -> Response {

@@ -404,12 +404,14 @@ impl App {
         }
         let publisher = Publisher::with_broker(&config, broker)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (stopped_tx, stopped) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         for plan in registry.groups(&config) {
             let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone())?;
-            statuses.push(runner.status());
-            tasks.push(tokio::spawn(runner.run(shutdown_rx.clone())));
+            let status = runner.status();
+            statuses.push(status.clone());
+            tasks.push(tokio::spawn(supervised(status, runner.run(shutdown_rx.clone()), stopped_tx.clone())));
         }
         if let Some(admin) = &admin {
             admin.set_live(crate::admin::Live { publisher: publisher.clone(), groups: statuses });
@@ -425,7 +427,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, config, ready, mediator, admin })
+        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, admin })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -443,9 +445,38 @@ impl App {
                 return Ok(());
             }
         };
-        shutdown_signal().await?;
-        info!("shutdown signal received");
-        running.shutdown().await
+        let mut stopped = running.stopped.clone();
+        tokio::select! {
+            signal = shutdown_signal() => {
+                signal?;
+                info!("shutdown signal received");
+                running.shutdown().await
+            }
+            // A group that stopped by itself is an internal error: the app stops the others and
+            // ends with it, so that whatever supervises the process restarts it.
+            Ok(stopped) = stopped.wait_for(Option::is_some) => {
+                let error = Error::msg(stopped.clone().unwrap_or_default());
+                running.shutdown().await?;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Runs a group's consumer. A panic out of the consumer itself (a handler's panic never gets
+/// here: it fails its record) is logged with its group, marks the group stopped for the health
+/// checks, and tells the app, which ends [`App::run`] with an error.
+async fn supervised(status: Arc<crate::status::GroupStatus>, runner: impl std::future::Future<Output = ()>, stopped: watch::Sender<Option<String>>) {
+    use futures::FutureExt;
+    if let Err(panic) = std::panic::AssertUnwindSafe(runner).catch_unwind().await {
+        let reason = format!("consumer group `{}` stopped by an internal error: {}", status.group, crate::consumer::panic_message(&*panic));
+        tracing::error!(group = %status.group, "{reason}; the app stops");
+        status.stopped(reason.clone());
+        stopped.send_if_modified(|first| {
+            let was_first = first.is_none();
+            first.get_or_insert(reason);
+            was_first
+        });
     }
 }
 
@@ -468,6 +499,8 @@ pub struct Running {
     publisher: Publisher,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Why a group stopped by itself, once one did.
+    stopped: watch::Receiver<Option<String>>,
     config: Config,
     ready: Readiness,
     mediator: crate::command::Mediator,
@@ -547,5 +580,31 @@ impl Running {
         }
         info!("eventkit stopped");
         flushed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_that_panics_is_stopped_reported_and_ends_the_app() {
+        let status = crate::status::GroupStatus::new("billing".into(), vec!["t".into()]);
+        let (tx, mut rx) = watch::channel(None);
+        supervised(status.clone(), async { panic!("index out of bounds") }, tx.clone()).await;
+        let reason = rx.wait_for(Option::is_some).await.unwrap().clone().unwrap();
+        assert_eq!(reason, "consumer group `billing` stopped by an internal error: index out of bounds");
+        let snapshot = status.snapshot();
+        assert_eq!(snapshot.stopped.as_deref(), Some(reason.as_str()));
+        let reasons = crate::status::unready_reasons(true, &[(status.group.clone(), snapshot)], Duration::from_secs(60));
+        assert_eq!(reasons, [reason.clone()], "a stopped group is the reason, not a missing assignment");
+
+        // The first stop is the one reported; a group that ends normally reports nothing.
+        let other = crate::status::GroupStatus::new("audit".into(), vec![]);
+        supervised(other.clone(), async { panic!("second") }, tx.clone()).await;
+        assert_eq!(rx.borrow().as_deref(), Some(reason.as_str()));
+        let fine = crate::status::GroupStatus::new("fine".into(), vec![]);
+        supervised(fine.clone(), async {}, tx).await;
+        assert_eq!(fine.snapshot().stopped, None);
     }
 }

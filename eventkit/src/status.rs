@@ -44,6 +44,10 @@ pub struct PartitionStatus {
 pub struct GroupSnapshot {
     /// Whether the member has received an assignment (possibly empty) since it started.
     pub joined: bool,
+    /// Why the group's consumer stopped by itself (an internal error), if it did: the app is
+    /// then neither ready nor live.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Records (or batches) being handled.
     pub in_flight: usize,
     /// Records held in memory and their bytes.
@@ -68,6 +72,8 @@ pub(crate) struct GroupStatus {
     pub group: Arc<str>,
     pub topics: Vec<String>,
     joined: AtomicBool,
+    /// Why the group's consumer stopped by itself, if it did.
+    stopped: Mutex<Option<String>>,
     /// Partitions and counts from the engine (the fetch loop writes).
     engine: Mutex<(Vec<PartitionStatus>, usize, usize, usize)>,
     /// Offsets by topic and partition (the statistics callback writes).
@@ -76,11 +82,15 @@ pub(crate) struct GroupStatus {
 
 impl GroupStatus {
     pub(crate) fn new(group: Arc<str>, topics: Vec<String>) -> Arc<Self> {
-        Arc::new(GroupStatus { group, topics, joined: AtomicBool::new(false), engine: Mutex::default(), offsets: Mutex::default() })
+        Arc::new(GroupStatus { group, topics, joined: AtomicBool::new(false), stopped: Mutex::default(), engine: Mutex::default(), offsets: Mutex::default() })
     }
 
     pub(crate) fn joined(&self) {
         self.joined.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn stopped(&self, reason: String) {
+        *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
     pub(crate) fn update(&self, partitions: Vec<PartitionStatus>, in_flight: usize, buffered: (usize, usize)) {
@@ -110,7 +120,8 @@ impl GroupStatus {
                 p.lag = o.lag;
             }
         }
-        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), in_flight, buffered_records, buffered_bytes, partitions }
+        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), stopped, in_flight, buffered_records, buffered_bytes, partitions }
     }
 }
 
@@ -124,6 +135,10 @@ pub(crate) fn unready_reasons(started: bool, groups: &[(Arc<str>, GroupSnapshot)
         reasons.push(format!("the Kafka cluster has been unreachable for {} s", since.elapsed().as_secs()));
     }
     for (group, s) in groups {
+        if let Some(reason) = &s.stopped {
+            reasons.push(reason.clone());
+            continue;
+        }
         if !s.joined {
             reasons.push(format!("consumer group `{group}` has no assignment yet"));
         }

@@ -200,7 +200,10 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
                     crate::testing::on_settled(&env.group, &id);
                 }
             }
-            env.metrics.of(handler.name, &handed[0].info.topic).handled.increment(handed.len() as u64);
+            // A batch whose records were all set aside handed nothing.
+            if let Some(first) = handed.first() {
+                env.metrics.of(handler.name, &first.info.topic).handled.increment(handed.len() as u64);
+            }
             handed.into_iter().for_each(&mut settle)
         }
         // One event's data does not decode: it alone goes to the dead letter queue; the others
