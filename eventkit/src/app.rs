@@ -597,7 +597,7 @@ mod tests {
         let snapshot = status.snapshot();
         assert_eq!(snapshot.stopped.as_deref(), Some(reason.as_str()));
         let reasons = crate::status::unready_reasons(true, &[(status.group.clone(), snapshot)], Duration::from_secs(60));
-        assert_eq!(reasons, [reason.clone()], "a stopped group is the reason, not a missing assignment");
+        assert_eq!(reasons, std::slice::from_ref(&reason), "a stopped group is the reason, not a missing assignment");
 
         // The first stop is the one reported; a group that ends normally reports nothing.
         let other = crate::status::GroupStatus::new("audit".into(), vec![]);
