@@ -246,7 +246,7 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> std::result::Result<T,
 /// Live unless a group's consumer stopped by itself (the app then ends too, and a
 /// supervisor that probes liveness restarts it either way).
 async fn live(State(admin): State<Arc<Admin>>) -> Response {
-    let stopped: Vec<String> = admin.groups().iter().filter_map(|g| g.snapshot().stopped).collect();
+    let stopped: Vec<String> = admin.groups().iter().filter_map(|g| g.stopped_reason()).collect();
     if stopped.is_empty() {
         Json(json!({ "status": "up" })).into_response()
     } else {

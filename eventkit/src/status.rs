@@ -93,6 +93,11 @@ impl GroupStatus {
         *self.stopped.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
     }
 
+    /// Why the group's consumer stopped by itself, if it did.
+    pub(crate) fn stopped_reason(&self) -> Option<String> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub(crate) fn update(&self, partitions: Vec<PartitionStatus>, in_flight: usize, buffered: (usize, usize)) {
         *self.engine.lock().unwrap_or_else(|e| e.into_inner()) = (partitions, in_flight, buffered.0, buffered.1);
     }
@@ -120,8 +125,7 @@ impl GroupStatus {
                 p.lag = o.lag;
             }
         }
-        let stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), stopped, in_flight, buffered_records, buffered_bytes, partitions }
+        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), stopped: self.stopped_reason(), in_flight, buffered_records, buffered_bytes, partitions }
     }
 }
 
