@@ -31,6 +31,9 @@ use super::rebalance::{describe, GroupContext};
 /// Records taken from librdkafka in one turn before the loop starts work and looks at completions.
 const BURST: usize = 128;
 
+/// How long leaving the group may wait for the revoke of the last partitions.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Units of work started in one turn, at most.
 const TURN_STARTS: usize = 4 * BURST;
 
@@ -103,6 +106,7 @@ impl FetchLoop {
                 }
             }
             self.drain(&mut stream).await;
+            self.leave(&mut stream).await;
         }
         self.env.status.update(Vec::new(), 0, (0, 0));
         for gauge in [&self.env.metrics.in_flight, &self.env.metrics.buffered, &self.env.metrics.assigned, &self.env.metrics.paused] {
@@ -114,9 +118,8 @@ impl FetchLoop {
         }
         let group = self.env.group.clone();
         let FetchLoop { consumer, .. } = self;
-        // Leaving the group blocks: keep it off the async workers.
+        // Closing blocks: keep it off the async workers.
         let closed = tokio::task::spawn_blocking(move || {
-            consumer.unsubscribe();
             match Arc::try_unwrap(consumer) {
                 Ok(consumer) => drop(consumer),
                 Err(_) => warn!("consumer still referenced at close"),
@@ -279,6 +282,29 @@ impl FetchLoop {
         }
         self.commit(CommitMode::Sync);
         self.shared.engine().set_closing();
+    }
+
+    /// Leaves the group before the consumer closes: unsubscribes, then serves the revoke that
+    /// follows until the assignment is empty (for at most [`LEAVE_TIMEOUT`]). A consumer closed
+    /// while librdkafka still has a cooperative revoke to hand over can hang in its close for
+    /// good, and the process with it (seen here: `rd_kafka_incremental_unassign` from the revoke
+    /// callback inside the close waits forever; librdkafka#4527, whose maintainers and Karafka
+    /// leave the group this way first).
+    async fn leave(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        while self.consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => {
+                    warn!(group = %self.env.group, timeout = ?LEAVE_TIMEOUT, "partitions still assigned after unsubscribing; closing anyway");
+                    return;
+                }
+                // Serves the revoke; records that still come are not taken.
+                _ = stream.next() => {}
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
     }
 }
 
