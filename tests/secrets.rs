@@ -27,11 +27,13 @@ fn assert_clean(what: &str, text: &str) {
 fn the_configuration_debug_output_redacts_secrets() {
     let mut vars: Vec<(String, String)> = secrets().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     vars.push(("EVENTKIT_KAFKA_SASL_USERNAME".into(), "alice".into()));
+    vars.push(("EVENTKIT_KAFKA_LINGER_MS".into(), "17".into()));
     vars.push(("EVENTKIT_KAFKA_PRODUCER_SASL_OAUTHBEARER_CONFIG".into(), format!("principal=x secret={SASL}")));
     let config = eventkit::Config::from_vars(vars).unwrap();
     let shown = format!("{config:?} {config:#?}");
     assert_clean("Config's Debug", &shown);
-    assert!(shown.contains("alice"), "other properties still show: {shown}");
+    assert!(!shown.contains("alice"), "librdkafka marks the SASL user name sensitive too: {shown}");
+    assert!(shown.contains("\"linger.ms\": \"17\""), "other properties still show: {shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
     assert_eq!(config.kafka["sasl.password"], SASL, "the value itself is kept for librdkafka");
 }
@@ -103,3 +105,30 @@ async fn no_secret_in_logs_listing_or_admin_responses() {
     let _ = (std::fs::remove_file(&out), std::fs::remove_file(&log));
     assert_clean("what the app printed and answered", &seen);
 }
+
+/// A secret librdkafka refuses at start, under the spelling a user would write: the error
+/// names the property and what to do, never the value. (The linked librdkafka lacks OAuth
+/// assertions; `EVENTKIT_KAFKA_SSL_KEY` names librdkafka's internal `ssl_key`.)
+async fn startup_errors_never_quote_a_secret(target: Target) {
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvPLANTEDkey0123\n-----END PRIVATE KEY-----";
+    const PASSPHRASE: &str = "passphrase-PLANTED-4d2e";
+    let cases = [
+        ("EVENTKIT_KAFKA_SASL_OAUTHBEARER_ASSERTION_PRIVATE_KEY_PASSPHRASE", PASSPHRASE, "sasl.oauthbearer.assertion.private.key.passphrase"),
+        ("EVENTKIT_KAFKA_SSL_KEY", KEY, "ssl.key.pem"),
+        ("EVENTKIT_KAFKA_CONSUMER_SSL_KEY", KEY, "ssl_key"),
+    ];
+    for (variable, value, named) in cases {
+        let (out, log) = (out_file(&target, "startup-secret"), out_file(&target, "startup-secret-log"));
+        let mut command = process::worker(env!("CARGO_BIN_EXE_eventkit-test-worker"), &target, &out, 0);
+        command.env("RUST_LOG", "debug").env("NO_COLOR", "1").env(variable, value).stderr(Stdio::from(std::fs::File::create(&log).unwrap())).stdout(Stdio::piped());
+        let output = command.output().unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default() + &String::from_utf8_lossy(&output.stdout);
+        let _ = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+        assert!(!output.status.success(), "{variable}: the app does not start:\n{text}");
+        assert!(text.contains(named), "{variable}: the error names {named}:\n{text}");
+        for secret in [PASSPHRASE, "MIIEvPLANTEDkey0123"] {
+            assert!(!text.contains(secret), "{variable}: the output shows the value:\n{text}");
+        }
+    }
+}
+eventkit_tests::on_both_brokers!(startup_errors_never_quote_a_secret);

@@ -15,8 +15,10 @@ pub const PASSTHROUGH_PREFIX: &str = "EVENTKIT_KAFKA_";
 /// eventkit's settings. Build it with [`Config::from_env`] or [`Config::default`], then
 /// adjust fields or use [`crate::App::builder`].
 ///
-/// Its `Debug` output never shows secrets: the admin token and the values of librdkafka
-/// properties that hold passwords, secrets, tokens or private keys read `<redacted>`.
+/// Its `Debug` output never shows secrets: the admin tokens and the values of the librdkafka
+/// properties librdkafka marks sensitive (passwords, secrets, private keys, SASL user names,
+/// under every spelling eventkit accepts) read `<redacted>`, and so do the values of names
+/// librdkafka does not know.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct Config {
@@ -131,15 +133,10 @@ pub struct Config {
     pub(crate) embedded: bool,
 }
 
-/// Whether a librdkafka property holds a secret (its value is never shown).
-pub(crate) fn is_secret_property(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    ["password", "secret", "token", ".pem", "oauthbearer.config", "jaas"].iter().any(|s| name.contains(s))
-}
-
-/// Properties with secret values replaced, for display.
+/// Properties with the values that may not be shown replaced (see
+/// [`crate::kafka::properties::shows_value`]), for display.
 pub(crate) fn redacted(properties: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    properties.iter().map(|(k, v)| (k.as_str(), if is_secret_property(k) { REDACTED } else { v.as_str() })).collect()
+    properties.iter().map(|(k, v)| (k.as_str(), if crate::kafka::properties::shows_value(k) { v.as_str() } else { REDACTED })).collect()
 }
 
 pub(crate) const REDACTED: &str = "<redacted>";

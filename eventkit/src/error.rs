@@ -12,11 +12,13 @@ impl From<rdkafka::error::KafkaError> for Error {
     }
 }
 
-/// A client error without the value of a secret property (librdkafka's configuration errors
-/// quote the value they refuse).
+/// A client error without the value of a property that may not be shown (librdkafka's
+/// configuration errors quote the value they refuse): one librdkafka marks sensitive, or one
+/// it does not know or cannot take from a string (`EVENTKIT_KAFKA_SSL_KEY` holds a key).
 pub(crate) fn redact(e: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
     match e {
-        rdkafka::error::KafkaError::ClientConfig(code, description, key, _) if crate::config::is_secret_property(&key) => {
+        rdkafka::error::KafkaError::ClientConfig(code, description, key, value) if !crate::kafka::properties::shows_value(&key) => {
+            let description = if value.is_empty() { description } else { description.replace(&value, crate::config::REDACTED) };
             rdkafka::error::KafkaError::ClientConfig(code, description, key, crate::config::REDACTED.to_owned())
         }
         e => e,

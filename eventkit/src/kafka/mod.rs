@@ -10,7 +10,7 @@
 //! - [`reach`]: the startup check that the cluster answers.
 
 pub(crate) mod outage;
-mod properties;
+pub(crate) mod properties;
 pub(crate) mod reach;
 
 use rdkafka::client::ClientContext;
@@ -26,6 +26,19 @@ pub(crate) enum Scope {
     Any,
     Consumer,
     Producer,
+}
+
+/// A librdkafka configuration property, as librdkafka's own table describes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Property {
+    pub name: &'static str,
+    /// The clients it applies to.
+    pub scope: Scope,
+    /// Marked sensitive by librdkafka: its value is never shown.
+    pub sensitive: bool,
+    /// Whether a string can set it (callbacks and internal properties are set through C
+    /// functions only).
+    pub settable: bool,
 }
 
 /// A kind of client eventkit creates.
@@ -129,7 +142,7 @@ fn parse_assignment(bytes: &[u8]) -> Option<std::collections::BTreeMap<String, V
 /// Applies the user's properties that belong to `which`. Call it last, so that they win.
 pub(crate) fn apply_overrides(client: &mut ClientConfig, config: &Config, which: Client) {
     for (name, value) in &config.kafka {
-        let scope = lookup(name).map_or(Scope::Any, |(_, scope)| scope);
+        let scope = properties::lookup(name).map_or(Scope::Any, |p| p.scope);
         let applies = matches!((scope, which), (Scope::Any, _) | (Scope::Consumer, Client::Consumer) | (Scope::Producer, Client::Producer));
         if applies {
             client.set(canonical(name), value);
@@ -148,32 +161,37 @@ pub(crate) fn apply_overrides(client: &mut ClientConfig, config: &Config, which:
 /// A property's name as librdkafka spells it (names from environment variables have `.`
 /// where librdkafka may have `_`).
 fn canonical(name: &str) -> &str {
-    lookup(name).map_or(name, |(known, _)| known)
+    properties::lookup(name).map_or(name, |p| p.name)
 }
 
-/// The property named `name` (`_` and `.` alike).
-fn lookup(name: &str) -> Option<(&'static str, Scope)> {
-    let same = |a: &str, b: &str| a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || (x == b'_' || x == b'.') && (y == b'_' || y == b'.'));
-    properties::PROPERTIES.iter().copied().find(|(known, _)| same(known, name))
-}
-
-/// Refuses unknown properties (naming the closest known one) and explicit routes to clients
-/// a property does not apply to.
+/// Refuses unknown properties (naming the closest known one), properties that only a C
+/// function can set, and explicit routes to clients a property does not apply to. No message
+/// quotes a value.
 pub(crate) fn check_properties(config: &Config) -> Result<()> {
     let routes = [("", None, &config.kafka), ("CONSUMER_", Some(Client::Consumer), &config.kafka_consumer), ("PRODUCER_", Some(Client::Producer), &config.kafka_producer), ("ADMIN_", Some(Client::Admin), &config.kafka_admin)];
     for (prefix, client, map) in routes {
         for name in map.keys() {
             let variable = format!("EVENTKIT_KAFKA_{prefix}{}", name.to_ascii_uppercase().replace('.', "_"));
-            let Some((known, scope)) = lookup(name) else {
+            let Some(&Property { name: known, scope, settable, .. }) = properties::lookup(name) else {
                 let closest = properties::PROPERTIES
                     .iter()
-                    .map(|(known, _)| (strsim::jaro_winkler(known, name), *known))
+                    .filter(|p| p.settable)
+                    .map(|p| (strsim::jaro_winkler(p.name, name), p.name))
                     .max_by(|a, b| a.0.total_cmp(&b.0))
                     .filter(|(score, _)| *score > 0.8)
                     .map(|(_, known)| format!("; did you mean `{known}`?"))
                     .unwrap_or_default();
                 return Err(Error::Config(format!("unknown librdkafka property `{name}` ({variable}){closest}")));
             };
+            if !settable {
+                let instead = match known {
+                    "ssl_key" => "; a PEM private key goes in `ssl.key.pem` (EVENTKIT_KAFKA_SSL_KEY_PEM), a key file in `ssl.key.location`",
+                    "ssl_certificate" => "; a PEM certificate goes in `ssl.certificate.pem`, a file in `ssl.certificate.location`",
+                    "ssl_ca" => "; PEM CA certificates go in `ssl.ca.pem`, a file in `ssl.ca.location`",
+                    _ => "",
+                };
+                return Err(Error::Config(format!("librdkafka property `{known}` ({variable}) cannot be set from configuration: librdkafka takes it through a C function only{instead}")));
+            }
             let misrouted = matches!(
                 (client, scope),
                 (Some(Client::Consumer), Scope::Producer) | (Some(Client::Producer), Scope::Consumer) | (Some(Client::Admin), Scope::Consumer | Scope::Producer)
@@ -233,9 +251,9 @@ mod tests {
 
     #[test]
     fn every_listed_property_exists_in_the_linked_librdkafka() {
-        for (name, _) in properties::PROPERTIES {
-            let mut c = ClientConfig::new();
-            c.set(*name, "x");
+        for p in properties::PROPERTIES.iter().filter(|p| p.settable) {
+            let (name, mut c) = (p.name, ClientConfig::new());
+            c.set(name, "x");
             if let Err(e) = c.create_native_config() {
                 assert!(!e.to_string().contains("No such configuration property"), "{name}: {e}");
             }
@@ -265,6 +283,46 @@ mod tests {
             assert_eq!(client.get("security.protocol"), Some("SASL_SSL"));
         }
         assert_eq!((admin.get("group.instance.id"), admin.get("linger.ms")), (None, None));
+    }
+
+    /// Every property librdkafka marks sensitive, under every spelling eventkit accepts (each
+    /// environment prefix, `_` or `.`, the builder's names), with a planted value: no Debug
+    /// output, no refusal of ours and no error of librdkafka's shows it.
+    #[test]
+    fn no_sensitive_value_is_ever_shown() {
+        let planted = "PLANTED-9c1f-SECRET";
+        for p in properties::PROPERTIES.iter().filter(|p| p.sensitive) {
+            let env = p.name.to_ascii_uppercase().replace('.', "_");
+            for prefix in ["EVENTKIT_KAFKA_", "EVENTKIT_KAFKA_CONSUMER_", "EVENTKIT_KAFKA_PRODUCER_", "EVENTKIT_KAFKA_ADMIN_"] {
+                let vars = [("KAFKA_BOOTSTRAP_SERVERS".to_owned(), "127.0.0.1:1".to_owned()), (format!("{prefix}{env}"), format!("-----BEGIN PRIVATE KEY-----{planted}"))];
+                let c = Config::from_vars(vars).unwrap();
+                let shown = format!("{c:?} {c:#?}");
+                assert!(!shown.contains(planted), "{prefix}{env}: {shown}");
+                let mut seen = String::new();
+                match check_properties(&c) {
+                    Err(e) => seen += &format!("{e} {e:?}"),
+                    Ok(()) => {
+                        for which in [Client::Consumer, Client::Producer, Client::Admin] {
+                            let mut client = client_config(&c).unwrap();
+                            apply_overrides(&mut client, &c, which);
+                            client.set("group.id", "g");
+                            let created: std::result::Result<rdkafka::consumer::BaseConsumer<KitContext>, KafkaError> = client.create_with_context(KitContext);
+                            if let Err(e) = created {
+                                let e = Error::from(e);
+                                seen += &format!("{e} {e:?}");
+                            }
+                        }
+                    }
+                }
+                assert!(!seen.contains(planted), "{prefix}{env}: {seen}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_property_only_c_can_set_is_refused_without_its_value() {
+        let e = config(&[("EVENTKIT_KAFKA_SSL_KEY", "-----BEGIN PRIVATE KEY-----MIIEv")]).unwrap_err().to_string();
+        assert!(e.contains("`ssl_key`") && e.contains("ssl.key.pem") && !e.contains("MIIEv"), "{e}");
     }
 
     #[test]
