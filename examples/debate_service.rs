@@ -115,7 +115,8 @@ async fn service(name: &str, prefix: &str, broker: &Arc<EmbeddedBroker>, groups:
 }
 
 async fn get(url: String) -> eventkit::Result<(u16, Value)> {
-    let response = reqwest::get(&url).await.map_err(Error::msg)?;
+    // The read endpoints take the token (the probes need none).
+    let response = reqwest::Client::new().get(&url).bearer_auth(TOKEN).send().await.map_err(Error::msg)?;
     let status = response.status().as_u16();
     Ok((status, response.json().await.map_err(Error::msg)?))
 }

@@ -206,6 +206,139 @@ async fn a_worker_rides_out_a_cluster_that_comes_late_and_goes_away(target: Targ
     );
 }
 
+/// Closed addresses listed beside a live broker in the bootstrap servers (librdkafka's attempts
+/// on them are refused; its debug lines show that it tried): the app starts, handles
+/// everything, stays ready throughout and never says the cluster is unreachable. Only "no
+/// broker reachable" is an outage.
+async fn dead_bootstrap_addresses_beside_a_live_broker_are_no_outage(target: Target) {
+    target.create_topic("process.ticks", 3).await;
+    let dead: Vec<String> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()).collect();
+    let tried = |log: &Path| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        dead.iter().filter(|d| text.contains(&format!("Connect to ipv4#{d} failed"))).count()
+    };
+    let admin_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (out, log) = (out_file(&target, "dead-bootstrap"), out_file(&target, "dead-bootstrap-log"));
+    let mut command = worker(&target, &out, &log);
+    command
+        .env("KAFKA_BOOTSTRAP_SERVERS", format!("{},{}", dead.join(","), target.bootstrap()))
+        .env("EVENTKIT_ADMIN_ADDR", admin_port.to_string())
+        .env("RUST_LOG", "info,librdkafka=debug");
+    let mut child = start(command);
+    let http = reqwest::Client::new();
+    let ready = |http: reqwest::Client| async move {
+        match http.get(format!("http://127.0.0.1:{admin_port}/health/ready")).send().await {
+            Ok(r) => Some((r.status().is_success(), r.text().await.unwrap_or_default())),
+            Err(_) => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready(http.clone()).await.is_none_or(|(ok, _)| !ok) {
+        assert!(Instant::now() < deadline, "[{}] the app becomes ready:\n{}", target.kind, std::fs::read_to_string(&log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish_ticks(&target, 0, 300).await;
+    // Ready at every look while the events are handled and until librdkafka has tried a dead
+    // address (and a few seconds after, for statistics to come).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let (ok, body) = ready(http.clone()).await.expect("the admin API answers");
+        assert!(ok, "[{}] still ready: {body}\n{}", target.kind, std::fs::read_to_string(&log).unwrap_or_default());
+        let handled = seqs(&out).into_iter().collect::<HashSet<_>>().len();
+        if handled == 300 && tried(&log) > 0 {
+            let until = *settle_until.get_or_insert_with(|| Instant::now() + Duration::from_secs(6));
+            if Instant::now() >= until {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "[{}] handled {handled} of 300; {} dead addresses tried", target.kind, tried(&log));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = (std::fs::remove_file(&out), std::fs::remove_file(&log));
+    assert!(status.success(), "[{}] {status}\n{text}", target.kind);
+    assert!(!text.contains("Kafka is unreachable"), "[{}] a dead bootstrap address is not an outage:\n{text}", target.kind);
+}
+eventkit_tests::on_both_brokers!(dead_bootstrap_addresses_beside_a_live_broker_are_no_outage);
+
+/// Two workers through a broker outage: the one whose readiness leaves Kafka out
+/// (`EVENTKIT_READINESS=groups`) stays ready, as a fleet should during an outage, while
+/// saying in its metrics that the cluster is unreachable; the default one is not ready.
+async fn readiness_can_leave_kafka_out(target: Target, switch: Switch) {
+    target.create_topic("process.ticks", 1).await;
+    let port = |_: ()| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (groups_only, default) = (port(()), port(()));
+    let mut children = Vec::new();
+    let mut files = Vec::new();
+    for (name, admin, readiness) in [("groups-only", groups_only, Some("groups")), ("default", default, None)] {
+        let (out, log) = (out_file(&target, name), out_file(&target, &format!("{name}-log")));
+        let mut command = worker(&target, &out, &log);
+        command.env("EVENTKIT_ADMIN_ADDR", admin.to_string()).env("KAFKA_SERVICE_NAME", name).env("EVENTKIT_KAFKA_GROUP_INSTANCE_ID", format!("{}{name}", target.prefix));
+        if let Some(r) = readiness {
+            command.env("EVENTKIT_READINESS", r);
+        }
+        children.push(start(command));
+        files.push((out, log));
+    }
+    let http = reqwest::Client::new();
+    let get = |port: u16, path: &'static str| {
+        let http = http.clone();
+        async move {
+            match http.get(format!("http://127.0.0.1:{port}{path}")).send().await {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            }
+        }
+    };
+    let until = |port: u16, path: &'static str, ok: fn(&(u16, String)) -> bool| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = get(port, path).await;
+            if ok(&answer) {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "{path} on {port}: {answer:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    for port in [groups_only, default] {
+        until(port, "/health/ready", |a| a.0 == 200).await;
+    }
+    switch.set_down(true);
+    let (status, body) = until(default, "/health/ready", |a| a.0 == 503).await;
+    assert!(body.contains("unreachable"), "[{}] the default readiness names the outage: {status} {body}", target.kind);
+    until(groups_only, "/metrics", |a| a.1.contains("eventkit_kafka_reachable 0")).await;
+    let (status, body) = get(groups_only, "/health/ready").await;
+    assert_eq!(status, 200, "[{}] readiness without Kafka stays up during the outage: {body}", target.kind);
+    switch.set_down(false);
+    until(default, "/health/ready", |a| a.0 == 200).await;
+    for child in &mut children {
+        sigterm(child);
+        assert!(wait_exit(child, Duration::from_secs(60)).success());
+    }
+    for (out, log) in files {
+        let _ = (std::fs::remove_file(out), std::fs::remove_file(log));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_without_kafka_embedded() {
+    let target = Target::embedded("readiness-groups");
+    let switch = Switch::Embedded(target.embedded_broker().unwrap().clone());
+    readiness_can_leave_kafka_out(target, switch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_without_kafka_real() {
+    let Some(bin) = Noida::binary("readiness-groups") else { return };
+    let noida = Noida::start(bin);
+    let target = Target::at(noida.bootstrap(), "readiness-groups");
+    readiness_can_leave_kafka_out(target, Switch::Noida(Mutex::new(noida))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded() {
     let target = Target::embedded("outage");

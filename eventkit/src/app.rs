@@ -149,9 +149,24 @@ impl AppBuilder {
         dlq_retention(retention: Duration) => |c| c.dlq_retention = retention);
     setter!(/// Where the admin HTTP API listens (`HOST:PORT`, or a port alone for the loopback
         /// address; port 0 picks a free one, see [`Running::admin_addr`]).
-        admin_addr(addr: impl Into<String> + Send + 'static) => |c| c.admin_addr = Some(addr.into()));
-    setter!(/// The bearer token of the admin API's endpoints that change something or show event data.
-        admin_token(token: impl Into<String> + Send + 'static) => |c| c.admin_token = Some(token.into()));
+        admin_addr(addr: impl Into<String> + Send + 'static) => |c| c.admin.addr = Some(addr.into()));
+    setter!(/// Where the health probes listen, apart from the rest of the admin API (see
+        /// [`Running::health_addr`]).
+        health_addr(addr: impl Into<String> + Send + 'static) => |c| c.admin.health_addr = Some(addr.into()));
+    setter!(/// The bearer token of the admin API's actions (and of its read-only endpoints).
+        admin_token(token: impl Into<String> + Send + 'static) => |c| c.admin.token = Some(token.into()));
+    setter!(/// A bearer token for the admin API's read-only endpoints only.
+        admin_read_token(token: impl Into<String> + Send + 'static) => |c| c.admin.read_token = Some(token.into()));
+    setter!(/// The admin API's read-only endpoints served without a token (`metrics`, `topology`,
+        /// `asyncapi.json`, `groups`, `dlq`; default `metrics`).
+        admin_open(endpoints: impl IntoIterator<Item = &'static str> + Send + 'static) => |c| c.admin.open = endpoints.into_iter().map(|e| e.trim_start_matches('/').to_owned()).collect());
+    /// The admin API's limits and other settings at once.
+    pub fn admin_settings(mut self, settings: crate::AdminSettings) -> Self {
+        self.edits.push(Box::new(move |c: &mut Config| c.admin = settings));
+        self
+    }
+    setter!(/// What readiness checks (default: the cluster and the groups).
+        readiness(checks: crate::ReadinessChecks) => |c| c.readiness = checks);
     setter!(/// How long a partition may wait on one record before the app reports itself not ready.
         stuck_after(after: Duration) => |c| c.stuck_after = after);
     setter!(/// How long the app waits at start for the cluster to answer before it fails (default: forever).
@@ -224,7 +239,8 @@ impl AppBuilder {
         if let Some(broker) = &self.broker {
             config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
         }
-        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready: Readiness::default() })
+        let ready = Readiness::new(config.readiness);
+        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready })
     }
 }
 
@@ -289,23 +305,38 @@ pub struct App {
 
 /// Whether an app is ready, for a health endpoint: false while it waits for its cluster at
 /// start, true once it has reached it and started its groups, false again while the cluster
-/// is unreachable and after shutdown. Take it from [`App::readiness`] before starting.
-#[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<std::sync::atomic::AtomicBool>);
+/// is unreachable (unless `EVENTKIT_READINESS` leaves Kafka out) and after shutdown. Take it
+/// from [`App::readiness`] before starting. (`/health/ready` also checks the groups.)
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    started: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether an unreachable cluster makes the app unready.
+    kafka: bool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness { started: Arc::default(), kafka: true }
+    }
+}
 
 impl Readiness {
-    /// Whether the app started (and is not stopping), whatever its cluster does.
-    pub(crate) fn started(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+    fn new(checks: crate::ReadinessChecks) -> Self {
+        Readiness { started: Arc::default(), kafka: checks.kafka }
     }
 
-    /// Whether the app runs and reaches its cluster.
+    /// Whether the app started (and is not stopping), whatever its cluster does.
+    pub(crate) fn started(&self) -> bool {
+        self.started.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Whether the app runs and (when readiness checks it) reaches its cluster.
     pub fn is_ready(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire) && !crate::kafka::outage::active()
+        self.started() && !(self.kafka && crate::kafka::outage::active())
     }
 
     fn set(&self, ready: bool) {
-        self.0.store(ready, std::sync::atomic::Ordering::Release);
+        self.started.store(ready, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -403,7 +434,8 @@ impl App {
             crate::topics::create(&config, &registry, broker.as_deref(), &topics, &dlq_topics).await?;
         }
         let publisher = Publisher::with_broker(&config, broker)?;
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        crate::metrics::build_info(&config.service_name);
+        let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let (stopped_tx, stopped) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
@@ -497,7 +529,8 @@ async fn shutdown_signal() -> Result<()> {
 /// A started app.
 pub struct Running {
     publisher: Publisher,
-    shutdown_tx: watch::Sender<bool>,
+    /// The shutdown's deadline, once it began.
+    shutdown_tx: watch::Sender<Option<tokio::time::Instant>>,
     tasks: Vec<JoinHandle<()>>,
     /// Why a group stopped by itself, once one did.
     stopped: watch::Receiver<Option<String>>,
@@ -542,7 +575,12 @@ impl Running {
     /// Where the admin HTTP API listens, when `EVENTKIT_ADMIN_ADDR` (or
     /// [`AppBuilder::admin_addr`]) turned it on.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin.as_ref().map(crate::admin::AdminServer::addr)
+        self.admin.as_ref().and_then(crate::admin::AdminServer::addr)
+    }
+
+    /// Where the health probes listen: `EVENTKIT_HEALTH_ADDR`'s address, or the admin API's.
+    pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(crate::admin::AdminServer::health_addr)
     }
 
     /// The bootstrap servers the app uses (the embedded broker's when it started one).
@@ -550,22 +588,29 @@ impl Running {
         self.config.bootstrap_servers.as_deref().unwrap_or_default()
     }
 
-    /// Stops fetching, lets in-flight handlers finish (up to the shutdown timeout), commits
-    /// handled offsets, leaves the groups and flushes the producer.
+    /// Stops fetching, lets in-flight handlers finish, commits handled offsets, leaves the
+    /// groups and flushes the producer, all within the shutdown budget
+    /// (`EVENTKIT_SHUTDOWN_TIMEOUT_MS`, default 20 s): handlers get all of it but the reserve
+    /// ([`Config::shutdown_reserve`]), which the steps after them share.
     pub async fn shutdown(self) -> Result<()> {
         self.ready.set(false);
-        let _ = self.shutdown_tx.send(true);
-        // Each group waits for its handlers up to the shutdown timeout itself; leaving the
-        // group after that takes a little longer.
-        let deadline = tokio::time::Instant::now() + self.config.shutdown_timeout + Duration::from_secs(15);
+        let budget = self.config.shutdown_timeout;
+        let reserve = self.config.shutdown_reserve();
+        let deadline = tokio::time::Instant::now() + budget;
+        info!(?budget, handlers_for = ?budget.saturating_sub(reserve), "shutting down: in-flight records finish first, then commit, leave and flush");
+        let _ = self.shutdown_tx.send(Some(deadline));
+        // Each group keeps to the deadline itself; this is the bound on top of that.
+        let groups_by = deadline.checked_sub(reserve / 8).unwrap_or(deadline);
         for task in self.tasks {
             let abort = task.abort_handle();
-            if tokio::time::timeout_at(deadline, task).await.is_err() {
-                warn!("a consumer group did not leave its group in time; its unfinished records will be redelivered");
+            if tokio::time::timeout_at(groups_by, task).await.is_err() {
+                warn!("a consumer group did not stop within the shutdown budget; its unfinished records will be redelivered");
                 abort.abort();
             }
         }
-        let flushed = self.publisher.flush(Duration::from_secs(10));
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
+        info!(within = ?left, "shutdown: flushing the producer");
+        let flushed = self.publisher.flush(left);
         if let Some(admin) = self.admin {
             admin.stop().await;
         }
@@ -596,7 +641,7 @@ mod tests {
         assert_eq!(reason, "consumer group `billing` stopped by an internal error: index out of bounds");
         let snapshot = status.snapshot();
         assert_eq!(snapshot.stopped.as_deref(), Some(reason.as_str()));
-        let reasons = crate::status::unready_reasons(true, &[(status.group.clone(), snapshot)], Duration::from_secs(60));
+        let reasons = crate::status::unready_reasons(true, crate::ReadinessChecks::default(), &[(status.group.clone(), snapshot)], Duration::from_secs(60));
         assert_eq!(reasons, std::slice::from_ref(&reason), "a stopped group is the reason, not a missing assignment");
 
         // The first stop is the one reported; a group that ends normally reports nothing.

@@ -44,7 +44,10 @@ pub struct Config {
     pub default_logging: bool,
     /// `EVENTKIT_TOPIC_PARTITIONS`: partitions of topics eventkit creates (default: 3).
     pub topic_partitions: i32,
-    /// `EVENTKIT_SHUTDOWN_TIMEOUT_MS`: how long in-flight handlers may take at shutdown.
+    /// `EVENTKIT_SHUTDOWN_TIMEOUT_MS`: the whole shutdown's budget, from the signal to the exit
+    /// (default 20 s, under Kubernetes' default grace period of 30 s). In-flight handlers get
+    /// it less a reserve for committing, leaving the groups and flushing the producer (a quarter
+    /// of it, at most 5 s).
     pub shutdown_timeout: Duration,
     /// `EVENTKIT_PUBLISH_TIMEOUT_MS`: how long `publish` waits for the broker's ack.
     pub publish_timeout: Duration,
@@ -119,16 +122,17 @@ pub struct Config {
     /// `EVENTKIT_DLQ_RETENTION`: retention of dead letter topics eventkit creates (`"30d"`
     /// default; `"forever"`).
     pub dlq_retention: Duration,
-    /// `EVENTKIT_ADMIN_ADDR`: where the admin HTTP API (health, metrics, topology, dead
-    /// letters) listens: `HOST:PORT`, or a port alone for the loopback address. Unset (the
-    /// default): no admin API.
-    pub admin_addr: Option<String>,
-    /// `EVENTKIT_ADMIN_TOKEN`: the bearer token the admin API asks for on endpoints that
-    /// change something or show event data. Unset: those endpoints are disabled.
-    pub admin_token: Option<String>,
-    /// `EVENTKIT_STUCK_AFTER_MS`: a partition waiting this long on one record makes the app
-    /// not ready (`/health/ready`; default 5 minutes).
+    /// The admin HTTP API and the health probes: addresses, tokens, limits (`EVENTKIT_ADMIN_*`,
+    /// `EVENTKIT_HEALTH_ADDR`).
+    pub admin: AdminSettings,
+    /// `EVENTKIT_STUCK_AFTER_MS`: a partition waiting this long on one record, or a group's
+    /// fetch loop silent this long (a handler blocking its thread), makes the app not ready
+    /// (`/health/ready`; default 5 minutes).
     pub stuck_after: Duration,
+    /// `EVENTKIT_READINESS`: what readiness checks, comma-separated: `kafka` (the cluster is
+    /// reachable) and `groups` (each group joined, none stopped, stuck or frozen). Default
+    /// both; `groups` alone keeps a broker outage from making every instance unready at once.
+    pub readiness: ReadinessChecks,
     /// Set when the bootstrap servers are an embedded broker's.
     pub(crate) embedded: bool,
 }
@@ -180,9 +184,9 @@ impl std::fmt::Debug for Config {
             .field("startup_timeout", &self.startup_timeout)
             .field("topic_settings", &self.topic_settings)
             .field("dlq_retention", &self.dlq_retention)
-            .field("admin_addr", &self.admin_addr)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| REDACTED))
+            .field("admin", &self.admin)
             .field("stuck_after", &self.stuck_after)
+            .field("readiness", &self.readiness)
             .finish_non_exhaustive()
     }
 }
@@ -200,7 +204,7 @@ impl Default for Config {
             create_topics: true,
             default_logging: true,
             topic_partitions: 3,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(20),
             publish_timeout: Duration::from_secs(30),
             retry_backoff: (Duration::from_millis(200), Duration::from_secs(30)),
             retries: 3,
@@ -226,9 +230,9 @@ impl Default for Config {
             startup_timeout: None,
             topic_settings: BTreeMap::new(),
             dlq_retention: Duration::from_secs(30 * 86_400),
-            admin_addr: None,
-            admin_token: None,
+            admin: AdminSettings::default(),
             stuck_after: Duration::from_secs(300),
+            readiness: ReadinessChecks::default(),
             embedded: false,
         }
     }
@@ -320,8 +324,23 @@ impl Config {
                     let ms = crate::topics::parse_retention(&value).map_err(|e| Error::Config(format!("{name}: {e}")))?;
                     c.dlq_retention = if ms < 0 { Duration::MAX } else { Duration::from_millis(ms as u64) };
                 }
-                "EVENTKIT_ADMIN_ADDR" => c.admin_addr = Some(value).filter(|v| !v.is_empty()),
-                "EVENTKIT_ADMIN_TOKEN" => c.admin_token = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_ADMIN_ADDR" => c.admin.addr = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_HEALTH_ADDR" => c.admin.health_addr = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_ADMIN_TOKEN" => c.admin.token = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_ADMIN_READ_TOKEN" => c.admin.read_token = Some(value).filter(|v| !v.is_empty()),
+                "EVENTKIT_ADMIN_OPEN" => c.admin.open = AdminSettings::parse_open(&name, &value)?,
+                "EVENTKIT_ADMIN_MAX_CONNECTIONS" => c.admin.max_connections = parse_positive(&name, &value)?,
+                "EVENTKIT_ADMIN_HEADER_TIMEOUT_MS" => c.admin.header_timeout = Duration::from_millis(parse_positive(&name, &value)?),
+                "EVENTKIT_ADMIN_IDLE_TIMEOUT_MS" => c.admin.idle_timeout = Duration::from_millis(parse_positive(&name, &value)?),
+                "EVENTKIT_ADMIN_BODY_TIMEOUT_MS" => c.admin.body_timeout = Duration::from_millis(parse_positive(&name, &value)?),
+                "EVENTKIT_ADMIN_MAX_BODY" => c.admin.max_body = parse_size(&name, &value)?,
+                "EVENTKIT_ADMIN_BODY_LIMITS" => {
+                    for (endpoint, size) in pairs(&name, &value)? {
+                        let endpoint = AdminSettings::endpoint_name(&name, endpoint)?;
+                        c.admin.body_limits.insert(endpoint, parse_size(&name, size)?);
+                    }
+                }
+                "EVENTKIT_READINESS" => c.readiness = ReadinessChecks::parse(&name, &value)?,
                 "EVENTKIT_STUCK_AFTER_MS" => c.stuck_after = Duration::from_millis(parse_positive(&name, &value)?),
                 "EVENTKIT_STARTUP_TIMEOUT_MS" => {
                     c.startup_timeout = Some(value).filter(|v| !v.is_empty()).map(|v| parse_num(&name, &v).map(Duration::from_millis)).transpose()?
@@ -373,6 +392,12 @@ impl Config {
         format!("{}{base}", self.group_prefix)
     }
 
+    /// The part of the shutdown budget kept for committing, leaving the groups, closing the
+    /// consumers and flushing the producer: a quarter of it, at most 5 s.
+    pub fn shutdown_reserve(&self) -> Duration {
+        (self.shutdown_timeout / 4).min(Duration::from_secs(5))
+    }
+
     /// Whether this process runs the group named `group` (before the group prefix).
     pub(crate) fn runs_group(&self, group: &str) -> bool {
         let bare = group.strip_prefix(self.group_prefix.as_str()).unwrap_or(group);
@@ -401,6 +426,145 @@ impl Config {
     }
 }
 
+/// The admin HTTP API's settings (see the `admin` module for the endpoints).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct AdminSettings {
+    /// `EVENTKIT_ADMIN_ADDR`: where the admin API listens: `HOST:PORT`, or a port alone for the
+    /// loopback address. Unset (the default): no admin API.
+    pub addr: Option<String>,
+    /// `EVENTKIT_HEALTH_ADDR`: where the probes (`/health/live`, `/health/ready`) listen, apart
+    /// from the rest. Unset: the probes are served on `EVENTKIT_ADMIN_ADDR` with the rest.
+    pub health_addr: Option<String>,
+    /// `EVENTKIT_ADMIN_TOKEN`: the bearer token of the actions (publish, replay) and of every
+    /// read endpoint. Unset: actions are disabled.
+    pub token: Option<String>,
+    /// `EVENTKIT_ADMIN_READ_TOKEN`: a bearer token for the read-only endpoints only.
+    pub read_token: Option<String>,
+    /// `EVENTKIT_ADMIN_OPEN`: read-only endpoints served without a token, comma-separated
+    /// among `metrics`, `topology`, `asyncapi.json`, `groups` and `dlq` (default: `metrics`;
+    /// empty: none).
+    pub open: std::collections::BTreeSet<String>,
+    /// `EVENTKIT_ADMIN_MAX_CONNECTIONS`: open connections per listener (default 64, and at
+    /// most a quarter of the process's file descriptor limit). At the limit, a new connection
+    /// closes the oldest one that has no request in progress, so probes are never starved.
+    pub max_connections: usize,
+    /// `EVENTKIT_ADMIN_HEADER_TIMEOUT_MS`: how long a request's line and headers may take to
+    /// arrive once their first byte did (default 5 s).
+    pub header_timeout: Duration,
+    /// `EVENTKIT_ADMIN_IDLE_TIMEOUT_MS`: how long a connection may wait for its next request,
+    /// or for its first (default 30 s).
+    pub idle_timeout: Duration,
+    /// `EVENTKIT_ADMIN_BODY_TIMEOUT_MS`: how long a request body may take to arrive (default 10 s).
+    pub body_timeout: Duration,
+    /// `EVENTKIT_ADMIN_MAX_BODY`: the largest request body (default 1 MiB); bigger is a 413.
+    pub max_body: usize,
+    /// `EVENTKIT_ADMIN_BODY_LIMITS`: per endpoint, over `max_body`: `publish=4MiB,dlq/replay=64KiB`.
+    pub body_limits: BTreeMap<String, usize>,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            addr: None,
+            health_addr: None,
+            token: None,
+            read_token: None,
+            open: ["metrics".to_owned()].into(),
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_body: 1 << 20,
+            body_limits: BTreeMap::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("addr", &self.addr)
+            .field("health_addr", &self.health_addr)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("read_token", &self.read_token.as_ref().map(|_| REDACTED))
+            .field("open", &self.open)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_body", &self.max_body)
+            .field("body_limits", &self.body_limits)
+            .finish()
+    }
+}
+
+impl AdminSettings {
+    /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
+    pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "dlq"];
+    /// The endpoints that take a body.
+    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay"];
+
+    /// The body limit of `endpoint` (`publish`, `dlq/replay`).
+    pub fn body_limit(&self, endpoint: &str) -> usize {
+        self.body_limits.get(endpoint).copied().unwrap_or(self.max_body)
+    }
+
+    fn parse_open(name: &str, value: &str) -> Result<std::collections::BTreeSet<String>> {
+        value
+            .split(',')
+            .map(|e| e.trim().trim_start_matches('/'))
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if Self::READ_ENDPOINTS.contains(&e) {
+                    Ok(e.to_owned())
+                } else {
+                    Err(Error::Config(format!("{name}: `{e}` is not a read-only endpoint (one of: {})", Self::READ_ENDPOINTS.join(", "))))
+                }
+            })
+            .collect()
+    }
+
+    fn endpoint_name(name: &str, endpoint: &str) -> Result<String> {
+        let e = endpoint.trim().trim_start_matches('/');
+        if Self::BODY_ENDPOINTS.contains(&e) {
+            Ok(e.to_owned())
+        } else {
+            Err(Error::Config(format!("{name}: `{endpoint}` takes no body (endpoints with a body: {})", Self::BODY_ENDPOINTS.join(", "))))
+        }
+    }
+}
+
+/// What readiness checks (`EVENTKIT_READINESS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadinessChecks {
+    /// The cluster is reachable (`kafka`).
+    pub kafka: bool,
+    /// Each consumer group joined, and none stopped, stuck on a record or frozen (`groups`).
+    pub groups: bool,
+}
+
+impl Default for ReadinessChecks {
+    fn default() -> Self {
+        ReadinessChecks { kafka: true, groups: true }
+    }
+}
+
+impl ReadinessChecks {
+    fn parse(name: &str, value: &str) -> Result<Self> {
+        let mut checks = ReadinessChecks { kafka: false, groups: false };
+        for check in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            match check {
+                "kafka" => checks.kafka = true,
+                "groups" => checks.groups = true,
+                _ => return Err(Error::Config(format!("{name}: `{check}` is not a readiness check (`kafka`, `groups`)"))),
+            }
+        }
+        Ok(checks)
+    }
+}
+
 /// `a=x,b=y` as pairs.
 fn pairs<'a>(name: &str, value: &'a str) -> Result<Vec<(&'a str, &'a str)>> {
     value
@@ -425,6 +589,22 @@ where
     Ok(n)
 }
 
+/// A size in bytes: `65536`, `64KiB`, `4MiB` (also `KB`/`MB`, read as binary units).
+fn parse_size(name: &str, value: &str) -> Result<usize> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(Error::Config(format!("{name} = {value:?}: a size is bytes, or a number with KiB, MiB or GiB"))),
+    };
+    let n: usize = parse_num(name, digits)?;
+    n.checked_mul(factor).filter(|n| *n > 0).ok_or_else(|| Error::Config(format!("{name} = {value:?}: must be at least 1 byte")))
+}
+
 fn parse_reset(value: &str) -> Result<String> {
     match value.to_ascii_lowercase().as_str() {
         v @ ("earliest" | "latest") => Ok(v.to_owned()),
@@ -447,4 +627,61 @@ where
     T::Err: std::fmt::Display,
 {
     value.parse().map_err(|e| Error::Config(format!("{name} = {value:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Result<Config> {
+        Config::from_vars(v.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+    }
+
+    #[test]
+    fn admin_settings_come_from_the_environment() {
+        let c = vars(&[
+            ("EVENTKIT_ADMIN_ADDR", "9090"),
+            ("EVENTKIT_HEALTH_ADDR", "0.0.0.0:8081"),
+            ("EVENTKIT_ADMIN_READ_TOKEN", "r"),
+            ("EVENTKIT_ADMIN_OPEN", "metrics, /topology"),
+            ("EVENTKIT_ADMIN_MAX_CONNECTIONS", "10"),
+            ("EVENTKIT_ADMIN_HEADER_TIMEOUT_MS", "700"),
+            ("EVENTKIT_ADMIN_MAX_BODY", "2MiB"),
+            ("EVENTKIT_ADMIN_BODY_LIMITS", "publish=64KiB,/dlq/replay=512"),
+            ("EVENTKIT_READINESS", "groups"),
+        ])
+        .unwrap();
+        let a = &c.admin;
+        assert_eq!((a.addr.as_deref(), a.health_addr.as_deref(), a.read_token.as_deref()), (Some("9090"), Some("0.0.0.0:8081"), Some("r")));
+        assert_eq!(a.open.iter().map(String::as_str).collect::<Vec<_>>(), ["metrics", "topology"]);
+        assert_eq!((a.max_connections, a.header_timeout), (10, Duration::from_millis(700)));
+        assert_eq!((a.body_limit("publish"), a.body_limit("dlq/replay")), (64 << 10, 512));
+        assert_eq!(a.max_body, 2 << 20);
+        assert_eq!(c.readiness, ReadinessChecks { kafka: false, groups: true });
+        assert!(!format!("{c:?}").contains("\"r\""), "tokens are redacted");
+        assert!(vars(&[("EVENTKIT_ADMIN_OPEN", "")]).unwrap().admin.open.is_empty(), "nothing open");
+    }
+
+    #[test]
+    fn bad_admin_settings_are_refused_by_name() {
+        for (var, value, says) in [
+            ("EVENTKIT_ADMIN_OPEN", "publish", "not a read-only endpoint"),
+            ("EVENTKIT_ADMIN_BODY_LIMITS", "groups=1KiB", "takes no body"),
+            ("EVENTKIT_ADMIN_MAX_BODY", "12 parsecs", "a size is bytes"),
+            ("EVENTKIT_ADMIN_MAX_BODY", "0", "at least 1 byte"),
+            ("EVENTKIT_ADMIN_MAX_CONNECTIONS", "0", "at least 1"),
+            ("EVENTKIT_READINESS", "kafka,disk", "not a readiness check"),
+        ] {
+            let e = vars(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(var) && e.contains(says), "{var}={value}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shutdown_budget_keeps_a_reserve() {
+        let mut c = Config::default();
+        assert_eq!((c.shutdown_timeout, c.shutdown_reserve()), (Duration::from_secs(20), Duration::from_secs(5)));
+        c.shutdown_timeout = Duration::from_secs(4);
+        assert_eq!(c.shutdown_reserve(), Duration::from_secs(1));
+    }
 }

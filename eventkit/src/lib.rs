@@ -61,7 +61,7 @@ pub use cascade::{Cascade, DomainEvent, IntoEvents, MappingDescriptor, MapsTo};
 pub use command::{send, Command, CommandDescriptor, CommandInfo};
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
 pub use broker::EmbeddedBroker;
-pub use config::Config;
+pub use config::{AdminSettings, Config, ReadinessChecks};
 pub use context::{Context, RecordInfo};
 pub use dlq::{DeadLetter, DeadLetterQueue, DlqFilter, ReplayReport, Selection};
 pub use envelope::Metadata;

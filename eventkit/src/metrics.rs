@@ -17,6 +17,9 @@
 //! | `eventkit_consumer_lag` (records, from librdkafka's statistics; 0 once the member no longer fetches the partition) | gauge | group, topic, partition |
 //! | `eventkit_published_total`, `eventkit_publish_errors_total` | counter | topic |
 //! | `eventkit_publish_duration_seconds` (hand-over to ack) | histogram | topic |
+//! | `eventkit_build_info` (always 1) | gauge | version, librdkafka, service |
+//! | `eventkit_ready`, `eventkit_live`, `eventkit_kafka_reachable` (1 or 0, read when `/metrics` is scraped) | gauge | |
+//! | `eventkit_group_running` (0 once stopped by an internal error), `eventkit_consumer_loop_silent_seconds` (read when scraped) | gauge | group |
 //!
 //! Records that no handler could take (a malformed envelope, an unknown type) count for the
 //! group with an empty `handler` label. Handles are created once per group, handler and topic,
@@ -70,6 +73,22 @@ pub(crate) fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// A label value as the recorder must be given it.
+///
+/// The exposition format escapes a label value's `\\`, `"` and line feeds as `\\\\`, `\\"` and
+/// `\\n`. The Prometheus exporter escapes quotes and line feeds, but reads a backslash before a
+/// quote as an escape already made and keeps it as is, so `dup\\"x` and `dup"x` would render
+/// as one series. Its own escaping of a doubled backslash is exact, so values for eventkit's
+/// recorder get their backslashes doubled here; a recorder of the program's own gets the values
+/// as they are.
+pub(crate) fn label(value: &str) -> String {
+    if value.contains('\\') && install().is_some() {
+        value.replace('\\', "\\\\")
+    } else {
+        value.to_owned()
+    }
+}
+
 /// The metrics in the Prometheus text format (empty when the program has its own recorder).
 pub fn render() -> String {
     install().map(PrometheusHandle::render).unwrap_or_default()
@@ -91,6 +110,18 @@ fn describe() {
     describe_counter!("eventkit_published_total", "Records the broker acknowledged");
     describe_counter!("eventkit_publish_errors_total", "Records that could not be published");
     describe_histogram!("eventkit_publish_duration_seconds", Unit::Seconds, "From hand-over to the producer to the broker's ack");
+    describe_gauge!("eventkit_build_info", "Always 1: eventkit's and librdkafka's versions, and the service, as labels");
+    describe_gauge!("eventkit_ready", "1 when the app is ready (as /health/ready says), else 0; read when scraped");
+    describe_gauge!("eventkit_live", "1 when the app is live (as /health/live says), else 0; read when scraped");
+    describe_gauge!("eventkit_kafka_reachable", "1 unless the cluster is unreachable (no broker answers); read when scraped");
+    describe_gauge!("eventkit_group_running", "1 while a consumer group runs, 0 once it stopped by an internal error; read when scraped");
+    describe_gauge!("eventkit_consumer_loop_silent_seconds", "Seconds since a group's fetch loop last turned (a blocked loop grows it); read when scraped");
+}
+
+/// Sets `eventkit_build_info` (once per service name).
+pub(crate) fn build_info(service: &str) {
+    let (_, librdkafka) = rdkafka::util::get_rdkafka_version();
+    metrics::gauge!("eventkit_build_info", "version" => env!("CARGO_PKG_VERSION"), "librdkafka" => label(&librdkafka), "service" => label(service)).set(1.0);
 }
 
 /// The counters of one handler on one topic in one group.
@@ -106,7 +137,7 @@ pub(crate) struct HandlerMetrics {
 
 impl HandlerMetrics {
     fn new(group: &str, handler: &str, topic: &str) -> Self {
-        let labels = [("group", group.to_owned()), ("handler", handler.to_owned()), ("topic", topic.to_owned())];
+        let labels = [("group", label(group)), ("handler", label(handler)), ("topic", label(topic))];
         if handler.is_empty() {
             // The group itself: only records no handler took are counted.
             return HandlerMetrics {
@@ -114,7 +145,7 @@ impl HandlerMetrics {
                 failed: Counter::noop(),
                 retried: Counter::noop(),
                 dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
-                skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", group.to_owned()), ("topic", topic.to_owned())]),
+                skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", label(group)), ("topic", label(topic))]),
                 duration: Histogram::noop(),
             };
         }
@@ -149,7 +180,7 @@ impl GroupMetrics {
                 by_topic.insert(topic.clone(), HandlerMetrics::new(group, handler, topic));
             }
         }
-        let labels = [("group", group.to_string())];
+        let labels = [("group", label(group))];
         GroupMetrics {
             group: group.clone(),
             handlers: by_handler,
@@ -190,7 +221,7 @@ impl LagGauges {
     /// the partitions reported before and not now.
     fn set<'a>(&self, group: &str, partitions: impl Iterator<Item = (&'a str, i32, i64)>) {
         let gauge = |topic: &str, partition: i32| {
-            metrics::gauge!("eventkit_consumer_lag", "group" => group.to_owned(), "topic" => topic.to_owned(), "partition" => partition.to_string())
+            metrics::gauge!("eventkit_consumer_lag", "group" => label(group), "topic" => label(topic), "partition" => partition.to_string())
         };
         let mut now = std::collections::HashSet::new();
         for (topic, partition, lag) in partitions.filter(|p| p.2 >= 0) {
@@ -224,7 +255,7 @@ impl PublishMetricsByTopic {
         let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
         map.entry(topic.into())
             .or_insert_with(|| {
-                let labels = [("topic", topic.to_owned())];
+                let labels = [("topic", label(topic))];
                 Arc::new(PublishMetrics {
                     published: metrics::counter!("eventkit_published_total", &labels),
                     errors: metrics::counter!("eventkit_publish_errors_total", &labels),

@@ -2,9 +2,13 @@
 //! joined, its partitions with their positions, lag and pauses, and partitions stuck on one
 //! record. The fetch loop refreshes it about once a second; librdkafka's statistics add the
 //! committed offsets and lag every few seconds.
+//!
+//! The status carries its age: the fetch loop notes each turn, so a loop that stopped turning
+//! (a handler blocking its thread instead of awaiting) shows as silent, and readiness fails
+//! once it has been silent for the stuck threshold, although the status it last wrote looks fine.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,8 @@ pub struct GroupSnapshot {
     pub buffered_bytes: usize,
     /// The assigned partitions.
     pub partitions: Vec<PartitionStatus>,
+    /// Seconds since the group's fetch loop last turned (its status is that old).
+    pub loop_silent_s: f64,
 }
 
 /// Offsets from librdkafka's statistics.
@@ -78,11 +84,33 @@ pub(crate) struct GroupStatus {
     engine: Mutex<(Vec<PartitionStatus>, usize, usize, usize)>,
     /// Offsets by topic and partition (the statistics callback writes).
     offsets: Mutex<BTreeMap<(String, i32), Offsets>>,
+    /// When the fetch loop last turned, in milliseconds since [`epoch`].
+    turned_ms: AtomicU64,
+}
+
+/// The clock of [`GroupStatus::turned`].
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl GroupStatus {
     pub(crate) fn new(group: Arc<str>, topics: Vec<String>) -> Arc<Self> {
-        Arc::new(GroupStatus { group, topics, joined: AtomicBool::new(false), stopped: Mutex::default(), engine: Mutex::default(), offsets: Mutex::default() })
+        let status = GroupStatus { group, topics, joined: AtomicBool::new(false), stopped: Mutex::default(), engine: Mutex::default(), offsets: Mutex::default(), turned_ms: AtomicU64::new(0) };
+        status.turned(Instant::now());
+        Arc::new(status)
+    }
+
+    /// The fetch loop turned at `now`.
+    #[inline]
+    pub(crate) fn turned(&self, now: Instant) {
+        self.turned_ms.store(now.saturating_duration_since(epoch()).as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the fetch loop last turned.
+    pub(crate) fn silent_for(&self) -> Duration {
+        let turned = epoch() + Duration::from_millis(self.turned_ms.load(Ordering::Relaxed));
+        Instant::now().saturating_duration_since(turned)
     }
 
     pub(crate) fn joined(&self) {
@@ -125,26 +153,40 @@ impl GroupStatus {
                 p.lag = o.lag;
             }
         }
-        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), stopped: self.stopped_reason(), in_flight, buffered_records, buffered_bytes, partitions }
+        let loop_silent_s = (self.silent_for().as_secs_f64() * 10.0).round() / 10.0;
+        GroupSnapshot { joined: self.joined.load(Ordering::Acquire), stopped: self.stopped_reason(), in_flight, buffered_records, buffered_bytes, partitions, loop_silent_s }
     }
 }
 
-/// Why an app is not ready, if it is not: empty when it is.
-pub(crate) fn unready_reasons(started: bool, groups: &[(Arc<str>, GroupSnapshot)], stuck_after: Duration) -> Vec<String> {
+/// Why an app is not ready, if it is not: empty when it is. `checks` says what counts
+/// (`EVENTKIT_READINESS`); a group stopped by an internal error always does.
+pub(crate) fn unready_reasons(started: bool, checks: crate::config::ReadinessChecks, groups: &[(Arc<str>, GroupSnapshot)], stuck_after: Duration) -> Vec<String> {
     let mut reasons = Vec::new();
     if !started {
         reasons.push("the app has not started (or is stopping)".to_owned());
     }
-    if let Some(since) = crate::kafka::outage::active_since() {
-        reasons.push(format!("the Kafka cluster has been unreachable for {} s", since.elapsed().as_secs()));
+    if checks.kafka {
+        if let Some(since) = crate::kafka::outage::active_since() {
+            reasons.push(format!("the Kafka cluster has been unreachable for {} s", since.elapsed().as_secs()));
+        }
     }
     for (group, s) in groups {
         if let Some(reason) = &s.stopped {
             reasons.push(reason.clone());
             continue;
         }
+        if !checks.groups {
+            continue;
+        }
         if !s.joined {
             reasons.push(format!("consumer group `{group}` has no assignment yet"));
+        }
+        if started && s.loop_silent_s >= stuck_after.as_secs_f64() {
+            reasons.push(format!(
+                "consumer group `{group}`: its fetch loop has not run for {:.0} s (threshold {} s): a handler is blocking its thread? (blocking work belongs in tokio::task::spawn_blocking)",
+                s.loop_silent_s,
+                stuck_after.as_secs()
+            ));
         }
         for p in &s.partitions {
             if let (Some(offset), Some(secs)) = (p.waiting_on, p.waiting_for_s) {

@@ -30,10 +30,14 @@ pub(crate) struct TraceHeaders {
 }
 
 impl TraceHeaders {
-    /// The context of a record, if it carries a well-formed `traceparent`.
+    /// The context of a record, per W3C Trace Context: none unless it carries a valid
+    /// `traceparent` (a record without one starts a new trace), and its `tracestate` only when
+    /// that is valid, capped at 32 members and 512 bytes.
     pub(crate) fn of(headers: impl Fn(&str) -> Option<String>) -> Option<TraceHeaders> {
         let traceparent = headers(TRACEPARENT).filter(|t| is_traceparent(t))?;
-        Some(TraceHeaders { traceparent, tracestate: headers(TRACESTATE).filter(|s| !s.is_empty()) })
+        // A version above 00 may carry more fields; only the four known ones go on.
+        let traceparent = traceparent[..55].to_owned();
+        Some(TraceHeaders { traceparent, tracestate: headers(TRACESTATE).and_then(|s| tracestate(&s)) })
     }
 
     fn push_to(self, headers: &mut Vec<(String, Vec<u8>)>) {
@@ -44,13 +48,71 @@ impl TraceHeaders {
     }
 }
 
-/// `00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero.
+/// A W3C `traceparent`: `<version>-<32 hex>-<16 hex>-<2 hex>` in lower-case hex, the ids not
+/// all zero; version `00` exactly so, a later version (not `ff`) possibly followed by `-...`.
 fn is_traceparent(t: &str) -> bool {
-    let parts: Vec<&str> = t.split('-').collect();
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    matches!(parts.as_slice(), [v, trace, parent, flags]
-        if hex(v, 2) && *v != "ff" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
-            && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0'))
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let Some(head) = t.get(..55) else { return false };
+    let rest = &t[55..];
+    let parts: Vec<&str> = head.split('-').collect();
+    let [version, trace, parent, flags] = parts.as_slice() else { return false };
+    let well_formed = version.len() == 2 && hex(version) && *version != "ff" && trace.len() == 32 && hex(trace) && parent.len() == 16 && hex(parent) && flags.len() == 2 && hex(flags);
+    let ids = trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0');
+    let tail = if *version == "00" { rest.is_empty() } else { rest.is_empty() || rest.starts_with('-') };
+    well_formed && ids && tail
+}
+
+/// The most `tracestate` members passed on.
+const TRACESTATE_MEMBERS: usize = 32;
+/// The most bytes of `tracestate` passed on.
+const TRACESTATE_BYTES: usize = 512;
+
+/// A W3C `tracestate` as it may go on: `None` when a member is malformed or a key repeats
+/// (the header is dropped whole); at most 32 members; over 512 bytes, members over 128 bytes
+/// go first, then members from the right, as the specification asks.
+fn tracestate(value: &str) -> Option<String> {
+    let mut members: Vec<&str> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for member in value.split(',').map(|m| m.trim_matches([' ', '\t'])).filter(|m| !m.is_empty()) {
+        let (key, val) = member.split_once('=')?;
+        if !is_tracestate_key(key) || !is_tracestate_value(val) || !keys.insert(key) {
+            return None;
+        }
+        members.push(member);
+    }
+    members.truncate(TRACESTATE_MEMBERS);
+    let size = |m: &[&str]| m.iter().map(|x| x.len()).sum::<usize>() + m.len().saturating_sub(1);
+    if size(&members) > TRACESTATE_BYTES {
+        members.retain(|m| m.len() <= 128);
+        while size(&members) > TRACESTATE_BYTES {
+            members.pop();
+        }
+    }
+    (!members.is_empty()).then(|| members.join(","))
+}
+
+/// `simple-key` or `tenant-id@system-id`.
+fn is_tracestate_key(key: &str) -> bool {
+    let tail = |s: &[u8]| s.iter().all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'*' | b'/'));
+    match key.split_once('@') {
+        None => key.len() <= 256 && key.as_bytes().first().is_some_and(u8::is_ascii_lowercase) && tail(&key.as_bytes()[1..]),
+        Some((tenant, system)) => {
+            let t = tenant.as_bytes();
+            let s = system.as_bytes();
+            (1..=241).contains(&t.len())
+                && (t[0].is_ascii_lowercase() || t[0].is_ascii_digit())
+                && tail(&t[1..])
+                && (1..=14).contains(&s.len())
+                && s[0].is_ascii_lowercase()
+                && tail(&s[1..])
+        }
+    }
+}
+
+/// 1 to 256 printable ASCII characters but `,` and `=`, the last one not a space.
+fn is_tracestate_value(value: &str) -> bool {
+    let v = value.as_bytes();
+    (1..=256).contains(&v.len()) && v.iter().all(|&b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=') && v[v.len() - 1] != b' '
 }
 
 tokio::task_local! {
@@ -264,11 +326,42 @@ pub(crate) mod otlp {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn only_well_formed_traceparents_are_taken() {
-        assert!(super::is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        for bad in ["", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-xyz-00f067aa0ba902b7-01"] {
-            assert!(!super::is_traceparent(bad), "{bad}");
+        assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(is_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future"), "a later version may add fields");
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        ] {
+            assert!(!is_traceparent(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn tracestate_is_validated_and_capped() {
+        assert_eq!(tracestate("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7").as_deref(), Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+        assert_eq!(tracestate("acme@sys=1").as_deref(), Some("acme@sys=1"));
+        for bad in ["Congo=x", "congo", "congo=", "a=1,a=2", "k=v=x", "k=x\ty", "k=\u{7f}", "@s=1", "t@=1"] {
+            assert_eq!(tracestate(bad), None, "{bad:?}");
+        }
+        let many: Vec<String> = (0..40).map(|i| format!("k{i}=v")).collect();
+        let capped = tracestate(&many.join(",")).unwrap();
+        assert_eq!(capped.split(',').count(), 32, "32 members at most");
+        assert!(capped.starts_with("k0=v,") && capped.ends_with(",k31=v"));
+        let long = format!("big={},a=1,b={}", "x".repeat(200), "y".repeat(120));
+        let mut members = vec![long];
+        members.extend((0..10).map(|i| format!("m{i}={}", "z".repeat(40))));
+        let cut = tracestate(&members.join(",")).unwrap();
+        assert!(cut.len() <= 512 && !cut.contains("big=") && cut.starts_with("a=1,b=y"), "members over 128 bytes go first: {cut}");
+        assert_eq!(tracestate(&format!("k={}", "x".repeat(999_900))), None, "a value over 256 bytes is malformed");
     }
 }

@@ -10,9 +10,11 @@
 //! fetches them again from the same position on resume) and goes on polling, so the member
 //! never breaches `max.poll.interval.ms`.
 //!
-//! At shutdown it pauses everything and finishes the records it holds (up to the shutdown
-//! timeout; retries waiting for their backoff are dropped), commits synchronously and leaves
-//! the group.
+//! At shutdown it works to the deadline the app gives it (the shutdown budget): it pauses
+//! everything and finishes the records it holds until the budget's reserve is all that is left
+//! (retries waiting for their backoff are dropped), then commits, leaves the group and closes
+//! the consumer within the reserve. Each step is logged as it starts, and each wait is bounded:
+//! a librdkafka call that hangs is left behind on a thread of its own, and the app exits in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +46,9 @@ pub(crate) struct FetchLoop {
 }
 
 impl FetchLoop {
-    /// Runs until `shutdown` flips; then drains, commits and leaves the group.
-    pub(crate) async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` gives the shutdown's deadline; then drains, commits and leaves the
+    /// group by then.
+    pub(crate) async fn run(self, mut shutdown: watch::Receiver<Option<Instant>>) {
         let config = &self.env.config;
         {
             let mut stream = self.consumer.stream();
@@ -56,27 +59,25 @@ impl FetchLoop {
             tokio::pin!(timer);
             let mut timer_at: Option<Instant> = None;
             let mut burst: Vec<rdkafka::message::BorrowedMessage<'_>> = Vec::with_capacity(BURST);
-            let mut next_status = std::time::Instant::now();
+            // The status is refreshed on its own tick, whatever the commit interval.
+            let mut status_tick = tokio::time::interval(crate::status::REFRESH);
+            status_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 let (next, take, more) = self.turn().await;
+                // The loop is alive: readiness tells a frozen loop by the age of this mark.
+                self.env.status.turned(std::time::Instant::now());
                 if next != timer_at {
                     timer.as_mut().reset(next.unwrap_or_else(far));
                     timer_at = next;
                 }
                 tokio::select! {
                     biased;
-                    _ = shutdown.changed() => break,
+                    Ok(_) = shutdown.wait_for(Option::is_some) => break,
                     completion = self.shared.next_completion() => {
                         self.shared.apply_ready(&mut self.shared.engine(), completion);
                     }
-                    _ = commit_tick.tick() => {
-                        self.commit(CommitMode::Async);
-                        let now = std::time::Instant::now();
-                        if now >= next_status {
-                            next_status = now + crate::status::REFRESH;
-                            self.refresh(now);
-                        }
-                    }
+                    _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                    _ = status_tick.tick() => self.refresh(std::time::Instant::now()),
                     () = &mut timer, if timer_at.is_some() => {
                         self.shared.engine().on_timer(Instant::now());
                         timer_at = None;
@@ -105,8 +106,14 @@ impl FetchLoop {
                     () = std::future::ready(()), if more => {}
                 }
             }
-            self.drain(&mut stream).await;
-            self.leave(&mut stream).await;
+            let deadline = shutdown.borrow().unwrap_or_else(|| Instant::now() + config.shutdown_timeout);
+            let reserve = config.shutdown_reserve();
+            self.drain(&mut stream, deadline.checked_sub(reserve).unwrap_or(deadline)).await;
+            self.commit_at_shutdown(deadline.checked_sub(reserve * 3 / 4).unwrap_or(deadline)).await;
+            self.shared.engine().set_closing();
+            let leave_by = (Instant::now() + LEAVE_TIMEOUT).min(deadline.checked_sub(reserve / 2).unwrap_or(deadline));
+            info!(group = %self.env.group, within = ?leave_by.saturating_duration_since(Instant::now()), "shutdown: leaving the group");
+            self.leave(&mut stream, leave_by).await;
         }
         self.env.status.update(Vec::new(), 0, (0, 0));
         for gauge in [&self.env.metrics.in_flight, &self.env.metrics.buffered, &self.env.metrics.assigned, &self.env.metrics.paused] {
@@ -117,17 +124,19 @@ impl FetchLoop {
             debug!(group = %self.env.group, abandoned, "handler calls cancelled at shutdown");
         }
         let group = self.env.group.clone();
+        let deadline = shutdown.borrow().unwrap_or_else(Instant::now);
+        let close_by = deadline.checked_sub(self.env.config.shutdown_reserve() / 4).unwrap_or(deadline);
         let FetchLoop { consumer, .. } = self;
-        // Closing blocks: keep it off the async workers.
-        let closed = tokio::task::spawn_blocking(move || {
-            match Arc::try_unwrap(consumer) {
-                Ok(consumer) => drop(consumer),
-                Err(_) => warn!("consumer still referenced at close"),
-            }
+        info!(%group, within = ?close_by.saturating_duration_since(Instant::now()), "shutdown: closing the consumer");
+        // Closing blocks, and can hang (librdkafka#4527): on a thread of its own, waited for
+        // until the deadline.
+        let closed = crate::kafka::bounded("closing a consumer", close_by, move || match Arc::try_unwrap(consumer) {
+            Ok(consumer) => drop(consumer),
+            Err(_) => warn!("consumer still referenced at close"),
         })
         .await;
-        if let Err(e) = closed {
-            warn!(%group, error = %e, "consumer close failed");
+        if closed.is_none() {
+            warn!(%group, "the consumer did not close within the shutdown budget; the app goes on without waiting for it");
         }
         info!(%group, "consumer group stopped");
     }
@@ -251,11 +260,10 @@ impl FetchLoop {
         }
     }
 
-    /// Stops fetching, finishes the records held (up to the shutdown timeout), and commits
-    /// what settled.
-    async fn drain(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
+    /// Stops fetching and finishes the records held, until `until`.
+    async fn drain(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>, until: Instant) {
         self.shared.engine().stop();
-        let deadline = Instant::now() + self.env.config.shutdown_timeout;
+        info!(group = %self.env.group, in_flight = self.shared.engine().in_flight(), within = ?until.saturating_duration_since(Instant::now()), "shutdown: finishing the records in flight");
         loop {
             let (_, _, more) = self.turn().await;
             let (idle, running) = {
@@ -270,8 +278,8 @@ impl FetchLoop {
                 completion = self.shared.next_completion() => {
                     self.shared.apply_ready(&mut self.shared.engine(), completion);
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    warn!(group = %self.env.group, running, timeout = ?self.env.config.shutdown_timeout, "handlers still running at the shutdown timeout; their records will be handled again after a restart");
+                () = tokio::time::sleep_until(until) => {
+                    warn!(group = %self.env.group, running, "handlers still running when the shutdown budget's reserve began; their records will be handled again after a restart (EVENTKIT_SHUTDOWN_TIMEOUT_MS)");
                     break;
                 }
                 // Serve rebalance events; records that still come are not taken, and are
@@ -280,24 +288,37 @@ impl FetchLoop {
                 () = std::future::ready(()), if more => {}
             }
         }
-        self.commit(CommitMode::Sync);
-        self.shared.engine().set_closing();
+    }
+
+    /// Commits every watermark synchronously, waiting until `until` at most.
+    async fn commit_at_shutdown(&self, until: Instant) {
+        let tpl = self.shared.engine().commits(None, true);
+        if tpl.count() == 0 {
+            return;
+        }
+        info!(group = %self.env.group, offsets = %describe(&tpl), "shutdown: committing");
+        let consumer = self.consumer.clone();
+        let committed = crate::kafka::bounded("a commit at shutdown", until, move || consumer.commit(&tpl, CommitMode::Sync).map(|()| tpl)).await;
+        match committed {
+            Some(Ok(_)) | Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => crate::kafka::outage::answered(),
+            Some(Err(e)) => warn!(group = %self.env.group, error = %e, "the commit at shutdown failed; records since the last commit will be handled again after a restart"),
+            None => warn!(group = %self.env.group, "the commit at shutdown did not finish in time; records since the last commit may be handled again after a restart"),
+        }
     }
 
     /// Leaves the group before the consumer closes: unsubscribes, then serves the revoke that
-    /// follows until the assignment is empty (for at most [`LEAVE_TIMEOUT`]). A consumer closed
+    /// follows until the assignment is empty (until `until` at most). A consumer closed
     /// while librdkafka still has a cooperative revoke to hand over can hang in its close for
     /// good, and the process with it (seen here: `rd_kafka_incremental_unassign` from the revoke
     /// callback inside the close waits forever; librdkafka#4527, whose maintainers and Karafka
     /// leave the group this way first).
-    async fn leave(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>) {
+    async fn leave(&self, stream: &mut rdkafka::consumer::MessageStream<'_, GroupContext>, until: Instant) {
         self.consumer.unsubscribe();
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
         while self.consumer.assignment().is_ok_and(|a| a.count() > 0) {
             tokio::select! {
                 biased;
-                () = tokio::time::sleep_until(deadline) => {
-                    warn!(group = %self.env.group, timeout = ?LEAVE_TIMEOUT, "partitions still assigned after unsubscribing; closing anyway");
+                () = tokio::time::sleep_until(until) => {
+                    warn!(group = %self.env.group, "partitions still assigned after unsubscribing; closing anyway");
                     return;
                 }
                 // Serves the revoke; records that still come are not taken.

@@ -156,8 +156,9 @@ impl GroupRunner {
         self.fetch.env.status.clone()
     }
 
-    /// Runs until `shutdown` flips; then commits what settled and leaves the group.
-    pub(crate) async fn run(self, shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` gives the shutdown's deadline; then commits what settled and
+    /// leaves the group by then.
+    pub(crate) async fn run(self, shutdown: watch::Receiver<Option<tokio::time::Instant>>) {
         self.fetch.run(shutdown).await
     }
 }

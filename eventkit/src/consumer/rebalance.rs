@@ -107,7 +107,8 @@ impl GroupContext {
             // later completions wake the loop (not only its next commit tick or record).
             self.shared.loop_waker.wake();
         }
-        let commit = engine.commits(Some(&slots), true);
+        // At shutdown the watermarks were committed just before leaving.
+        let commit = if engine.closing() { TopicPartitionList::new() } else { engine.commits(Some(&slots), true) };
         drop(engine);
         if commit.count() > 0 {
             match consumer.commit(&commit, CommitMode::Sync) {

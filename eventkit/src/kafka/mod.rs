@@ -205,6 +205,25 @@ pub(crate) fn check_properties(config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Runs a librdkafka call that may block for long (a consumer's close, a synchronous commit) on a
+/// thread of its own, and waits for it until `deadline`. `None` when it did not finish by then:
+/// the call goes on in the background, and neither a tokio worker nor the process's exit waits
+/// for it (a thread of tokio's blocking pool would hold the runtime's drop until it ends).
+pub(crate) async fn bounded<T: Send + 'static>(what: &str, deadline: tokio::time::Instant, call: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("eventkit-kafka-call".into()).spawn(move || {
+        let _ = tx.send(call());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread for {what}");
+        return None;
+    }
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(value)) => Some(value),
+        _ => None,
+    }
+}
+
 /// Routes librdkafka's log lines to `tracing`. Connection failures are told once per outage
 /// by [`outage`], so librdkafka's own lines about them go to debug.
 pub(crate) fn log(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {

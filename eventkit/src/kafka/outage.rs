@@ -1,6 +1,8 @@
 //! One account of the cluster's reachability for the whole process. Every client (each group's
-//! consumer, the producer, admin clients) reports its connection errors and statistics here,
-//! so that an outage reads as:
+//! consumer, the producer, admin clients) reports its connection errors and statistics here.
+//! An outage is a client having **no** broker it can reach (librdkafka's "all brokers down"): one
+//! broker that fails, or a dead address listed beside live ones in the bootstrap servers, is not
+//! one (its failure is kept as the cause to name should all brokers go). An outage reads as:
 //!
 //! - one warning when it starts, with its cause;
 //! - a reminder at most every [`REMIND_EVERY`] while it lasts;
@@ -22,6 +24,9 @@ pub(crate) const REMIND_EVERY: Duration = Duration::from_secs(60);
 struct State {
     /// When the current outage began, the last reminder, and its latest cause.
     outage: Option<(Instant, Instant, String)>,
+    /// The last failure of one connection, and when: the cause an outage names when it begins
+    /// (librdkafka's own "all brokers down" says less).
+    last_failure: Option<(Instant, String)>,
     /// Other errors: when each message was last logged.
     others: BTreeMap<String, Instant>,
     /// When the last outage ended, and when it began: an outage that starts again soon after
@@ -32,7 +37,7 @@ struct State {
 /// Whether an outage is on (read on hot paths without the lock).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-static STATE: Mutex<State> = Mutex::new(State { outage: None, others: BTreeMap::new(), last_recovery: None });
+static STATE: Mutex<State> = Mutex::new(State { outage: None, last_failure: None, others: BTreeMap::new(), last_recovery: None });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,11 +66,29 @@ pub(crate) fn is_connection_noise(facility: &str, message: &str) -> bool {
     matches!(facility, "FAIL" | "ERROR") && (message.contains("Connect to") || message.contains("Disconnected") || message.contains("brokers are down") || message.contains("Failed to resolve"))
 }
 
+/// Whether an error says that a client reaches no broker at all.
+fn is_all_brokers_down(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) | KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown) | KafkaError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown)
+    )
+}
+
 /// A client reported an error.
 pub(crate) fn client_error(error: &KafkaError, reason: &str) {
+    // The end of a partition is news for readers that asked for it, not an error.
+    if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)) {
+        return;
+    }
     let cause = if reason.is_empty() { error.to_string() } else { reason.to_owned() };
-    if is_connection_error(error) {
+    if is_all_brokers_down(error) {
         return outage_cause(cause);
+    }
+    if is_connection_error(error) {
+        // One connection failed; others may be fine. Kept as the cause an outage names.
+        debug!(error = %error, "kafka connection error: {cause}");
+        state().last_failure = Some((Instant::now(), cause));
+        return;
     }
     if due(&cause) {
         warn!(error = %error, "kafka client error: {cause}");
@@ -73,9 +96,14 @@ pub(crate) fn client_error(error: &KafkaError, reason: &str) {
 }
 
 /// An outage starts or goes on.
-fn outage_cause(cause: String) {
+fn outage_cause(summary: String) {
     let now = Instant::now();
     let mut s = state();
+    // The failure of a connection just before ("Connection refused") says more than the summary.
+    let cause = match &s.last_failure {
+        Some((at, detail)) if now.duration_since(*at) < Duration::from_secs(30) => format!("{detail} ({summary})"),
+        _ => summary,
+    };
     match &mut s.outage {
         None => {
             if let Some((ended, began)) = s.last_recovery.filter(|(ended, _)| now.duration_since(*ended) < REMIND_EVERY) {
@@ -156,5 +184,21 @@ pub(crate) fn active_since() -> Option<Instant> {
 pub(crate) fn answered() {
     if active() {
         recovered();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (Nothing here starts an outage: the account is the process's, and other tests read it.)
+    #[test]
+    fn the_end_of_a_partition_and_one_failed_connection_are_no_outage() {
+        client_error(&KafkaError::PartitionEOF(3), "");
+        client_error(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF), "");
+        assert!(!state().others.keys().any(|k| k.contains("EOF")), "the end of a partition is not a warning");
+        client_error(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure), "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused");
+        assert!(!active(), "one failed connection is not an outage");
+        assert!(state().last_failure.as_ref().is_some_and(|(_, c)| c.contains("Connection refused")), "it is kept as the cause an outage would name");
     }
 }

@@ -1,39 +1,47 @@
 //! The admin HTTP API (axum): health, metrics, topology, groups, dead letters, publishing.
 //!
-//! Off unless `EVENTKIT_ADMIN_ADDR` is set; a port alone binds the loopback address. It starts
-//! before the app waits for its cluster, so `/health/live` answers during a long start.
+//! Off unless `EVENTKIT_ADMIN_ADDR` (or `EVENTKIT_HEALTH_ADDR`) is set; a port alone binds the
+//! loopback address. It starts before the app waits for its cluster, so `/health/live` answers
+//! during a long start. With `EVENTKIT_HEALTH_ADDR`, the probes listen there alone, apart from
+//! the rest (which then is on `EVENTKIT_ADMIN_ADDR` only).
 //!
-//! | endpoint | |
-//! |---|---|
-//! | `GET /health/live` | 200 while the process serves requests; 503 once a group's consumer stopped by an internal error |
-//! | `GET /health/ready` | 200, or 503 with the reasons: not started, cluster unreachable, a group without assignment or stopped, a partition stuck on one record |
-//! | `GET /metrics` | Prometheus text format |
-//! | `GET /topology` | the topic listing as JSON |
-//! | `GET /asyncapi.json` | the AsyncAPI 3.0 document (see [`crate::asyncapi`]) |
-//! | `GET /groups` | per group: members, this member's partitions with position, committed offset, lag, pauses |
-//! | `GET /dlq?topic=T` | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count; token |
-//! | `POST /dlq/replay` | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`); token |
-//! | `POST /publish` | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field; token |
+//! | endpoint | access | |
+//! |---|---|---|
+//! | `GET /health/live` | open | 200 while the process serves requests; 503 once a group's consumer stopped by an internal error |
+//! | `GET /health/ready` | open | 200, or 503 with the reasons (`EVENTKIT_READINESS`): not started, cluster unreachable, a group without assignment, stopped, frozen (its loop silent), or a partition stuck on one record |
+//! | `GET /metrics` | read (open by default) | Prometheus text format |
+//! | `GET /topology` | read | the topic listing as JSON |
+//! | `GET /asyncapi.json` | read | the AsyncAPI 3.0 document (see [`crate::asyncapi`]) |
+//! | `GET /groups` | read | per group: members, this member's partitions with position, committed offset, lag, pauses |
+//! | `GET /dlq?topic=T` | read | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count |
+//! | `POST /dlq/replay` | action | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`) |
+//! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
 //!
-//! Endpoints that change something or show event data ask for `Authorization: Bearer TOKEN`
-//! with the token from `EVENTKIT_ADMIN_TOKEN`; without a configured token they are disabled
-//! (403), never open. Errors are JSON: `{"error": "...", "field": ".."}`.
+//! Read endpoints take `Authorization: Bearer TOKEN` with `EVENTKIT_ADMIN_READ_TOKEN` or
+//! `EVENTKIT_ADMIN_TOKEN` (the scheme in any case), unless `EVENTKIT_ADMIN_OPEN` opens them;
+//! actions take `EVENTKIT_ADMIN_TOKEN`. Without a configured token an endpoint is disabled
+//! (403), never open. Errors are JSON: `{"error": "...", "field": ".."}`. Limits, timeouts
+//! and the audit log: [`access`] and [`server`].
+
+mod access;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+
+use access::{Access, Audited};
 
 use crate::app::Readiness;
 use crate::config::Config;
@@ -56,18 +64,24 @@ struct Admin {
     live: RwLock<Option<Live>>,
 }
 
-/// A running admin API; stops when dropped.
+/// A running admin API (one or two listeners); stops when dropped.
 pub(crate) struct AdminServer {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
+    health_addr: Option<SocketAddr>,
     admin: Arc<Admin>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl AdminServer {
-    /// The address it listens on.
-    pub(crate) fn addr(&self) -> SocketAddr {
+    /// The address the API listens on (`EVENTKIT_ADMIN_ADDR`).
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// The address the probes listen on: `EVENTKIT_HEALTH_ADDR`'s, or the API's.
+    pub(crate) fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr.or(self.addr)
     }
 
     /// The app runs: publishing and group status become available.
@@ -77,12 +91,10 @@ impl AdminServer {
 
     /// Stops serving (requests in progress finish, up to a few seconds).
     pub(crate) async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(6), task).await.is_err() {
                 abort.abort();
             }
         }
@@ -91,7 +103,7 @@ impl AdminServer {
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -109,46 +121,79 @@ fn listen_address(addr: &str) -> String {
     }
 }
 
-/// Starts the API on `config.admin_addr`, if set.
-pub(crate) async fn start(config: &Config, registry: Registry, ready: Readiness) -> Result<Option<AdminServer>> {
-    let Some(addr) = config.admin_addr.as_deref() else { return Ok(None) };
+/// Binds `addr` (named by `variable` in errors).
+async fn bind(variable: &str, addr: &str) -> Result<tokio::net::TcpListener> {
     let address = listen_address(addr);
     let listener = tokio::net::TcpListener::bind(&address)
         .await
-        .map_err(|e| Error::Config(format!("EVENTKIT_ADMIN_ADDR = {addr:?}: cannot listen on {address}: {e}")))?;
-    let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "the admin API listens on a non-loopback address: put it behind your network policy");
+        .map_err(|e| Error::Config(format!("{variable} = {addr:?}: cannot listen on {address}: {e}")))?;
+    let bound = listener.local_addr()?;
+    if !bound.ip().is_loopback() {
+        warn!(addr = %bound, "{variable} listens on a non-loopback address: put it behind your network policy");
     }
-    if config.admin_token.is_none() {
-        info!("the admin API's mutating and data endpoints are disabled (set EVENTKIT_ADMIN_TOKEN to enable them)");
-    }
-    let admin = Arc::new(Admin { registry, config: config.clone(), ready, live: RwLock::new(None) });
-    let app = router(admin.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = stopped.await;
-        });
-        if let Err(e) = serve.await {
-            warn!(error = %e, "the admin API stopped");
-        }
-    });
-    info!(%addr, "admin API listening");
-    Ok(Some(AdminServer { addr, admin, stop: Some(stop), task: Some(task) }))
+    Ok(listener)
 }
 
-fn router(admin: Arc<Admin>) -> Router {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/topology", get(topology))
-        .route("/asyncapi.json", get(asyncapi))
-        .route("/groups", get(groups))
-        .route("/dlq", get(dlq_list))
-        .route("/dlq/replay", post(dlq_replay))
-        .route("/publish", post(publish))
+/// Starts the API on `EVENTKIT_ADMIN_ADDR` and the probes on `EVENTKIT_HEALTH_ADDR`, those set.
+pub(crate) async fn start(config: &Config, registry: Registry, ready: Readiness) -> Result<Option<AdminServer>> {
+    let settings = &config.admin;
+    if settings.addr.is_none() && settings.health_addr.is_none() {
+        return Ok(None);
+    }
+    let admin = Arc::new(Admin { registry, config: config.clone(), ready, live: RwLock::new(None) });
+    let limits = server::Limits::new(settings.max_connections, settings.header_timeout, settings.idle_timeout);
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut spawn = |listener: tokio::net::TcpListener, router: Router, name: &'static str| {
+        tasks.push(tokio::spawn(server::serve(listener, router, limits, name, stopped.clone())));
+    };
+    let (mut addr, mut health_addr) = (None, None);
+    if let Some(health) = settings.health_addr.as_deref() {
+        let listener = bind("EVENTKIT_HEALTH_ADDR", health).await?;
+        health_addr = Some(listener.local_addr()?);
+        spawn(listener, probes(admin.clone()), "health");
+        info!(addr = %health_addr.unwrap_or(([0, 0, 0, 0], 0).into()), "health probes listening");
+    }
+    if let Some(api) = settings.addr.as_deref() {
+        let listener = bind("EVENTKIT_ADMIN_ADDR", api).await?;
+        addr = Some(listener.local_addr()?);
+        let router = management(admin.clone(), health_addr.is_none());
+        spawn(listener, router, "admin");
+        if settings.token.is_none() {
+            info!("the admin API's actions are disabled (set EVENTKIT_ADMIN_TOKEN to enable them)");
+        }
+        info!(addr = %addr.unwrap_or(([0, 0, 0, 0], 0).into()), open = ?settings.open, max_connections = limits.max_connections, "admin API listening");
+    }
+    Ok(Some(AdminServer { addr, health_addr, admin, stop, tasks }))
+}
+
+/// The probes: open, cheap, and never behind a token.
+fn probes(admin: Arc<Admin>) -> Router {
+    finish(probe_routes(), admin)
+}
+
+/// Everything but the probes, each endpoint behind the access it asks for (and the probes too,
+/// with `with_probes`).
+fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
+    let guarded = |access: Access, route: MethodRouter<Arc<Admin>>| route.route_layer(axum::middleware::from_fn_with_state((admin.clone(), access), access::guard));
+    let routes = Router::new()
+        .route("/metrics", guarded(Access::Read("metrics"), get(metrics)))
+        .route("/topology", guarded(Access::Read("topology"), get(topology)))
+        .route("/asyncapi.json", guarded(Access::Read("asyncapi.json"), get(asyncapi)))
+        .route("/groups", guarded(Access::Read("groups"), get(groups)))
+        .route("/dlq", guarded(Access::Read("dlq"), get(dlq_list)))
+        .route("/dlq/replay", guarded(Access::Action("dlq/replay"), post(dlq_replay)))
+        .route("/publish", guarded(Access::Action("publish"), post(publish)));
+    finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
+}
+
+fn probe_routes() -> Router<Arc<Admin>> {
+    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready))
+}
+
+/// JSON answers for unknown paths and methods.
+fn finish(routes: Router<Arc<Admin>>, admin: Arc<Admin>) -> Router {
+    routes
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint") })
         .with_state(admin)
@@ -156,10 +201,10 @@ fn router(admin: Arc<Admin>) -> Router {
 
 /// A JSON error with its status.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    message: String,
-    field: Option<String>,
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -202,19 +247,6 @@ impl From<Error> for ApiError {
 type ApiResult = std::result::Result<Response, ApiError>;
 
 impl Admin {
-    /// Checks the bearer token of a request to a protected endpoint.
-    fn authorize(&self, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
-        let Some(token) = self.config.admin_token.as_deref() else {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "this endpoint is disabled: set EVENTKIT_ADMIN_TOKEN to enable it"));
-        };
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-        match given {
-            Some(given) if bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes())) => Ok(()),
-            Some(_) => Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong bearer token")),
-            None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "this endpoint needs `Authorization: Bearer <EVENTKIT_ADMIN_TOKEN>`")),
-        }
-    }
-
     fn publisher(&self) -> std::result::Result<Publisher, ApiError> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref().map(|l| l.publisher.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
@@ -230,7 +262,7 @@ impl Admin {
 }
 
 /// Parses a JSON body: 400 when it is not JSON, 422 naming the field when it does not fit.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> std::result::Result<T, ApiError> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -254,20 +286,40 @@ async fn live(State(admin): State<Arc<Admin>>) -> Response {
     }
 }
 
+impl Admin {
+    /// One snapshot per group, and why the app is not ready (empty: it is).
+    fn readiness(&self) -> (Vec<(Arc<str>, crate::status::GroupSnapshot)>, Vec<String>) {
+        let snapshots: Vec<(Arc<str>, crate::status::GroupSnapshot)> = self.groups().iter().map(|g| (g.group.clone(), g.snapshot())).collect();
+        let reasons = crate::status::unready_reasons(self.ready.started(), self.config.readiness, &snapshots, self.config.stuck_after);
+        (snapshots, reasons)
+    }
+}
+
 async fn ready(State(admin): State<Arc<Admin>>) -> Response {
     // One snapshot per group serves both the verdict and the body.
-    let snapshots: Vec<(Arc<str>, crate::status::GroupSnapshot)> = admin.groups().iter().map(|g| (g.group.clone(), g.snapshot())).collect();
-    let reasons = crate::status::unready_reasons(admin.ready.started(), &snapshots, admin.config.stuck_after);
+    let (snapshots, reasons) = admin.readiness();
     let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let groups: Vec<Value> = snapshots
         .iter()
-        .map(|(group, s)| json!({ "group": &**group, "joined": s.joined, "partitions": s.partitions.len(), "in_flight": s.in_flight }))
+        .map(|(group, s)| json!({ "group": &**group, "joined": s.joined, "partitions": s.partitions.len(), "in_flight": s.in_flight, "loop_silent_s": s.loop_silent_s }))
         .collect();
     let body = json!({ "status": if reasons.is_empty() { "up" } else { "down" }, "reasons": reasons, "groups": groups });
     (status, Json(body)).into_response()
 }
 
-async fn metrics() -> Response {
+/// The metrics, with the gauges that are read when scraped: readiness, liveness, the
+/// cluster's reachability, and each group's fetch loop age.
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
+    let (snapshots, reasons) = admin.readiness();
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metrics::gauge!("eventkit_ready").set(flag(reasons.is_empty()));
+    metrics::gauge!("eventkit_live").set(flag(snapshots.iter().all(|(_, s)| s.stopped.is_none())));
+    metrics::gauge!("eventkit_kafka_reachable").set(flag(!crate::kafka::outage::active()));
+    for (group, s) in &snapshots {
+        let group = crate::metrics::label(group);
+        metrics::gauge!("eventkit_consumer_loop_silent_seconds", "group" => group.clone()).set(s.loop_silent_s);
+        metrics::gauge!("eventkit_group_running", "group" => group).set(flag(s.stopped.is_none()));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], crate::metrics::render()).into_response()
 }
 
@@ -305,6 +357,7 @@ async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
                 "in_flight": s.in_flight,
                 "buffered_records": s.buffered_records,
                 "buffered_bytes": s.buffered_bytes,
+                "loop_silent_s": s.loop_silent_s,
                 "partitions": s.partitions,
             })
         })
@@ -327,8 +380,15 @@ struct DlqQuery {
 }
 
 impl DlqQuery {
+    /// The topic asked for: a name Kafka allows (1 to 249 of `a-z A-Z 0-9 . _ -`, not `.`
+    /// or `..`), or a 400 naming the field.
     fn topic(&self) -> std::result::Result<&str, ApiError> {
-        self.topic.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "`topic` is required").field("topic"))
+        let topic = self.topic.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "`topic` is required").field("topic"))?;
+        let legal = topic.len() <= 249 && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !legal {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{topic:?} is not a topic name: 1 to 249 of a-z, A-Z, 0-9, `.`, `_` and `-`, not `.` or `..`")).field("topic"));
+        }
+        Ok(topic)
     }
 
     fn filter(&self, config: &Config) -> std::result::Result<DlqFilter, ApiError> {
@@ -337,8 +397,7 @@ impl DlqQuery {
     }
 }
 
-async fn dlq_list(State(admin): State<Arc<Admin>>, headers: HeaderMap, query: std::result::Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
-    admin.authorize(&headers)?;
+async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     let topic = query.topic()?.to_owned();
     let filter = query.filter(&admin.config)?;
@@ -379,9 +438,16 @@ struct ReplayBody {
     create_topic: bool,
 }
 
-async fn dlq_replay(State(admin): State<Arc<Admin>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
-    admin.authorize(&headers)?;
-    let b: ReplayBody = body(&bytes)?;
+async fn dlq_replay(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    let b: ReplayBody = access::json_body(&admin, "dlq/replay", request).await?;
+    let selected = b.offset.as_deref().map(|o| format!("offset={o:?}")).or(b.range.as_deref().map(|r| format!("range={r:?}"))).unwrap_or_else(|| "all".to_owned());
+    let audited = Audited(format!("topic={:?} {selected}", b.topic));
+    let mut response = replay_body(&admin, b).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(audited);
+    Ok(response)
+}
+
+async fn replay_body(admin: &Admin, b: ReplayBody) -> ApiResult {
     let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
     let selection = match (&b.offset, &b.range, b.all) {
         (Some(o), None, false) => {
@@ -396,6 +462,7 @@ async fn dlq_replay(State(admin): State<Arc<Admin>>, headers: HeaderMap, bytes: 
         _ => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "choose exactly one of `offset` (\"P:O\"), `range` (\"P:FROM-TO\") or `all`: true")),
     };
     let query = DlqQuery { topic: Some(b.topic.clone()), group: b.group, kind: b.kind, handler: b.handler, event_type: b.event_type, include_replayed: false, limit: None };
+    query.topic()?;
     let filter = query.filter(&admin.config)?;
     let options = ReplayOptions { to: b.to, create_topic: b.create_topic };
     let report = admin.dead_letters()?.replay_with(&b.topic, selection, &filter, &options).await?;
@@ -418,9 +485,15 @@ struct PublishBody {
     key: Option<String>,
 }
 
-async fn publish(State(admin): State<Arc<Admin>>, headers: HeaderMap, bytes: Bytes) -> ApiResult {
-    admin.authorize(&headers)?;
-    let b: PublishBody = body(&bytes)?;
+async fn publish(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    let b: PublishBody = access::json_body(&admin, "publish", request).await?;
+    let audited = Audited(format!("type={:?}", b.event_type));
+    let mut response = publish_body(&admin, b).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(audited);
+    Ok(response)
+}
+
+async fn publish_body(admin: &Admin, b: PublishBody) -> ApiResult {
     let Some(info) = admin.registry.event(&b.event_type) else {
         let mut known: Vec<&str> = admin.registry.events().iter().map(|e| e.event_type).collect();
         known.sort_unstable();
