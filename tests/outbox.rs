@@ -369,3 +369,80 @@ async fn an_idempotent_handler_runs_once_per_event_on_postgres(target: Target) {
     db::drop_schema(pool).await;
 }
 on_both_brokers!(an_idempotent_handler_runs_once_per_event_on_postgres);
+
+// ---------------------------------------------------------------------------------------------
+// An idempotent handler that returns Ok without committing its `InboxTx`: a permanent failure
+// (dead-lettered, naming the fix), never a silent loss of its writes.
+
+#[integration_event(topic = "outbox.forgotten", key = id)]
+#[derive(Debug, Clone)]
+pub struct Forgotten {
+    pub id: String,
+}
+
+#[handler(group = "outbox-forgetful-sqlite", idempotent)]
+async fn forgetful_sqlite(e: Forgotten, mut tx: eventkit::outbox::InboxTx<sqlx::Sqlite>) -> eventkit::Result<()> {
+    sqlx::query("INSERT INTO effects (id) VALUES (?1)").bind(&e.id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+#[handler(group = "outbox-forgetful-pg", idempotent)]
+async fn forgetful_pg(e: Forgotten, mut tx: eventkit::outbox::InboxTx<sqlx::Postgres>) -> eventkit::Result<()> {
+    sqlx::query("INSERT INTO effects (id) VALUES ($1)").bind(&e.id).execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// Publishes one event to `group` (whose handler forgets its commit) and returns the dead
+/// letters of its topic.
+async fn forget_once<T: Send + Sync + 'static>(target: &Target, group: &'static str, inbox: T) -> (String, Vec<eventkit::DeadLetter>) {
+    let running = target.app().groups([group]).state(inbox).retries(1).build().unwrap().start().await.unwrap();
+    let published = running.publisher().publish(&Forgotten { id: "f-1".into() }).await.unwrap();
+    let dlq = running.dead_letters();
+    let mut entries = Vec::new();
+    for _ in 0..300 {
+        let filter = eventkit::DlqFilter { group: Some(target.group(group)), ..Default::default() };
+        entries = dlq.list("outbox.forgotten", &filter).await.unwrap_or_default();
+        // (The topic is shared by both databases' runs: only this event's entries count.)
+        entries.retain(|e| e.event_id.as_deref() == Some(published.event_id.as_str()));
+        if !entries.is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            entries = dlq.list("outbox.forgotten", &filter).await.unwrap_or_default();
+            entries.retain(|e| e.event_id.as_deref() == Some(published.event_id.as_str()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.shutdown().await.unwrap();
+    (published.event_id, entries)
+}
+
+fn assert_dead_lettered_for_the_missing_commit(target: &Target, db: &str, event_id: &str, entries: &[eventkit::DeadLetter]) {
+    assert_eq!(entries.len(), 1, "[{}] {db}: the record is dead-lettered", target.kind);
+    let entry = &entries[0];
+    assert_eq!(entry.event_id.as_deref(), Some(event_id));
+    assert!(entry.error.contains("without committing its `InboxTx`") && entry.error.contains("tx.commit().await"), "[{}] {db}: {}", target.kind, entry.error);
+    assert_eq!(entry.attempts, 1, "[{}] {db}: retrying cannot help, it is permanent", target.kind);
+}
+
+async fn an_uncommitted_inbox_transaction_is_a_failure_not_a_loss(target: Target) {
+    let (pool, _path) = db::sqlite(&target, "forgetful").await;
+    sqlx::query("CREATE TABLE effects (id TEXT NOT NULL)").execute(&pool).await.unwrap();
+    let inbox = Inbox::new(pool.clone());
+    inbox.migrate().await.unwrap();
+    let (event_id, entries) = forget_once(&target, "outbox-forgetful-sqlite", inbox).await;
+    assert_dead_lettered_for_the_missing_commit(&target, "sqlite", &event_id, &entries);
+    let counts: (i64, i64) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM effects), (SELECT COUNT(*) FROM eventkit_inbox)").fetch_one(&pool).await.unwrap();
+    assert_eq!(counts, (0, 0), "[{}] sqlite: neither the write nor the inbox record is there", target.kind);
+
+    if let Some(pool) = db::postgres(&target, "forgetful_pg").await {
+        sqlx::query("CREATE TABLE effects (id TEXT NOT NULL)").execute(&pool).await.unwrap();
+        let inbox = Inbox::new(pool.clone());
+        inbox.migrate().await.unwrap();
+        let (event_id, entries) = forget_once(&target, "outbox-forgetful-pg", inbox).await;
+        assert_dead_lettered_for_the_missing_commit(&target, "postgres", &event_id, &entries);
+        let counts: (i64, i64) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM effects), (SELECT COUNT(*) FROM eventkit_inbox)").fetch_one(&pool).await.unwrap();
+        assert_eq!(counts, (0, 0), "[{}] postgres: neither the write nor the inbox record is there", target.kind);
+        db::drop_schema(pool).await;
+    }
+}
+on_both_brokers!(an_uncommitted_inbox_transaction_is_a_failure_not_a_loss);

@@ -46,6 +46,15 @@ pub struct Context {
     pub(crate) mediator: Option<Arc<Mediator>>,
     /// The handler this context was made for.
     pub(crate) handler: Option<&'static str>,
+    /// What the handler's arguments must have done before it returns `Ok`.
+    pub(crate) obligations: Mutex<Vec<Obligation>>,
+}
+
+/// Something a handler argument must have done by the time the handler returns `Ok` (an
+/// `InboxTx` must be committed); otherwise the handler's success is an error with `unmet`.
+pub(crate) struct Obligation {
+    pub done: Arc<std::sync::atomic::AtomicBool>,
+    pub unmet: &'static str,
 }
 
 impl std::fmt::Debug for Context {
@@ -69,6 +78,7 @@ impl Clone for Context {
             command: Mutex::default(),
             mediator: self.mediator.clone(),
             handler: self.handler,
+            obligations: Mutex::default(),
         }
     }
 }
@@ -139,6 +149,20 @@ impl Context {
             Some(mediator) => mediator.send(command, Some(self)).await,
             None => crate::command::send(command).await,
         }
+    }
+
+    /// Records an obligation of a handler argument; the flag says when it is met.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn oblige(&self, unmet: &'static str) -> Arc<std::sync::atomic::AtomicBool> {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.obligations.lock().unwrap_or_else(|e| e.into_inner()).push(Obligation { done: done.clone(), unmet });
+        done
+    }
+
+    /// The first obligation not met, if any.
+    pub(crate) fn unmet_obligation(&self) -> Option<&'static str> {
+        let obligations = self.obligations.lock().unwrap_or_else(|e| e.into_inner());
+        obligations.iter().find(|o| !o.done.load(std::sync::atomic::Ordering::Acquire)).map(|o| o.unmet)
     }
 
     /// Takes the events added with [`Context::cascade`].

@@ -99,6 +99,14 @@ pub enum Error {
     },
 }
 
+/// `?` on `sqlx` calls in handlers and outbox code (features `sqlite`, `postgres`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Database(Box::new(e))
+    }
+}
+
 /// Shows the message and its causes, so that `main` returning an error prints something a
 /// person can act on (`Error: cannot reach Kafka at ...`), not a variant name.
 impl std::fmt::Debug for Error {

@@ -165,6 +165,12 @@ impl<DB: sqlx::Database> Clone for Inbox<DB> {
 /// group handled the event before, the handler does not run at all. Needs the [`Inbox`] in app
 /// state (`App::builder().state(Inbox::new(pool))`).
 ///
+/// **Commit it before returning `Ok`.** A handler that returns `Ok` without committing (or
+/// taking the transaction with [`InboxTx::into_inner`]) would lose its writes and the inbox
+/// record silently: eventkit makes that a permanent failure instead, and the record goes to the
+/// dead letter queue with the message "the handler returned Ok without committing its
+/// `InboxTx`" (fix the handler, then replay it).
+///
 /// ```text
 /// #[handler(group = "purchasing", idempotent)]
 /// async fn create_order(e: LowStockDetected, ctx: &Context, mut tx: InboxTx<Sqlite>, outbox: &Outbox<Sqlite>) -> eventkit::Result<()> {
@@ -173,7 +179,10 @@ impl<DB: sqlx::Database> Clone for Inbox<DB> {
 ///     tx.commit().await
 /// }
 /// ```
-pub struct InboxTx<DB: sqlx::Database>(sqlx::Transaction<'static, DB>);
+pub struct InboxTx<DB: sqlx::Database>(sqlx::Transaction<'static, DB>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+/// Why an idempotent handler's success is a failure when it did not commit.
+const UNCOMMITTED: &str = "the handler returned Ok without committing its `InboxTx`: its writes and the inbox record were rolled back; call `tx.commit().await?` before returning Ok";
 
 impl<DB: sqlx::Database> std::fmt::Debug for InboxTx<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,11 +206,15 @@ impl<DB: sqlx::Database> std::ops::DerefMut for InboxTx<DB> {
 impl<DB: sqlx::Database> InboxTx<DB> {
     /// Commits the handler's writes with the inbox record.
     pub async fn commit(self) -> Result<()> {
-        self.0.commit().await.map_err(db_error)
+        let InboxTx(tx, done) = self;
+        tx.commit().await.map_err(db_error)?;
+        done.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
-    /// The transaction itself.
+    /// The transaction itself: committing it is then the caller's business.
     pub fn into_inner(self) -> sqlx::Transaction<'static, DB> {
+        self.1.store(true, std::sync::atomic::Ordering::Release);
         self.0
     }
 }
@@ -550,7 +563,7 @@ macro_rules! backend {
                 async fn extract(ctx: &crate::Context) -> Result<crate::Extracted<Self>> {
                     let inbox = ctx.state::<Inbox<$db>>().ok_or_else(|| Error::MissingState(std::any::type_name::<Inbox<$db>>().to_owned()))?;
                     Ok(match inbox.begin(ctx).await? {
-                        Some(tx) => crate::Extracted::Value(InboxTx(tx)),
+                        Some(tx) => crate::Extracted::Value(InboxTx(tx, ctx.oblige(UNCOMMITTED))),
                         None => crate::Extracted::Skip,
                     })
                 }

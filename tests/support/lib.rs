@@ -22,6 +22,15 @@ pub struct Tick {
     pub seq: u32,
 }
 
+/// What the transactional worker publishes for each `Tick` it handles (in the transaction that
+/// commits the tick's offset).
+#[eventkit::integration_event(topic = "process.echoes", key = key)]
+#[derive(Debug, Clone)]
+pub struct TickEcho {
+    pub key: String,
+    pub seq: u32,
+}
+
 /// The variable naming a real broker for the tests.
 pub const BOOTSTRAP_VAR: &str = "EVENTKIT_TEST_BOOTSTRAP";
 

@@ -51,8 +51,9 @@ pub(crate) struct Transactions {
     pub config: Config,
     /// The group's consumer, for its group metadata (fencing by generation).
     pub consumer: std::sync::Weak<rdkafka::consumer::StreamConsumer<super::rebalance::GroupContext>>,
-    /// One transaction at a time.
-    pub lock: tokio::sync::Mutex<()>,
+    /// One transaction at a time; it holds, per partition, the offset the last committed
+    /// transaction committed.
+    pub lock: tokio::sync::Mutex<std::collections::HashMap<(Arc<str>, i32), i64>>,
 }
 
 impl Transactions {
@@ -92,6 +93,38 @@ impl Transactions {
     }
 }
 
+impl Transactions {
+    /// Commits `next` as the group's offset of `topic[partition]` in a transaction of its own,
+    /// unless a transaction committed it already: for records that settled without one (skipped,
+    /// or dead-lettered outside a transaction), so that a transactional group's offsets move
+    /// through transactions only. On failure the offset goes with the next transaction.
+    pub(crate) async fn cover(&self, topic: &Arc<str>, partition: i32, next: i64) {
+        let mut committed = self.lock.lock().await;
+        if committed.get(&(topic.clone(), partition)).is_some_and(|c| *c >= next) {
+            return;
+        }
+        let publisher = self.publisher();
+        let Some(group) = self.consumer.upgrade().and_then(|c| rdkafka::consumer::Consumer::group_metadata(&*c)) else { return };
+        let mut offsets = rdkafka::TopicPartitionList::new();
+        if offsets.add_partition_offset(topic, partition, rdkafka::Offset::Offset(next)).is_err() {
+            return;
+        }
+        let done = async {
+            publisher.begin_transaction().await?;
+            send_and_commit(&publisher, offsets, Arc::new(group)).await
+        };
+        match done.await {
+            Ok(()) => {
+                committed.insert((topic.clone(), partition), next);
+            }
+            Err(e) => {
+                debug!(transactional_id = %self.id, error = %e, "the offset of a record settled outside a transaction goes with the next one");
+                self.recover(&publisher, &e).await;
+            }
+        }
+    }
+}
+
 fn is_fatal(error: &crate::error::Error) -> bool {
     matches!(error, crate::error::Error::Kafka(rdkafka::error::KafkaError::Transaction(e)) if e.is_fatal())
 }
@@ -127,6 +160,9 @@ pub(crate) async fn run(env: Arc<WorkerEnv>, work: Work) -> Completion {
     match items {
         Items::One(record) => {
             let attempt = attempt_one(&env, &record).await;
+            if env.transactions.is_some() {
+                return Box::pin(settle_in_transactional_group(&env, lane, record, attempt)).await;
+            }
             settle::one(&env, lane, record, attempt).await
         }
         // Batches: boxed, so that single records do not carry their state.
@@ -174,6 +210,7 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         publisher: env.transactions.as_ref().map_or_else(|| env.publisher.clone(), Transactions::publisher),
         state: env.state.clone(),
         cascade: Default::default(),
+        obligations: Default::default(),
         command: Default::default(),
         mediator: Some(env.mediator.clone()),
         handler: None,
@@ -284,7 +321,7 @@ async fn in_transaction(
     let all_failed = |pending: &[&'static HandlerDescriptor], why: &crate::error::Error| {
         pending.iter().map(|h| (*h, Err(HandlerError::Cascade(crate::error::Error::Other(why.to_string().into()))))).collect()
     };
-    let _one_at_a_time = txn.lock.lock().await;
+    let mut committed_offsets = txn.lock.lock().await;
     let publisher = txn.publisher();
     // The group generation when the transaction starts: a member that lost the partition
     // since commits with a stale generation, and the broker refuses it.
@@ -308,7 +345,10 @@ async fn in_transaction(
         commit(&publisher, record, group).await
     };
     match committed {
-        Ok(()) => results,
+        Ok(()) => {
+            committed_offsets.insert((record.info.topic.clone(), record.info.partition), record.offset() + 1);
+            results
+        }
         Err(e) => {
             txn.recover(&publisher, &e).await;
             if results.iter().all(|(_, r)| r.is_ok()) {
@@ -320,11 +360,16 @@ async fn in_transaction(
     }
 }
 
-/// Adds the record's offset to the transaction and commits it; a commit that may still go
-/// through (retriable) is called again, as librdkafka asks.
+/// Adds the record's offset to the transaction and commits it.
 async fn commit(publisher: &Publisher, record: &Record, group: Arc<rdkafka::consumer::ConsumerGroupMetadata>) -> crate::error::Result<()> {
     let mut offsets = rdkafka::TopicPartitionList::new();
     offsets.add_partition_offset(&record.info.topic, record.info.partition, rdkafka::Offset::Offset(record.offset() + 1))?;
+    send_and_commit(publisher, offsets, group).await
+}
+
+/// Adds `offsets` to the open transaction and commits it; a call that may still go through
+/// (retriable) is made again, as librdkafka asks.
+async fn send_and_commit(publisher: &Publisher, offsets: rdkafka::TopicPartitionList, group: Arc<rdkafka::consumer::ConsumerGroupMetadata>) -> crate::error::Result<()> {
     let mut tries = 0;
     loop {
         match publisher.send_offsets(offsets.clone(), group.clone()).await {
@@ -339,6 +384,17 @@ async fn commit(publisher: &Publisher, record: &Record, group: Arc<rdkafka::cons
             other => return other,
         }
     }
+}
+
+/// Settles a record of a transactional group; a record that settled without its transaction
+/// committing (skipped, or dead-lettered) gets its offset committed in a transaction of its own.
+async fn settle_in_transactional_group(env: &WorkerEnv, lane: super::scheduler::LaneId, record: Record, attempt: Attempt) -> Completion {
+    let (topic, partition) = (record.info.topic.clone(), record.info.partition);
+    let completion = settle::one(env, lane, record, attempt).await;
+    if let (Some(txn), super::engine::Settled::One { offset, .. }) = (&env.transactions, &completion.settled) {
+        txn.cover(&topic, partition, offset + 1).await;
+    }
+    completion
 }
 
 async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
@@ -405,6 +461,7 @@ async fn call_handler(handler: &'static HandlerDescriptor, ctx: Arc<Context>) ->
         HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
     };
     match AssertUnwindSafe(call(ctx.clone())).catch_unwind().await {
+        Ok(Ok(_)) if ctx.unmet_obligation().is_some() => Err(HandlerError::Permanent(ctx.unmet_obligation().unwrap_or_default().into())),
         Ok(Ok(returned)) => {
             let mut cascade = ctx.take_cascade();
             cascade.append(returned);

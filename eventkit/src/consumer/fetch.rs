@@ -238,8 +238,13 @@ impl FetchLoop {
         }
     }
 
-    /// Commits watermarks: asynchronously those that moved; synchronously (shutdown) all.
+    /// Commits watermarks: asynchronously those that moved; synchronously (shutdown) all. A
+    /// transactional group commits in its transactions only: a commit from here could reach the
+    /// broker after a later transaction's and set the group's offset back.
     fn commit(&self, mode: CommitMode) {
+        if self.env.transactions.is_some() {
+            return;
+        }
         let tpl = self.shared.engine().commits(None, matches!(mode, CommitMode::Sync));
         if tpl.count() == 0 {
             return;
@@ -290,8 +295,12 @@ impl FetchLoop {
         }
     }
 
-    /// Commits every watermark synchronously, waiting until `until` at most.
+    /// Commits every watermark synchronously, waiting until `until` at most (not for a
+    /// transactional group: its transactions committed its offsets).
     async fn commit_at_shutdown(&self, until: Instant) {
+        if self.env.transactions.is_some() {
+            return;
+        }
         let tpl = self.shared.engine().commits(None, true);
         if tpl.count() == 0 {
             return;

@@ -101,7 +101,14 @@ impl GroupRunner {
         crate::metrics::install();
         let topic_arcs: Vec<Arc<str>> = plan.routes.values().map(|r| r.topic.clone()).collect();
         let metrics = crate::metrics::GroupMetrics::new(&group, plan.all_handlers().map(|h| h.name), &topic_arcs);
-        let context = GroupContext { group: plan.group_id.clone(), shared: shared.clone(), revoke_timeout: config.revoke_timeout, status: status.clone(), lags: Default::default() };
+        let context = GroupContext {
+            group: plan.group_id.clone(),
+            shared: shared.clone(),
+            revoke_timeout: config.revoke_timeout,
+            status: status.clone(),
+            lags: Default::default(),
+            transactional: plan.transactional,
+        };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
@@ -129,7 +136,7 @@ impl GroupRunner {
                 id,
                 config: config.clone(),
                 consumer: Arc::downgrade(&consumer),
-                lock: tokio::sync::Mutex::new(()),
+                lock: tokio::sync::Mutex::default(),
             })
         } else {
             None

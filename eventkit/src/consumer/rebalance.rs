@@ -24,6 +24,8 @@ pub(crate) struct GroupContext {
     pub revoke_timeout: Duration,
     pub status: Arc<crate::status::GroupStatus>,
     pub lags: crate::metrics::LagGauges,
+    /// A transactional group's offsets move only in its transactions, never by a commit here.
+    pub transactional: bool,
 }
 
 impl ClientContext for GroupContext {
@@ -107,8 +109,10 @@ impl GroupContext {
             // later completions wake the loop (not only its next commit tick or record).
             self.shared.loop_waker.wake();
         }
-        // At shutdown the watermarks were committed just before leaving.
-        let commit = if engine.closing() { TopicPartitionList::new() } else { engine.commits(Some(&slots), true) };
+        // At shutdown the watermarks were committed just before leaving; a transactional group
+        // commits its offsets in its transactions only (a commit outside them could land after
+        // a later transaction's and set the offset back).
+        let commit = if engine.closing() || self.transactional { TopicPartitionList::new() } else { engine.commits(Some(&slots), true) };
         drop(engine);
         if commit.count() > 0 {
             match consumer.commit(&commit, CommitMode::Sync) {
