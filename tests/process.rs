@@ -133,7 +133,11 @@ async fn a_static_member_killed_and_restarted_stops_on_sigint(target: Target, gr
     }
     let mut child = start(command(0));
     flow.await.unwrap();
-    wait_for(&out, "every event", Duration::from_secs(120), |h| h.iter().collect::<HashSet<_>>().len() == EVENTS as usize).await;
+    wait_for(&out, "every event", Duration::from_secs(120), |h| {
+        let seen: HashSet<&u32> = h.iter().collect();
+        (0..EVENTS).all(|s| seen.contains(&s))
+    })
+    .await;
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = wait_exit(&mut child, Duration::from_secs(60));

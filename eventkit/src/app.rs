@@ -608,6 +608,14 @@ impl Running {
                 abort.abort();
             }
         }
+        let hooks = self.publisher.take_shutdown_hooks();
+        if !hooks.is_empty() {
+            info!(steps = hooks.len(), "shutdown: stopping outbox relays");
+            let all = futures::future::join_all(hooks.into_iter().map(|hook| hook()));
+            if tokio::time::timeout_at(deadline, all).await.is_err() {
+                warn!("outbox relays did not stop within the shutdown budget");
+            }
+        }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
         info!(within = ?left, "shutdown: flushing the producer");
         let flushed = self.publisher.flush(left);

@@ -47,6 +47,11 @@ pub struct OutboxSettings {
     /// (default 2 min). Keep it well above the publish timeout: a round can take that long,
     /// and relays compare it with their own clocks.
     pub lease: Duration,
+    /// This relay's name in the lease. A relay restarted under the same name takes its lease
+    /// back at once instead of waiting it out. Default: `SERVICE/INSTANCE` when the app has a
+    /// static instance id (`EVENTKIT_KAFKA_GROUP_INSTANCE_ID`, e.g. the pod's name), otherwise
+    /// `SERVICE/` and a name unique to this process. Two processes must never share a name.
+    pub owner: Option<String>,
 }
 
 impl Default for OutboxSettings {
@@ -56,6 +61,7 @@ impl Default for OutboxSettings {
             poll_interval: Duration::from_millis(100),
             retention: Duration::from_secs(7 * 86_400),
             lease: Duration::from_secs(120),
+            owner: None,
         }
     }
 }
@@ -94,8 +100,12 @@ pub struct Outbox<DB: sqlx::Database> {
     /// Shared by clones; `None`: the running app's.
     publisher: std::sync::Arc<std::sync::RwLock<Option<Publisher>>>,
     settings: OutboxSettings,
-    /// This relay's name in the lease.
-    owner: String,
+    /// This relay's name in the lease, once known (shared by clones).
+    owner: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// A name unique to this outbox, for an app without a static instance id.
+    unique: String,
+    /// Topics found to exist, and when (looked up again after a minute).
+    known_topics: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 /// The inbox over a `sqlx` pool (`Inbox<Sqlite>` or `Inbox<Postgres>`).
@@ -110,7 +120,14 @@ impl<DB: sqlx::Database> Outbox<DB> {
     /// (service name, topic prefix, wire formats), and the relay publishes with its publisher.
     /// It can be app state before the app starts; staging and relaying need the app running.
     pub fn new(pool: sqlx::Pool<DB>) -> Self {
-        Outbox { pool, publisher: Default::default(), settings: OutboxSettings::default(), owner: uuid::Uuid::now_v7().to_string() }
+        Outbox {
+            pool,
+            publisher: Default::default(),
+            settings: OutboxSettings::default(),
+            owner: Default::default(),
+            unique: uuid::Uuid::now_v7().to_string(),
+            known_topics: Default::default(),
+        }
     }
 
     /// An outbox on `pool` that encodes and publishes with `publisher`.
@@ -136,7 +153,43 @@ impl<DB: sqlx::Database> Outbox<DB> {
     /// The same outbox with other relay settings.
     pub fn with_settings(mut self, settings: OutboxSettings) -> Self {
         self.settings = settings;
+        self.owner = Default::default();
         self
+    }
+
+    /// Whether `topic` exists (a metadata lookup, cached for a minute). Unknown when the
+    /// cluster does not answer: then it counts as existing, and the row waits its turn.
+    async fn topic_known(&self, publisher: &Publisher, topic: &str) -> bool {
+        const FRESH: Duration = Duration::from_secs(60);
+        if self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).get(topic).is_some_and(|at| at.elapsed() < FRESH) {
+            return true;
+        }
+        match publisher.topic_exists(topic).await {
+            Some(false) => false,
+            Some(true) => {
+                self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).insert(topic.to_owned(), std::time::Instant::now());
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// This relay's name in the lease (see [`OutboxSettings::owner`]).
+    pub fn owner(&self) -> Result<String> {
+        if let Some(owner) = self.owner.get() {
+            return Ok(owner.clone());
+        }
+        let owner = match &self.settings.owner {
+            Some(owner) => owner.clone(),
+            None => {
+                let publisher = self.publisher()?;
+                match publisher.instance_id() {
+                    Some(instance) => format!("{}/{instance}", publisher.source()),
+                    None => format!("{}/{}", publisher.source(), self.unique),
+                }
+            }
+        };
+        Ok(self.owner.get_or_init(|| owner).clone())
     }
 }
 
@@ -149,7 +202,14 @@ impl<DB: sqlx::Database> Inbox<DB> {
 
 impl<DB: sqlx::Database> Clone for Outbox<DB> {
     fn clone(&self) -> Self {
-        Outbox { pool: self.pool.clone(), publisher: self.publisher.clone(), settings: self.settings.clone(), owner: self.owner.clone() }
+        Outbox {
+            pool: self.pool.clone(),
+            publisher: self.publisher.clone(),
+            settings: self.settings.clone(),
+            owner: self.owner.clone(),
+            unique: self.unique.clone(),
+            known_topics: self.known_topics.clone(),
+        }
     }
 }
 
@@ -219,8 +279,9 @@ impl<DB: sqlx::Database> InboxTx<DB> {
     }
 }
 
-/// A running relay; [`Relay::stop`] ends it after its current round (dropping the handle
-/// leaves it running until the runtime ends).
+/// A running relay; [`Relay::stop`] ends it after its current round and releases its lease,
+/// so that another relay takes over at once. The app it publishes with stops it the same way
+/// when it shuts down; dropping the handle leaves it running until then.
 #[derive(Debug)]
 pub struct Relay {
     stop: watch::Sender<bool>,
@@ -228,7 +289,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Stops the relay after its current round.
+    /// Stops the relay after its current round, and releases its lease.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -266,7 +327,9 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Whether publishing a record failed for good (retrying cannot help).
+/// Whether publishing a record failed for good (retrying cannot help): too large, a topic
+/// that is invalid, not authorized or does not exist (create it, then
+/// [`Outbox::requeue_parked`]).
 fn permanent(error: &Error) -> bool {
     use RDKafkaErrorCode::*;
     match error {
@@ -293,6 +356,7 @@ mod sql {
     pub const MARK_SENT: &str =
         "UPDATE eventkit_outbox SET sent_ms = $1 WHERE id = $2 AND EXISTS (SELECT 1 FROM eventkit_outbox_lease WHERE id = 1 AND owner = $3)";
     pub const PARK: &str = "UPDATE eventkit_outbox SET parked = 1, error = $1 WHERE id = $2";
+    pub const REQUEUE: &str = "UPDATE eventkit_outbox SET parked = 0, error = NULL WHERE parked = 1 AND sent_ms IS NULL";
     pub const CLEAN: &str = "DELETE FROM eventkit_outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1";
     pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM eventkit_outbox WHERE sent_ms IS NULL AND parked = 0";
     pub const PARKED: &str = "SELECT id, event_id, topic, error FROM eventkit_outbox WHERE parked = 1 ORDER BY id";
@@ -418,6 +482,14 @@ macro_rules! backend {
                         .collect()
                 }
 
+                /// Puts the parked rows back in the queue (after the cause was fixed: the topic was
+                /// created, the broker's size limit raised); returns how many.
+                pub async fn requeue_parked(&self) -> Result<u64> {
+                    let done = sqlx::query(sql::REQUEUE).execute(&self.pool).await.map_err(db_error)?;
+                    self.known_topics.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    Ok(done.rows_affected())
+                }
+
                 /// Deletes sent rows older than the retention period; returns how many.
                 pub async fn clean(&self) -> Result<u64> {
                     let before = now_ms() - self.settings.retention.as_millis() as i64;
@@ -429,7 +501,7 @@ macro_rules! backend {
                 async fn lease(&self) -> Result<bool> {
                     let now = now_ms();
                     let done = sqlx::query(&q(sql::LEASE_TAKE))
-                        .bind(&self.owner)
+                        .bind(self.owner()?)
                         .bind(now + self.settings.lease.as_millis() as i64)
                         .bind(now)
                         .execute(&self.pool)
@@ -438,8 +510,11 @@ macro_rules! backend {
                     Ok(done.rows_affected() == 1)
                 }
 
+                /// Gives the lease up (a graceful stop): another relay may take it at once.
                 async fn release(&self) {
-                    let _ = sqlx::query(&q(sql::LEASE_DROP)).bind(&self.owner).execute(&self.pool).await;
+                    if let Ok(owner) = self.owner() {
+                        let _ = sqlx::query(&q(sql::LEASE_DROP)).bind(owner).execute(&self.pool).await;
+                    }
                 }
 
                 /// One relay round: publishes up to a batch of committed rows in staging
@@ -461,11 +536,21 @@ macro_rules! backend {
                         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
                         .collect::<std::result::Result<_, sqlx::Error>>()
                         .map_err(db_error)?;
+                    // A row whose topic does not exist would wait in the producer for the whole
+                    // publish timeout, and the rows behind it with it: each topic is looked up
+                    // first, and such rows are parked at once.
+                    let mut missing = std::collections::BTreeSet::new();
+                    for topic in rows.iter().map(|r| r.2.as_str()).collect::<std::collections::BTreeSet<_>>() {
+                        if !self.topic_known(&publisher, topic).await {
+                            missing.insert(topic.to_owned());
+                        }
+                    }
                     // Handed to the producer one after the other, in staging order (it keeps
                     // that order per partition); then the acks are awaited.
                     let mut deliveries = Vec::with_capacity(rows.len());
                     for (_, _, topic, key, headers, value) in &rows {
                         let enqueued = match load_headers(headers) {
+                            _ if missing.contains(topic) => Err(Error::Publish { topic: topic.clone(), source: KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic) }),
                             Ok(headers) => publisher.enqueue_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await,
                             Err(e) => Err(e),
                         };
@@ -481,7 +566,7 @@ macro_rules! backend {
                     for ((id, event_id, topic, ..), result) in rows.iter().zip(results) {
                         match result {
                             Ok(_) => {
-                                let marked = sqlx::query(&q(sql::MARK_SENT)).bind(now_ms()).bind(id).bind(&self.owner).execute(&self.pool).await.map_err(db_error)?;
+                                let marked = sqlx::query(&q(sql::MARK_SENT)).bind(now_ms()).bind(id).bind(self.owner()?).execute(&self.pool).await.map_err(db_error)?;
                                 if marked.rows_affected() == 0 {
                                     warn!(row = id, "outbox relay lost its lease during a round; its successor publishes the remaining rows again (same event ids)");
                                     report.retry_later = true;
@@ -490,8 +575,13 @@ macro_rules! backend {
                                 report.published += 1;
                             }
                             Err(e) if permanent(&e) => {
-                                warn!(row = id, event_id = %event_id, topic = %topic, error = %e, "outbox row parked: it can never be published");
-                                sqlx::query(&q(sql::PARK)).bind(e.to_string()).bind(id).execute(&self.pool).await.map_err(db_error)?;
+                                let why = if missing.contains(topic) {
+                                    format!("topic `{topic}` does not exist: create it (or let the app create it: EVENTKIT_CREATE_TOPICS), then requeue the row (Outbox::requeue_parked)")
+                                } else {
+                                    e.to_string()
+                                };
+                                warn!(row = id, event_id = %event_id, topic = %topic, error = %why, "outbox row parked: it cannot be published; the rows behind it go on");
+                                sqlx::query(&q(sql::PARK)).bind(&why).bind(id).execute(&self.pool).await.map_err(db_error)?;
                                 report.parked += 1;
                             }
                             Err(e) => {
@@ -512,6 +602,18 @@ macro_rules! backend {
                 pub fn spawn_relay(&self) -> Relay {
                     let outbox = self.clone();
                     let (stop, mut stopped) = watch::channel(false);
+                    let (finished, done) = watch::channel(false);
+                    // The app stops the relay (and it releases its lease) before its producer's
+                    // last flush.
+                    if let Ok(publisher) = self.publisher() {
+                        let (stop, mut done) = (stop.clone(), done.clone());
+                        publisher.before_shutdown(Box::new(move || {
+                            Box::pin(async move {
+                                let _ = stop.send(true);
+                                let _ = done.wait_for(|d| *d).await;
+                            })
+                        }));
+                    }
                     // The task holds a sender too: dropping the `Relay` handle does not stop it.
                     let keep = stop.clone();
                     let task = tokio::spawn(async move {
@@ -554,6 +656,7 @@ macro_rules! backend {
                             }
                         }
                         outbox.release().await;
+                        let _ = finished.send(true);
                     });
                     Relay { stop, task }
                 }

@@ -96,7 +96,14 @@ struct Inner {
     source: String,
     timeout: Duration,
     metrics: crate::metrics::PublishMetricsByTopic,
+    /// What must happen before the app's last flush of this producer (outbox relays stop).
+    before_shutdown: std::sync::Mutex<Vec<ShutdownHook>>,
+    /// A client for topic lookups that never create a topic (made on first use).
+    lookup: std::sync::OnceLock<rdkafka::consumer::BaseConsumer<crate::kafka::KitContext>>,
 }
+
+/// A step of an app's shutdown, run before its producer's last flush.
+pub(crate) type ShutdownHook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +140,8 @@ impl Publisher {
                 source: config.service_name.clone(),
                 timeout: config.publish_timeout,
                 metrics: Default::default(),
+                before_shutdown: Default::default(),
+                lookup: Default::default(),
             }),
         })
     }
@@ -172,6 +181,57 @@ impl Publisher {
     pub(crate) async fn abort_transaction(&self) -> Result<()> {
         let timeout = self.inner.timeout;
         self.transaction_call(move |p| p.abort_transaction(timeout)).await
+    }
+
+    /// Registers a step to run when the app shuts down, before it flushes this producer.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn before_shutdown(&self, hook: ShutdownHook) {
+        self.inner.before_shutdown.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+    }
+
+    /// Takes the steps registered with [`Publisher::before_shutdown`].
+    pub(crate) fn take_shutdown_hooks(&self) -> Vec<ShutdownHook> {
+        std::mem::take(&mut *self.inner.before_shutdown.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether `topic` exists, as the cluster says (`None`: it did not answer). The lookup
+    /// never creates the topic (a producer's metadata request may, on a broker that creates
+    /// topics on demand).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) async fn topic_exists(&self, topic: &str) -> Option<bool> {
+        let (publisher, topic) = (self.clone(), topic.to_owned());
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::Consumer;
+            let inner = &publisher.inner;
+            let lookup = match inner.lookup.get() {
+                Some(lookup) => lookup,
+                None => {
+                    let mut client = crate::kafka::client_config(&inner.config).ok()?;
+                    crate::kafka::apply_overrides(&mut client, &inner.config, crate::kafka::Client::Admin);
+                    client.set("allow.auto.create.topics", "false");
+                    let created = client.create_with_context(crate::kafka::KitContext).ok()?;
+                    let _ = inner.lookup.set(created);
+                    inner.lookup.get()?
+                }
+            };
+            let metadata = lookup.fetch_metadata(Some(&topic), Duration::from_secs(5)).ok()?;
+            let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+            match found.error() {
+                None => Some(true),
+                Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => Some(false),
+                Some(_) => None,
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The app's static instance id (`group.instance.id`), if it has one.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn instance_id(&self) -> Option<&str> {
+        let config = &self.inner.config;
+        config.kafka_consumer.get("group.instance.id").or_else(|| config.kafka.get("group.instance.id")).map(String::as_str)
     }
 
     /// The prefix of every topic this publisher sends to.

@@ -22,7 +22,9 @@ struct Out {
 impl Out {
     fn write(&self, seq: u32) -> std::io::Result<()> {
         let micros = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros();
-        writeln!(self.file.lock().unwrap(), "{seq}\t{micros}")
+        // One write per line (the file is opened for appending): a SIGKILL never leaves half a
+        // line for the next process's to run into.
+        self.file.lock().unwrap().write_all(format!("{seq}\t{micros}\n").as_bytes())
     }
 }
 
