@@ -94,6 +94,8 @@ impl AppBuilder {
         groups(groups: impl IntoIterator<Item = &'static str> + Send + 'static) => |c| c.groups = Some(groups.into_iter().map(Into::into).collect()));
     setter!(/// How long in-flight handlers may run at shutdown.
         shutdown_timeout(timeout: Duration) => |c| c.shutdown_timeout = timeout);
+    setter!(/// How long a publish waits for the broker's acknowledgement.
+        publish_timeout(timeout: Duration) => |c| c.publish_timeout = timeout);
     setter!(/// Backoff of a failed record's retries: first delay and cap.
         retry_backoff(backoff: (Duration, Duration)) => |c| c.retry_backoff = backoff);
     setter!(/// Retries of a failed record before it is dead-lettered (handlers may override).

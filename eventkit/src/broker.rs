@@ -17,6 +17,7 @@ const BROKER_ID: i32 = 1;
 enum Command {
     CreateTopic(String, i32, mpsc::Sender<Result<()>>),
     SetDown(bool, mpsc::Sender<Result<()>>),
+    FailRequests(rdkafka::types::RDKafkaApiKey, Vec<rdkafka::types::RDKafkaRespErr>, mpsc::Sender<Result<()>>),
 }
 
 /// A running embedded broker; it stops when dropped.
@@ -55,6 +56,10 @@ impl EmbeddedBroker {
                         Command::CreateTopic(name, partitions, reply) => {
                             let _ = reply.send(cluster.create_topic(&name, partitions, 1).map_err(Error::from));
                         }
+                        Command::FailRequests(api, errors, reply) => {
+                            cluster.request_errors(api, &errors);
+                            let _ = reply.send(Ok(()));
+                        }
                         Command::SetDown(down, reply) => {
                             let done = if down { cluster.broker_down(BROKER_ID) } else { cluster.broker_up(BROKER_ID) };
                             let _ = reply.send(done.map_err(Error::from));
@@ -86,6 +91,14 @@ impl EmbeddedBroker {
     /// ones (its data stays) until it is set up again. For testing how an app rides one out.
     pub fn set_down(&self, down: bool) -> Result<()> {
         self.command(|reply| Command::SetDown(down, reply))
+    }
+
+    /// Makes the broker answer the next requests of kind `api` with `errors`, one each, in
+    /// order (librdkafka's mock error injection), for fault-injection tests:
+    /// `broker.fail_requests(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER])`.
+    pub fn fail_requests(&self, api: rdkafka::types::RDKafkaApiKey, errors: &[rdkafka::types::RDKafkaRespErr]) -> Result<()> {
+        let errors = errors.to_vec();
+        self.command(|reply| Command::FailRequests(api, errors, reply))
     }
 
     fn command(&self, command: impl FnOnce(mpsc::Sender<Result<()>>) -> Command) -> Result<()> {

@@ -175,7 +175,7 @@ impl Cascade {
         }
         let mut published = Vec::with_capacity(sent.len());
         for (event_id, topic, delivery) in sent {
-            let (partition, offset) = crate::publisher::acked(&topic, delivery).await?;
+            let (partition, offset) = publisher.acked(&topic, delivery).await?;
             published.push(Published { event_id, topic, partition, offset });
         }
         Ok(published)

@@ -17,6 +17,7 @@
 //! | `eventkit_consumer_lag` (records, from librdkafka's statistics; 0 once the member no longer fetches the partition) | gauge | group, topic, partition |
 //! | `eventkit_published_total`, `eventkit_publish_errors_total` | counter | topic |
 //! | `eventkit_publish_duration_seconds` (hand-over to ack) | histogram | topic |
+//! | `eventkit_producer_rebuilds_total` (a producer replaced after a fatal error) | counter | |
 //! | `eventkit_build_info` (always 1) | gauge | version, librdkafka, service |
 //! | `eventkit_ready`, `eventkit_live`, `eventkit_kafka_reachable` (1 or 0, read when `/metrics` is scraped) | gauge | |
 //! | `eventkit_group_running` (0 once stopped by an internal error), `eventkit_consumer_loop_silent_seconds` (read when scraped) | gauge | group |
@@ -110,6 +111,7 @@ fn describe() {
     describe_counter!("eventkit_published_total", "Records the broker acknowledged");
     describe_counter!("eventkit_publish_errors_total", "Records that could not be published");
     describe_histogram!("eventkit_publish_duration_seconds", Unit::Seconds, "From hand-over to the producer to the broker's ack");
+    describe_counter!("eventkit_producer_rebuilds_total", "Producers replaced after librdkafka declared them failed for good");
     describe_gauge!("eventkit_build_info", "Always 1: eventkit's and librdkafka's versions, and the service, as labels");
     describe_gauge!("eventkit_ready", "1 when the app is ready (as /health/ready says), else 0; read when scraped");
     describe_gauge!("eventkit_live", "1 when the app is live (as /health/live says), else 0; read when scraped");

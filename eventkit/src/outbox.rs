@@ -559,7 +559,7 @@ macro_rules! backend {
                     let mut results = Vec::with_capacity(rows.len());
                     for ((_, _, topic, ..), enqueued) in rows.iter().zip(deliveries) {
                         results.push(match enqueued {
-                            Ok(delivery) => crate::publisher::acked(topic, delivery).await,
+                            Ok(delivery) => publisher.acked(topic, delivery).await,
                             Err(e) => Err(e),
                         });
                     }

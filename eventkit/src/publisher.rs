@@ -83,6 +83,13 @@ pub struct Published {
 }
 
 /// Publishes integration events. Cheap to clone; all clones share one idempotent producer.
+///
+/// A producer that librdkafka declares failed for good (a fatal error: the idempotent
+/// producer's sequence numbers no longer match the broker's, as after a broker lost its log)
+/// is replaced by a new one: what the old one had not delivered is sent again on the new one,
+/// with the same event ids (consumers' inboxes drop what arrives twice). Each replacement is
+/// logged with its cause and counted (`eventkit_producer_rebuilds_total`), and readiness says so
+/// until the new producer delivers.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -90,7 +97,18 @@ pub struct Publisher {
 
 struct Inner {
     config: Config,
-    producer: FutureProducer<crate::kafka::KitContext>,
+    /// The producer's settings, for a replacement.
+    client: rdkafka::ClientConfig,
+    producer: arc_swap::ArcSwap<FutureProducer<crate::kafka::KitContext>>,
+    /// Which producer this is: 0, then one more for each replacement.
+    generation: std::sync::atomic::AtomicU64,
+    /// Transactional producers are replaced by their group (a replacement must fence), not here.
+    transactional: bool,
+    /// One replacement at a time.
+    replacing: std::sync::Mutex<()>,
+    /// Why the producer was replaced, and when, until the new one delivers.
+    failed: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    recovering: std::sync::atomic::AtomicBool,
     /// Keeps an embedded broker alive as long as anything can publish to it.
     _broker: Option<Arc<crate::broker::EmbeddedBroker>>,
     source: String,
@@ -118,6 +136,10 @@ impl Publisher {
     }
 
     pub(crate) fn with_broker(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>) -> Result<Self> {
+        Self::build(config, broker, false)
+    }
+
+    fn build(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>, transactional: bool) -> Result<Self> {
         if config.service_name.trim().is_empty() {
             return Err(Error::Config("the service name is empty: it is the CloudEvents `source` of published events (set KAFKA_SERVICE_NAME)".into()));
         }
@@ -132,10 +154,17 @@ impl Publisher {
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string());
         crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Producer);
         crate::metrics::install();
+        let producer = client.create_with_context(crate::kafka::KitContext)?;
         Ok(Publisher {
             inner: Arc::new(Inner {
                 config: config.clone(),
-                producer: client.create_with_context(crate::kafka::KitContext)?,
+                client,
+                producer: arc_swap::ArcSwap::from_pointee(producer),
+                generation: Default::default(),
+                transactional,
+                replacing: Default::default(),
+                failed: Default::default(),
+                recovering: Default::default(),
                 _broker: broker,
                 source: config.service_name.clone(),
                 timeout: config.publish_timeout,
@@ -151,14 +180,14 @@ impl Publisher {
     pub(crate) fn transactional(config: &Config, transactional_id: &str) -> Result<Self> {
         let mut config = config.clone();
         config.kafka_producer.insert("transactional.id".into(), transactional_id.into());
-        let publisher = Publisher::with_broker(&config, None)?;
-        publisher.inner.producer.init_transactions(Duration::from_secs(30))?;
+        let publisher = Publisher::build(&config, None, true)?;
+        publisher.inner.producer.load().init_transactions(Duration::from_secs(30))?;
         Ok(publisher)
     }
 
     /// Runs a blocking transaction call of the producer off the async workers.
     async fn transaction_call(&self, call: impl FnOnce(&FutureProducer<crate::kafka::KitContext>) -> rdkafka::error::KafkaResult<()> + Send + 'static) -> Result<()> {
-        let producer = self.inner.producer.clone();
+        let producer = self.inner.producer.load_full();
         tokio::task::spawn_blocking(move || call(&producer)).await.map_err(|e| Error::Other(e.into()))?.map_err(Error::from)
     }
 
@@ -265,7 +294,7 @@ impl Publisher {
             crate::testing::on_published(&out.id, options_correlation.as_deref(), E::INFO.event_type, &topic, &out.value);
         }
         let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
-        let d = delivered(&topic, delivery).await?;
+        let d = self.delivered(&topic, delivery).await?;
         Ok(Published { event_id: out.id, topic, partition: d.partition, offset: d.offset })
     }
 
@@ -291,7 +320,7 @@ impl Publisher {
         }
         let mut published = Vec::with_capacity(pending.len());
         for (event_id, delivery) in pending {
-            let d = delivered(&topic, delivery).await?;
+            let d = self.delivered(&topic, delivery).await?;
             published.push(Published { event_id, topic: topic.clone(), partition: d.partition, offset: d.offset });
         }
         Ok(published)
@@ -308,7 +337,7 @@ impl Publisher {
     pub async fn send_raw(&self, topic: &str, key: &[u8], metadata: &Metadata, format: WireFormat, data: &[u8]) -> Result<Published> {
         let record = crate::wire::encode(format, metadata, data)?;
         let delivery = self.enqueue(topic, Some(key), None, Some(&record.value), record.headers).await?;
-        let d = delivered(topic, delivery).await?;
+        let d = self.delivered(topic, delivery).await?;
         Ok(Published { event_id: metadata.id.clone(), topic: topic.to_owned(), partition: d.partition, offset: d.offset })
     }
 
@@ -320,7 +349,7 @@ impl Publisher {
     /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
     pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<(i32, i64)> {
         let delivery = self.enqueue_headers(topic, key, partition, value, headers).await?;
-        acked(topic, delivery).await
+        self.acked(topic, delivery).await
     }
 
     /// Hands a record to the producer as it is (waiting only while its queue is full); the
@@ -341,7 +370,46 @@ impl Publisher {
 
     /// Waits until every queued message was delivered (or `timeout` passed).
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.inner.producer.flush(timeout).map_err(Error::from)
+        self.inner.producer.load().flush(timeout).map_err(Error::from)
+    }
+
+    /// Why the producer is not healthy, if it is not: it failed for good and its replacement
+    /// has not delivered yet.
+    pub(crate) fn unhealthy(&self) -> Option<String> {
+        if !self.inner.recovering.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let failed = self.inner.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.as_ref().map(|(why, at)| format!("the producer failed for good {} s ago ({why}); its replacement has not delivered yet", at.elapsed().as_secs()))
+    }
+
+    /// Replaces the producer of `generation` when librdkafka declared it failed for good (or it
+    /// was replaced already). True when records should be sent again on the current producer.
+    fn replace_failed(&self, generation: u64) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        if self.inner.transactional {
+            return false;
+        }
+        let _one = self.inner.replacing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.inner.generation.load(Acquire) != generation {
+            return true;
+        }
+        let Some((code, reason)) = self.inner.producer.load().client().fatal_error() else { return false };
+        let fresh: FutureProducer<crate::kafka::KitContext> = match self.inner.client.create_with_context(crate::kafka::KitContext) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %crate::error::redact(e), "the producer failed for good and a new one cannot be created; trying again with the next record");
+                return false;
+            }
+        };
+        self.inner.producer.store(Arc::new(fresh));
+        self.inner.generation.fetch_add(1, AcqRel);
+        let why = format!("{code:?}: {reason}");
+        tracing::warn!(cause = %why, "the producer failed for good (librdkafka's fatal error); a new one replaces it, and what the old one had not delivered is sent again with the same event ids");
+        metrics::counter!("eventkit_producer_rebuilds_total").increment(1);
+        *self.inner.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some((why, std::time::Instant::now()));
+        self.inner.recovering.store(true, Release);
+        true
     }
 
     /// Encodes an event for `topic_of`'s topic on the wire, without sending it (the outbox
@@ -414,17 +482,60 @@ impl Publisher {
             record = record.partition(p);
         }
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let mut replaced = 0;
         loop {
-            match self.inner.producer.send_result(record) {
-                Ok(future) => return Ok(Delivering { future, started: std::time::Instant::now(), metrics }),
+            let generation = self.inner.generation.load(std::sync::atomic::Ordering::Acquire);
+            let sent = self.inner.producer.load().send_result(record);
+            match sent {
+                Ok(future) => return Ok(Delivering { future, started: std::time::Instant::now(), metrics, generation, partition }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if tokio::time::Instant::now() < deadline => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((_, back)) if replaced < 3 && self.replace_failed(generation) => {
+                    replaced += 1;
+                    record = back;
                 }
                 Err((source, _)) => {
                     metrics.errors.increment(1);
                     return Err(Error::Publish { topic: topic.to_owned(), source });
                 }
+            }
+        }
+    }
+
+    /// Waits for the broker's acknowledgement of one record: its partition and offset. A record
+    /// its producer could not deliver because that producer failed for good is sent again on
+    /// the one that replaces it.
+    pub(crate) async fn acked(&self, topic: &str, delivery: Delivering) -> Result<(i32, i64)> {
+        self.delivered(topic, delivery).await.map(|d| (d.partition, d.offset))
+    }
+
+    /// Waits for the broker's acknowledgement of one record (see [`Publisher::acked`]).
+    async fn delivered(&self, topic: &str, mut delivery: Delivering) -> Result<Delivery> {
+        for _ in 0..3 {
+            match delivered(topic, delivery).await {
+                Ok(d) => {
+                    if self.inner.recovering.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.recovered();
+                    }
+                    return Ok(d);
+                }
+                Err(Undelivered { error, message: Some(message), generation, partition }) if self.replace_failed(generation) => {
+                    use rdkafka::message::Message;
+                    let headers = message.headers().cloned().unwrap_or_default();
+                    delivery = self.enqueue(topic, message.key(), partition, message.payload(), headers).await.map_err(|_| error)?;
+                }
+                Err(Undelivered { error, .. }) => return Err(error),
+            }
+        }
+        Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::MessageProduction(RDKafkaErrorCode::Fatal) })
+    }
+
+    fn recovered(&self) {
+        if self.inner.recovering.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            if let Some((why, at)) = self.inner.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                tracing::info!(after = ?std::time::Duration::from_secs(at.elapsed().as_secs()), cause = %why, "the new producer delivers");
             }
         }
     }
@@ -435,6 +546,19 @@ pub(crate) struct Delivering {
     future: DeliveryFuture,
     started: std::time::Instant,
     metrics: Arc<crate::metrics::PublishMetrics>,
+    /// Which producer took it.
+    generation: u64,
+    /// The partition it was sent to explicitly, if it was.
+    partition: Option<i32>,
+}
+
+/// A record that was not delivered: why, and the record itself (to send again) when librdkafka
+/// gave it back.
+struct Undelivered {
+    error: Error,
+    message: Option<rdkafka::message::OwnedMessage>,
+    generation: u64,
+    partition: Option<i32>,
 }
 
 /// An event encoded for the wire.
@@ -445,18 +569,13 @@ pub(crate) struct Outgoing {
     pub headers: OwnedHeaders,
 }
 
-/// Waits for the broker's acknowledgement of one record: its partition and offset.
-pub(crate) async fn acked(topic: &str, delivery: Delivering) -> Result<(i32, i64)> {
-    delivered(topic, delivery).await.map(|d| (d.partition, d.offset))
-}
-
 /// Waits for the broker's acknowledgement of one record.
-async fn delivered(topic: &str, delivery: Delivering) -> Result<Delivery> {
-    let Delivering { future, started, metrics } = delivery;
+async fn delivered(topic: &str, delivery: Delivering) -> std::result::Result<Delivery, Undelivered> {
+    let Delivering { future, started, metrics, generation, partition } = delivery;
     let result = match future.await {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err((source, _))) => Err(Error::Publish { topic: topic.to_owned(), source }),
-        Err(_) => Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::Canceled }),
+        Ok(Err((source, message))) => Err(Undelivered { error: Error::Publish { topic: topic.to_owned(), source }, message: Some(message), generation, partition }),
+        Err(_) => Err(Undelivered { error: Error::Publish { topic: topic.to_owned(), source: KafkaError::Canceled }, message: None, generation, partition }),
     };
     match &result {
         Ok(_) => {

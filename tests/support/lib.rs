@@ -237,6 +237,19 @@ pub struct RawRecord {
 impl Target {
     /// Reads `count` records from every partition of `topic`, from the beginning.
     pub fn read_records(&self, topic: &str, count: usize) -> Vec<RawRecord> {
+        let out = self.read_until(topic, count, Duration::ZERO);
+        assert_eq!(out.len(), count, "records on {topic}");
+        out
+    }
+
+    /// Reads at least `count` records of `topic`, and whatever follows them within a second.
+    pub fn read_records_at_least(&self, topic: &str, count: usize) -> Vec<RawRecord> {
+        let out = self.read_until(topic, count, Duration::from_secs(1));
+        assert!(out.len() >= count, "{} of at least {count} records on {topic}", out.len());
+        out
+    }
+
+    fn read_until(&self, topic: &str, count: usize, quiet: Duration) -> Vec<RawRecord> {
         use rdkafka::message::{Headers, Message};
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
@@ -253,16 +266,20 @@ impl Target {
         consumer.assign(&tpl).expect("assign");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut out = Vec::new();
-        while out.len() < count && std::time::Instant::now() < deadline {
+        let mut last = std::time::Instant::now();
+        while std::time::Instant::now() < deadline && (out.len() < count || (!quiet.is_zero() && last.elapsed() < quiet)) {
+            if out.len() >= count && quiet.is_zero() {
+                break;
+            }
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 let headers = m
                     .headers()
                     .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
                     .unwrap_or_default();
                 out.push(RawRecord { headers, key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec() });
+                last = std::time::Instant::now();
             }
         }
-        assert_eq!(out.len(), count, "records on {topic}");
         out
     }
 }

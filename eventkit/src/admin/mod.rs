@@ -290,7 +290,12 @@ impl Admin {
     /// One snapshot per group, and why the app is not ready (empty: it is).
     fn readiness(&self) -> (Vec<(Arc<str>, crate::status::GroupSnapshot)>, Vec<String>) {
         let snapshots: Vec<(Arc<str>, crate::status::GroupSnapshot)> = self.groups().iter().map(|g| (g.group.clone(), g.snapshot())).collect();
-        let reasons = crate::status::unready_reasons(self.ready.started(), self.config.readiness, &snapshots, self.config.stuck_after);
+        let mut reasons = crate::status::unready_reasons(self.ready.started(), self.config.readiness, &snapshots, self.config.stuck_after);
+        // A producer replaced after a fatal error, until the new one delivers.
+        if self.config.readiness.kafka {
+            let publisher = self.live.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.publisher.clone());
+            reasons.extend(publisher.and_then(|p| p.unhealthy()));
+        }
         (snapshots, reasons)
     }
 }
