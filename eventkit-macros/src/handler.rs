@@ -2,16 +2,21 @@
 //!
 //! Whether a handler is catch-all is decided by the type system, not by a name: its event
 //! argument's `eventkit::HandlerEvent` impl (integration events are typed, `eventkit::AnyEvent`
-//! is catch-all, under whatever name it is imported).
+//! is catch-all, under whatever name it is imported). So are the checks of `idempotent` and
+//! `batch` handlers: whether an argument is an `InboxTx` is its `Extractor::INBOX_TX`, and
+//! whether an idempotent handler returns events is its return type's
+//! `eventkit::__private::IdempotentOutput` impl, both checked in the generated code (aliases of
+//! `InboxTx` and of `Result<(), E>` count).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, LitStr, Type};
 
 use crate::attr::{Errors, HandlerArgs};
 use crate::event::check_topic;
 use crate::krate::{self, Krate};
+use crate::span::call_over;
 
 /// How one argument after the event is obtained.
 enum Extract {
@@ -39,6 +44,8 @@ struct Handler {
     backoff_ms: Option<(u64, u64)>,
     ordering: Option<String>,
     concurrency: Option<usize>,
+    /// `idempotent`: the handler takes an `InboxTx` and returns no events (checked by type).
+    idempotent: Option<Span>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -157,28 +164,11 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
         }
     };
     let args: Vec<Extract> = inputs.filter_map(|arg| extractor(arg, errors)).collect();
-    let takes_inbox = args.iter().any(|a| matches!(a, Extract::Value(ty) if last_segment(ty).is_some_and(|s| s == "InboxTx")));
-    if takes_inbox && batch {
-        errors.push(syn::Error::new(
-            sig.ident.span(),
-            "a batch handler cannot take an `InboxTx`: the inbox records one event per transaction (take the events one at a time, or record them with `Inbox::begin` per event)",
-        ));
-    }
-    if let (Some(span), Some(ty)) = (attrs.idempotent, returns_events(&sig.output)) {
-        errors.push(syn::Error::new(
-            span,
-            format!(
-                "an `idempotent` handler returns `()` or `Result<(), E>`, not `{}`: events it returned would go out after its transaction commits, and be lost if that failed; stage them in the transaction with `outbox.cascade(&mut tx, ctx, events)`",
-                quote::ToTokens::to_token_stream(ty).to_string().replace(' ', "")
-            ),
-        ));
-    }
+    // Whether an argument is an `InboxTx` is decided by type in the generated code; only a handler
+    // without any by-value argument is known here to take none.
     if let Some(span) = attrs.idempotent {
-        if !takes_inbox {
-            errors.push(syn::Error::new(
-                span,
-                "an `idempotent` handler takes an `InboxTx<Sqlite>` (or `InboxTx<Postgres>`) argument: the transaction that records the event as handled; do the handler's writes in it and commit it",
-            ));
+        if !args.iter().any(|a| matches!(a, Extract::Value(_))) {
+            errors.push(syn::Error::new(span, IDEMPOTENT_WITHOUT_INBOX));
         }
     }
     let event = event?;
@@ -220,8 +210,12 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     } else {
         Shape::Single { topics: attrs.topics.map(|(span, t)| (span, t.iter().map(LitStr::value).collect())), all: attrs.all }
     };
-    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, item })
+    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent: attrs.idempotent, item })
 }
+
+const IDEMPOTENT_WITHOUT_INBOX: &str = "an `idempotent` handler takes an `InboxTx<Sqlite>` (or `InboxTx<Postgres>`) argument: the transaction that records the event as handled; do the handler's writes in it and commit it";
+
+const BATCH_WITH_INBOX: &str = "a batch handler cannot take an `InboxTx`: the inbox records one event per transaction (take the events one at a time, or record them with `Inbox::begin` per event)";
 
 /// An argument after the event: `&T` or a `FromContext` value.
 fn extractor(arg: &FnArg, errors: &mut Errors) -> Option<Extract> {
@@ -268,24 +262,13 @@ fn is_path(ty: &Type, name: &str) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident(name))
 }
 
-/// The success type of a return type that carries events (not `()` and not `Result<(), E>`).
-fn returns_events(output: &syn::ReturnType) -> Option<&Type> {
-    let syn::ReturnType::Type(_, ty) = output else { return None };
-    let unit = |t: &Type| matches!(t, Type::Tuple(t) if t.elems.is_empty());
-    if unit(ty) {
-        return None;
-    }
-    if let Type::Path(p) = &**ty {
-        let last = p.path.segments.last()?;
-        if last.ident == "Result" {
-            if let syn::PathArguments::AngleBracketed(a) = &last.arguments {
-                if let Some(syn::GenericArgument::Type(ok)) = a.args.first() {
-                    return (!unit(ok)).then_some(&**ty);
-                }
-            }
-        }
-    }
-    Some(ty)
+/// Whether a type mentions `impl Trait` (and so cannot be named outside its signature).
+fn mentions_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == "impl",
+        proc_macro2::TokenTree::Group(g) => mentions_impl(g.stream()),
+        _ => false,
+    })
 }
 
 /// `Vec<T>` -> `T`.
@@ -341,7 +324,7 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
-    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency } = handler;
+    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent } = handler;
     let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
     let fn_span = item.sig.ident.span();
@@ -450,6 +433,39 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
     let output_check = quote_spanned! {output.span()=>
         #k::HandlerOutput::#returns::into_outcome(__output)
     };
+    // `idempotent` and `batch` checks, by type: an alias of `InboxTx` or of `Result<(), E>` counts.
+    let mut arg_checks = TokenStream::new();
+    let mut output_value_check = TokenStream::new();
+    let inbox_tx = |ty: &Type| quote_spanned!(ty.span()=> <#ty as #k::Extractor>::INBOX_TX);
+    let values: Vec<&Type> = args.iter().filter_map(|a| match a { Extract::Value(ty) => Some(ty), Extract::Ref(_) => None }).collect();
+    if batch {
+        for ty in &values {
+            let is_inbox = inbox_tx(ty);
+            let assert = call_over(ty, quote!(::core::assert!), quote!(!#is_inbox, #BATCH_WITH_INBOX));
+            arg_checks.extend(quote_spanned!(ty.span()=> const _: () = #assert;));
+        }
+    }
+    if let Some(span) = idempotent {
+        // Without any by-value argument the macro reported it already.
+        if !values.is_empty() {
+            let is_inbox = values.iter().map(|ty| inbox_tx(ty));
+            arg_checks.extend(quote_spanned! {*span=>
+                const _: () = ::core::assert!(false #(|| #is_inbox)*, #IDEMPOTENT_WITHOUT_INBOX);
+            });
+        }
+        match output {
+            syn::ReturnType::Default => {}
+            // The trait bound is the check, spanned on the return type.
+            syn::ReturnType::Type(_, ty) if !mentions_impl(ty.to_token_stream()) => arg_checks.extend(quote_spanned! {ty.span()=>
+                const _: () = <#ty as #k::__private::IdempotentOutput>::OK;
+            }),
+            // `impl Trait` cannot be named here: the output value is checked, spanned on its type.
+            syn::ReturnType::Type(_, ty) => {
+                let output = call_over(ty, quote!(::core::convert::identity), quote!(&__output));
+                output_value_check = quote_spanned!(ty.span()=> #k::__private::idempotent_output(#output););
+            }
+        }
+    }
     quote! {
         #item
 
@@ -461,6 +477,7 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
                     let __event = #decode;
                     #(#extracts)*
                     let __output = #fn_ident(__event, #(#idents),*).await;
+                    #output_value_check
                     #output_check
                 })
             }
@@ -468,6 +485,7 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
                 #(#requires)*
             }
             #checks
+            #arg_checks
             #k::__private::inventory::submit! {
                 #k::HandlerDescriptor {
                     name: #name,

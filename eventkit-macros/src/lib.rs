@@ -8,6 +8,7 @@ mod event;
 mod handler;
 mod krate;
 mod maps_to;
+mod span;
 
 use proc_macro::TokenStream;
 

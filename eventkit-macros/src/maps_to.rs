@@ -11,6 +11,11 @@
 //! ```
 //! Fields go by name, through `Into` (a clone of the field). A target field that nothing fills
 //! and a type that does not convert are rustc's errors, spanned on the target and the field.
+//!
+//! A field rule names its target by the type's name, the last segment of its path:
+//! `#[map(Follow, skip)]` applies to `#[maps_to(ev::Follow)]` (a full path works too). When
+//! the rule's path has a module part that differs from the target's, the generated code checks
+//! that both name the same type.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned, ToTokens};
@@ -156,8 +161,74 @@ struct Field {
     rules: Vec<FieldRule>,
 }
 
+/// A field rule after validation: its target resolved to an index into the targets.
+struct Rule {
+    /// The target it applies to (`None`: every target).
+    target: Option<usize>,
+    to: Option<Ident>,
+    with: Option<Path>,
+    skip: bool,
+}
+
+/// A field with its validated rules.
+struct MappedField {
+    ident: Ident,
+    rules: Vec<Rule>,
+}
+
+/// A field rule's target path that is not written as in `#[maps_to(...)]`: the generated code
+/// checks that it names the same type as the target it was matched to by name.
+struct SameType {
+    rule: Path,
+    target: usize,
+}
+
 fn same(a: &Path, b: &Path) -> bool {
     a.to_token_stream().to_string() == b.to_token_stream().to_string()
+}
+
+/// The type name of a path: its last segment's identifier.
+fn type_name(path: &Path) -> Option<&Ident> {
+    path.segments.last().map(|s| &s.ident)
+}
+
+/// A path as written in source: `ev::Follow`, not `ev :: Follow`.
+fn pretty(path: &Path) -> String {
+    let mut text = String::new();
+    if path.leading_colon.is_some() {
+        text.push_str("::");
+    }
+    for (i, segment) in path.segments.iter().enumerate() {
+        if i > 0 {
+            text.push_str("::");
+        }
+        text.push_str(&segment.ident.to_string());
+        if !segment.arguments.is_empty() {
+            text.push_str(&segment.arguments.to_token_stream().to_string().replace(' ', ""));
+        }
+    }
+    text
+}
+
+/// The target a field rule names: the one written the same way, else the one with the same type
+/// name (the last path segment), e.g. `Follow` for `ev::Follow`.
+fn resolve_target(rule: &Path, targets: &[Target]) -> Result<usize, syn::Error> {
+    if let Some(i) = targets.iter().position(|t| same(&t.path, rule)) {
+        return Ok(i);
+    }
+    let names = |indexes: &mut dyn Iterator<Item = usize>| indexes.map(|i| pretty(&targets[i].path)).collect::<Vec<_>>().join(", ");
+    let named: Vec<usize> = (0..targets.len()).filter(|&i| type_name(&targets[i].path) == type_name(rule)).collect();
+    match named[..] {
+        [i] => Ok(i),
+        [] => Err(syn::Error::new(
+            rule.span(),
+            format!("`{}` is not a target of this mapping (targets: {})", pretty(rule), names(&mut (0..targets.len()))),
+        )),
+        _ => Err(syn::Error::new(
+            rule.span(),
+            format!("`{}` names more than one target ({}): write the path of the one meant, as in `#[maps_to(...)]`", pretty(rule), names(&mut named.iter().copied())),
+        )),
+    }
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -184,7 +255,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     }
     // On an error the impls are still emitted, with dummy bodies, so that uses of the mapping
     // elsewhere do not add errors of their own.
-    let tokens = validate(args, &fields, &ident, &mut errors).map(|targets| generate(&ident, &targets, &fields, &krate, !errors.is_empty()));
+    let tokens = validate(args, fields, &ident, &mut errors).map(|mapping| generate(&ident, &mapping, &krate, !errors.is_empty()));
     let errors = errors.to_compile_error();
     quote! { #item #tokens #errors }
 }
@@ -235,8 +306,16 @@ fn take_field_rules(item: &mut Item, errors: &mut Errors) -> Option<Vec<Field>> 
     }
 }
 
+/// The validated mapping: its targets, its fields (for a struct with named fields) with their
+/// rules resolved to targets, and the rule paths whose type the generated code checks.
+struct Mapping {
+    targets: Vec<Target>,
+    fields: Option<Vec<MappedField>>,
+    same_types: Vec<SameType>,
+}
+
 /// Checks the targets and the field rules against each other. `None`: nothing to generate.
-fn validate(args: Args, fields: &Option<Vec<Field>>, ident: &Ident, errors: &mut Errors) -> Option<Vec<Target>> {
+fn validate(args: Args, fields: Option<Vec<Field>>, ident: &Ident, errors: &mut Errors) -> Option<Mapping> {
     let Args { mut targets, with, .. } = args;
     if targets.is_empty() {
         errors.push(syn::Error::new(Span::call_site(), format!("`#[maps_to]` names the integration events `{ident}` maps to, e.g. `#[maps_to(UserRegistered)]`")));
@@ -251,7 +330,7 @@ fn validate(args: Args, fields: &Option<Vec<Field>>, ident: &Ident, errors: &mut
     }
     for (i, t) in targets.iter().enumerate() {
         if targets[..i].iter().any(|o| same(&o.path, &t.path)) {
-            errors.push(syn::Error::new(t.path.span(), format!("`{}` is named twice", t.path.to_token_stream())));
+            errors.push(syn::Error::new(t.path.span(), format!("`{}` is named twice", pretty(&t.path))));
         }
         if t.with.is_some() && !t.assigned.is_empty() {
             errors.push(syn::Error::new(t.assigned[0].0.span(), "`with` builds the whole target: it takes no field assignments"));
@@ -259,31 +338,55 @@ fn validate(args: Args, fields: &Option<Vec<Field>>, ident: &Ident, errors: &mut
         if t.with.is_none() && fields.is_none() {
             errors.push(syn::Error::new(
                 t.path.span(),
-                format!("field-by-field mapping needs a struct with named fields; give `{}` a function: `{}(with = path::to::fn)`", t.path.to_token_stream(), t.path.to_token_stream()),
+                format!("field-by-field mapping needs a struct with named fields; give `{}` a function: `{}(with = path::to::fn)`", pretty(&t.path), pretty(&t.path)),
             ));
         }
     }
-    for field in fields.iter().flatten() {
-        for rule in &field.rules {
-            if let Some(target) = &rule.target {
-                if !targets.iter().any(|t| same(&t.path, target)) {
-                    let names: Vec<String> = targets.iter().map(|t| t.path.to_token_stream().to_string()).collect();
-                    errors.push(syn::Error::new(target.span(), format!("`{}` is not a target of this mapping (targets: {})", target.to_token_stream(), names.join(", "))));
+    let mut same_types = Vec::new();
+    let fields = fields.map(|fields| {
+        fields
+            .into_iter()
+            .map(|field| {
+                let everywhere = field.rules.iter().filter(|r| r.target.is_none()).count();
+                if everywhere > 1 {
+                    errors.push(syn::Error::new(field.ident.span(), format!("field `{}` has two `#[map]` rules for every target; merge them", field.ident)));
                 }
-            }
-        }
-        let everywhere = field.rules.iter().filter(|r| r.target.is_none()).count();
-        if everywhere > 1 {
-            errors.push(syn::Error::new(field.ident.span(), format!("field `{}` has two `#[map]` rules for every target; merge them", field.ident)));
-        }
-    }
-    Some(targets)
+                let rules = field
+                    .rules
+                    .into_iter()
+                    .filter_map(|FieldRule { target, to, with, skip }| {
+                        let target = match target {
+                            None => None,
+                            Some(path) => match resolve_target(&path, &targets) {
+                                Ok(i) => {
+                                    // A bare name is only a name (it need not be in scope); a
+                                    // path written differently must name the same type.
+                                    if path.segments.len() > 1 && !same(&path, &targets[i].path) {
+                                        same_types.push(SameType { rule: path, target: i });
+                                    }
+                                    Some(i)
+                                }
+                                Err(e) => {
+                                    errors.push(e);
+                                    return None;
+                                }
+                            },
+                        };
+                        Some(Rule { target, to, with, skip })
+                    })
+                    .collect();
+                MappedField { ident: field.ident, rules }
+            })
+            .collect()
+    });
+    Some(Mapping { targets, fields, same_types })
 }
 
-fn generate(ident: &Ident, targets: &[Target], fields: &Option<Vec<Field>>, krate: &Krate, dummy: bool) -> TokenStream {
+fn generate(ident: &Ident, mapping: &Mapping, krate: &Krate, dummy: bool) -> TokenStream {
+    let Mapping { targets, fields, same_types } = mapping;
     let k = &krate.path;
     let name = ident.to_string();
-    let impls = targets.iter().map(|t| {
+    let impls = targets.iter().enumerate().map(|(index, t)| {
         let target = &t.path;
         let body = match &t.with {
             _ if dummy => quote!(::core::unimplemented!()),
@@ -292,7 +395,7 @@ fn generate(ident: &Ident, targets: &[Target], fields: &Option<Vec<Field>>, krat
                 let assigned = t.assigned.iter().map(|(field, expr)| quote!(#field: #expr));
                 let mapped = fields.iter().flatten().filter_map(|f| {
                     // A rule for this target wins over a rule for every target.
-                    let rule = f.rules.iter().find(|r| r.target.as_ref().is_some_and(|p| same(p, target))).or_else(|| f.rules.iter().find(|r| r.target.is_none()));
+                    let rule = f.rules.iter().find(|r| r.target == Some(index)).or_else(|| f.rules.iter().find(|r| r.target.is_none()));
                     if rule.is_some_and(|r| r.skip) {
                         return None;
                     }
@@ -320,8 +423,16 @@ fn generate(ident: &Ident, targets: &[Target], fields: &Option<Vec<Field>>, krat
         }
     });
     let paths: Vec<&Path> = targets.iter().map(|t| &t.path).collect();
+    // `#[map(other::Follow)]` matched to `ev::Follow` by name: both must be one type.
+    let same_types = same_types.iter().map(|SameType { rule, target }| {
+        let target = &targets[*target].path;
+        quote_spanned! {rule.span()=>
+            const _: () = <#rule as #k::__private::SameTarget<#target>>::OK;
+        }
+    });
     quote! {
         const _: () = {
+            #(#same_types)*
             #(#impls)*
             impl #k::DomainEvent for #ident {
                 const TARGETS: &'static [&'static #k::EventInfo] = &[#(&<#paths as #k::IntegrationEvent>::INFO),*];

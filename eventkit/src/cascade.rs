@@ -254,3 +254,18 @@ tuples!((A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, F));
 pub fn map_into<D: MapsTo<T>, T: IntegrationEvent>(domain: &D, cascade: &mut Cascade) {
     cascade.push_event(domain.map_to());
 }
+
+/// A `#[map(path::To::Target)]` rule, matched by name to a target of `#[maps_to(...)]` that is
+/// written with another path, names that same type (generated code of `#[maps_to]`).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the target `{T}` this `#[map]` rule was matched to by name",
+    label = "not the type `#[maps_to(...)]` names",
+    note = "a `#[map]` rule names one of the targets of `#[maps_to(...)]`: write its path as there, or its name alone"
+)]
+pub trait SameTarget<T: ?Sized> {
+    /// Named by generated code (`<Rule as SameTarget<Target>>::OK`): the reference is the check.
+    const OK: () = ();
+}
+
+impl<T: ?Sized> SameTarget<T> for T {}

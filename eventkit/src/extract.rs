@@ -52,6 +52,12 @@ pub trait Extractor: Sized + Send {
 
     /// Declares what the extractor needs from the app, checked at startup.
     fn requirements(_requirements: &mut Requirements) {}
+
+    /// Whether this is the inbox transaction ([`crate::outbox::InboxTx`]) that makes a handler
+    /// idempotent; `#[handler]` reads it at compile time (by type, under whatever name the
+    /// argument is imported).
+    #[doc(hidden)]
+    const INBOX_TX: bool = false;
 }
 
 /// What an [`Extractor`] gives.

@@ -189,6 +189,29 @@ impl<T: IntoEvents, E: Into<BoxError>> HandlerOutput for Result<T, E> {
     }
 }
 
+/// What an `idempotent` handler may return: `()` or `Result<(), E>`, decided by type (so type
+/// aliases count). Events it returned would go out after its transaction commits, and be lost if
+/// publishing them failed; it stages them in the transaction through the outbox instead.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "an `idempotent` handler returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "an `idempotent` handler cannot return events",
+    note = "events it returned would go out after its transaction commits, and be lost if that failed; stage them in the transaction with `outbox.cascade(&mut tx, ctx, events)`"
+)]
+pub trait IdempotentOutput {
+    /// Named by generated code (`<Output as IdempotentOutput>::OK`): the reference is the check.
+    const OK: () = ();
+}
+
+impl IdempotentOutput for () {}
+
+impl<E> IdempotentOutput for Result<(), E> {}
+
+/// The same check on the handler's output value, for return types that cannot be named
+/// (`impl Trait`).
+#[doc(hidden)]
+pub fn idempotent_output<T: IdempotentOutput>(_output: &T) {}
+
 /// A handler's error as an outcome: permanent and partial batch failures keep their meaning.
 fn failure(e: BoxError) -> HandlerError {
     match e.downcast::<Error>() {

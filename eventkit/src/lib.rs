@@ -103,12 +103,12 @@ macro_rules! link {
 pub mod __private {
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
-    pub use crate::cascade::map_into;
+    pub use crate::cascade::{map_into, SameTarget};
     pub use crate::event::{event_from_json, event_schema};
     pub use schemars;
     pub use crate::command::{take_command, CommandReply};
     pub use crate::extract::{extract_ref, require_ref};
-    pub use crate::handler::{decode_event, extract_failed, key_text, EventKey};
+    pub use crate::handler::{decode_event, extract_failed, idempotent_output, key_text, EventKey, IdempotentOutput};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde;

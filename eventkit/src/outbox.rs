@@ -663,6 +663,8 @@ macro_rules! backend {
             }
 
             impl crate::Extractor for InboxTx<$db> {
+                const INBOX_TX: bool = true;
+
                 async fn extract(ctx: &crate::Context) -> Result<crate::Extracted<Self>> {
                     let inbox = ctx.state::<Inbox<$db>>().ok_or_else(|| Error::MissingState(std::any::type_name::<Inbox<$db>>().to_owned()))?;
                     Ok(match inbox.begin(ctx).await? {
