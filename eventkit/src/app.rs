@@ -442,7 +442,7 @@ impl App {
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         for plan in registry.groups(&config) {
-            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone())?;
+            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), shutdown_rx.clone())?;
             let status = runner.status();
             statuses.push(status.clone());
             tasks.push(tokio::spawn(supervised(status, runner.run(shutdown_rx.clone()), stopped_tx.clone())));
@@ -480,20 +480,56 @@ impl App {
             }
         };
         let mut stopped = running.stopped.clone();
+        let budget = running.config.shutdown_timeout;
         tokio::select! {
             signal = shutdown_signal() => {
                 signal?;
                 info!("shutdown signal received");
-                running.shutdown().await
+                let exit = ExitWatchdog::arm(budget);
+                let result = running.shutdown().await;
+                exit.code(if result.is_ok() { 0 } else { 1 });
+                result
             }
             // A group that stopped by itself is an internal error: the app stops the others and
             // ends with it, so that whatever supervises the process restarts it.
             Ok(stopped) = stopped.wait_for(Option::is_some) => {
                 let error = Error::msg(stopped.clone().unwrap_or_default());
+                let exit = ExitWatchdog::arm(budget);
+                exit.code(1);
                 running.shutdown().await?;
                 Err(error)
             }
         }
+    }
+}
+
+/// Keeps the process's exit within the shutdown budget. `run()` owns the process: once its
+/// shutdown is done, the program returns from `main` and the runtime drops, which waits for
+/// every thread still running a task; a handler that blocks its thread (instead of awaiting),
+/// or a librdkafka call that hangs, would hold the exit for as long as it takes, and a
+/// platform's grace period would end in SIGKILL. So a thread of its own ends the process when
+/// the budget (and a second) has passed, saying why, with the shutdown's exit status.
+struct ExitWatchdog(Arc<std::sync::atomic::AtomicI32>);
+
+impl ExitWatchdog {
+    fn arm(budget: Duration) -> Self {
+        let code = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let exit = code.clone();
+        let at = std::time::Instant::now() + budget + Duration::from_secs(1);
+        let _ = std::thread::Builder::new().name("eventkit-exit".into()).spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+            let code = exit.load(std::sync::atomic::Ordering::Acquire);
+            tracing::error!(
+                code,
+                "the process has not exited within the shutdown budget (EVENTKIT_SHUTDOWN_TIMEOUT_MS): a handler blocks its thread, or a client call hangs; exiting now"
+            );
+            std::process::exit(code);
+        });
+        ExitWatchdog(code)
+    }
+
+    fn code(&self, code: i32) {
+        self.0.store(code, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -622,7 +658,7 @@ impl Running {
         info!(within = ?left, "shutdown: flushing the producer");
         let flushed = self.publisher.flush(left);
         if let Some(admin) = self.admin {
-            admin.stop().await;
+            admin.stop(deadline).await;
         }
         #[cfg(feature = "otlp")]
         tokio::task::spawn_blocking(crate::trace::otlp::flush).await.ok();

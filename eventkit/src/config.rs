@@ -340,7 +340,7 @@ impl Config {
                         c.admin.body_limits.insert(endpoint, parse_size(&name, size)?);
                     }
                 }
-                "EVENTKIT_READINESS" => c.readiness = ReadinessChecks::parse(&name, &value)?,
+                "EVENTKIT_READINESS" if !value.is_empty() => c.readiness = ReadinessChecks::parse(&name, &value)?,
                 "EVENTKIT_STUCK_AFTER_MS" => c.stuck_after = Duration::from_millis(parse_positive(&name, &value)?),
                 "EVENTKIT_STARTUP_TIMEOUT_MS" => {
                     c.startup_timeout = Some(value).filter(|v| !v.is_empty()).map(|v| parse_num(&name, &v).map(Duration::from_millis)).transpose()?
@@ -554,7 +554,11 @@ impl Default for ReadinessChecks {
 impl ReadinessChecks {
     fn parse(name: &str, value: &str) -> Result<Self> {
         let mut checks = ReadinessChecks { kafka: false, groups: false };
-        for check in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let named: Vec<&str> = value.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
+        if named.is_empty() {
+            return Err(Error::Config(format!("{name} = {value:?}: name the checks (`kafka`, `groups`), or leave it unset for both")));
+        }
+        for check in named {
             match check {
                 "kafka" => checks.kafka = true,
                 "groups" => checks.groups = true,
@@ -660,6 +664,7 @@ mod tests {
         assert_eq!(c.readiness, ReadinessChecks { kafka: false, groups: true });
         assert!(!format!("{c:?}").contains("\"r\""), "tokens are redacted");
         assert!(vars(&[("EVENTKIT_ADMIN_OPEN", "")]).unwrap().admin.open.is_empty(), "nothing open");
+        assert_eq!(vars(&[("EVENTKIT_READINESS", "  ")]).unwrap().readiness, ReadinessChecks::default(), "empty is unset, not nothing");
     }
 
     #[test]
@@ -671,6 +676,7 @@ mod tests {
             ("EVENTKIT_ADMIN_MAX_BODY", "0", "at least 1 byte"),
             ("EVENTKIT_ADMIN_MAX_CONNECTIONS", "0", "at least 1"),
             ("EVENTKIT_READINESS", "kafka,disk", "not a readiness check"),
+            ("EVENTKIT_READINESS", ",", "name the checks"),
         ] {
             let e = vars(&[(var, value)]).unwrap_err().to_string();
             assert!(e.contains(var) && e.contains(says), "{var}={value}: {e}");

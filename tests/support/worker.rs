@@ -1,7 +1,8 @@
 //! A consumer process for the crash, shutdown and memory tests: handles `Tick`s by appending
 //! `seq<TAB>unix-micros` lines to the file `WORKER_OUT` (one write per event, so a SIGKILL
 //! loses nothing that was handled), optionally sleeping `WORKER_DELAY_US` per event.
-//! With `WORKER_STUCK=1` every handler call writes its line when it starts, then never returns.
+//! With `WORKER_STUCK=1` every handler call writes its line when it starts, then never returns;
+//! with `WORKER_BLOCK=1` it then blocks its thread (not awaiting) for five minutes.
 //! `WORKER_GROUP=batch-workers` runs a batch handler instead (group `batch-workers`, up to 100
 //! events per call); `WORKER_GROUP=txn-workers` one that answers each tick with a `TickEcho`
 //! (run it with `EVENTKIT_TRANSACTIONAL_GROUPS=txn-workers`). eventkit settings come from the
@@ -17,6 +18,7 @@ struct Out {
     file: Mutex<std::fs::File>,
     delay: Duration,
     stuck: bool,
+    block: bool,
 }
 
 impl Out {
@@ -33,6 +35,10 @@ async fn record(tick: Tick, out: &Out) -> Result<(), std::io::Error> {
     if out.stuck {
         out.write(tick.seq)?;
         std::future::pending::<()>().await;
+    }
+    if out.block {
+        out.write(tick.seq)?;
+        std::thread::sleep(Duration::from_secs(300));
     }
     if !out.delay.is_zero() {
         tokio::time::sleep(out.delay).await;
@@ -67,6 +73,7 @@ async fn main() -> eventkit::Result<()> {
     let path = std::env::var("WORKER_OUT").expect("WORKER_OUT");
     let delay = std::env::var("WORKER_DELAY_US").ok().and_then(|d| d.parse().ok()).unwrap_or(0);
     let stuck = std::env::var("WORKER_STUCK").is_ok_and(|v| v == "1");
+    let block = std::env::var("WORKER_BLOCK").is_ok_and(|v| v == "1");
     let group: &'static str = match std::env::var("WORKER_GROUP").as_deref() {
         Ok("batch-workers") => "batch-workers",
         Ok("txn-workers") => "txn-workers",
@@ -74,7 +81,7 @@ async fn main() -> eventkit::Result<()> {
     };
     let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
     eventkit::App::builder()
-        .state(Out { file: Mutex::new(file), delay: Duration::from_micros(delay), stuck })
+        .state(Out { file: Mutex::new(file), delay: Duration::from_micros(delay), stuck, block })
         .groups([group])
         // A killed member holds its partitions until its session times out.
         .kafka_property("session.timeout.ms", "6000")

@@ -62,7 +62,13 @@ struct Admin {
     config: Config,
     ready: Readiness,
     live: RwLock<Option<Live>>,
+    /// Requests that wait on the cluster (groups, dead letters, publishing) at once: beyond
+    /// these, a 503 at once, so that slow requests can never hold every connection.
+    slow: tokio::sync::Semaphore,
 }
+
+/// How many requests that wait on the cluster run at once.
+const SLOW_REQUESTS: usize = 8;
 
 /// A running admin API (one or two listeners); stops when dropped.
 pub(crate) struct AdminServer {
@@ -89,12 +95,13 @@ impl AdminServer {
         *self.admin.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
     }
 
-    /// Stops serving (requests in progress finish, up to a few seconds).
-    pub(crate) async fn stop(mut self) {
+    /// Stops serving: requests in progress may finish until `until` (at most a few seconds).
+    pub(crate) async fn stop(mut self, until: tokio::time::Instant) {
         let _ = self.stop.send(true);
+        let until = until.min(tokio::time::Instant::now() + Duration::from_secs(5));
         for task in std::mem::take(&mut self.tasks) {
             let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(6), task).await.is_err() {
+            if tokio::time::timeout_at(until, task).await.is_err() {
                 abort.abort();
             }
         }
@@ -140,7 +147,7 @@ pub(crate) async fn start(config: &Config, registry: Registry, ready: Readiness)
     if settings.addr.is_none() && settings.health_addr.is_none() {
         return Ok(None);
     }
-    let admin = Arc::new(Admin { registry, config: config.clone(), ready, live: RwLock::new(None) });
+    let admin = Arc::new(Admin { registry, config: config.clone(), ready, live: RwLock::new(None), slow: tokio::sync::Semaphore::new(SLOW_REQUESTS) });
     let limits = server::Limits::new(settings.max_connections, settings.header_timeout, settings.idle_timeout);
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -247,6 +254,13 @@ impl From<Error> for ApiError {
 type ApiResult = std::result::Result<Response, ApiError>;
 
 impl Admin {
+    /// A turn for a request that waits on the cluster, or a 503 when too many do already.
+    fn slow_turn(&self) -> std::result::Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.slow.try_acquire().map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("{SLOW_REQUESTS} requests that wait on the cluster are in progress; try again shortly"))
+        })
+    }
+
     fn publisher(&self) -> std::result::Result<Publisher, ApiError> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref().map(|l| l.publisher.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
@@ -338,6 +352,7 @@ async fn asyncapi(State(admin): State<Arc<Admin>>) -> Json<Value> {
 }
 
 async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
+    let _turn = admin.slow_turn()?;
     let groups = admin.groups();
     let ids: Vec<String> = groups.iter().map(|g| g.group.to_string()).collect();
     let config = admin.config.clone();
@@ -385,13 +400,19 @@ struct DlqQuery {
 }
 
 impl DlqQuery {
-    /// The topic asked for: a name Kafka allows (1 to 249 of `a-z A-Z 0-9 . _ -`, not `.`
-    /// or `..`), or a 400 naming the field.
-    fn topic(&self) -> std::result::Result<&str, ApiError> {
+    /// The topic asked for: a name Kafka allows (`a-z A-Z 0-9 . _ -`, not `.` or `..`), short
+    /// enough that its dead letter topic (with the topic prefix and the dead letter suffix) is
+    /// one too (249 characters at most), or a 400 naming the field.
+    fn topic(&self, config: &Config) -> std::result::Result<&str, ApiError> {
         let topic = self.topic.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "`topic` is required").field("topic"))?;
-        let legal = topic.len() <= 249 && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let longest = 249usize.saturating_sub(config.topic_prefix.len() + config.dlq_suffix.len());
+        let legal = topic.len() <= longest && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if !legal {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{topic:?} is not a topic name: 1 to 249 of a-z, A-Z, 0-9, `.`, `_` and `-`, not `.` or `..`")).field("topic"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{topic:?} is not a topic name: 1 to {longest} of a-z, A-Z, 0-9, `.`, `_` and `-` (with the prefix and the dead letter suffix, 249), not `.` or `..`"),
+            )
+            .field("topic"));
         }
         Ok(topic)
     }
@@ -404,7 +425,8 @@ impl DlqQuery {
 
 async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let topic = query.topic()?.to_owned();
+    let topic = query.topic(&admin.config)?.to_owned();
+    let _turn = admin.slow_turn()?;
     let filter = query.filter(&admin.config)?;
     let limit = query.limit.unwrap_or(100).min(10_000);
     let dlq = admin.dead_letters()?;
@@ -445,8 +467,17 @@ struct ReplayBody {
 
 async fn dlq_replay(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
     let b: ReplayBody = access::json_body(&admin, "dlq/replay", request).await?;
-    let selected = b.offset.as_deref().map(|o| format!("offset={o:?}")).or(b.range.as_deref().map(|r| format!("range={r:?}"))).unwrap_or_else(|| "all".to_owned());
-    let audited = Audited(format!("topic={:?} {selected}", b.topic));
+    let mut audited = format!("topic={:?} ", b.topic);
+    audited += &b.offset.as_deref().map(|o| format!("offset={o:?}")).or(b.range.as_deref().map(|r| format!("range={r:?}"))).unwrap_or_else(|| "all".to_owned());
+    for (name, value) in [("group", &b.group), ("kind", &b.kind), ("handler", &b.handler), ("event_type", &b.event_type), ("to", &b.to)] {
+        if let Some(value) = value {
+            audited += &format!(" {name}={value:?}");
+        }
+    }
+    if b.create_topic {
+        audited += " create_topic";
+    }
+    let audited = Audited(audited);
     let mut response = replay_body(&admin, b).await.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(audited);
     Ok(response)
@@ -467,7 +498,8 @@ async fn replay_body(admin: &Admin, b: ReplayBody) -> ApiResult {
         _ => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "choose exactly one of `offset` (\"P:O\"), `range` (\"P:FROM-TO\") or `all`: true")),
     };
     let query = DlqQuery { topic: Some(b.topic.clone()), group: b.group, kind: b.kind, handler: b.handler, event_type: b.event_type, include_replayed: false, limit: None };
-    query.topic()?;
+    query.topic(&admin.config)?;
+    let _turn = admin.slow_turn()?;
     let filter = query.filter(&admin.config)?;
     let options = ReplayOptions { to: b.to, create_topic: b.create_topic };
     let report = admin.dead_letters()?.replay_with(&b.topic, selection, &filter, &options).await?;
@@ -499,6 +531,7 @@ async fn publish(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult
 }
 
 async fn publish_body(admin: &Admin, b: PublishBody) -> ApiResult {
+    let _turn = admin.slow_turn()?;
     let Some(info) = admin.registry.event(&b.event_type) else {
         let mut known: Vec<&str> = admin.registry.events().iter().map(|e| e.event_type).collect();
         known.sort_unstable();

@@ -4,12 +4,16 @@
 //!   first); once a request's first byte arrives, its line and headers must be complete within
 //!   the header timeout. A body's own timeout is the endpoint's (see [`super::access`]).
 //! - **A connection limit that never starves the probes.** At the limit, a new connection
-//!   closes the oldest one with no request in progress (idle, or still sending its headers):
-//!   holding connections open cannot keep a kubelet's probe out. The limit also stays under a
-//!   quarter of the process's file descriptor limit, and when the process runs out of
-//!   descriptors anyway (other code holds them), the oldest idle connection is closed so that
-//!   accepting goes on.
-//! - Request heads are bounded (64 KiB); connections are never upgraded.
+//!   closes the oldest one with no request in progress (idle, or still sending its headers),
+//!   sparing connections accepted in the last quarter second while older ones can go (so that
+//!   a flood of new connections does not close a probe's before its request arrives): holding
+//!   connections open cannot keep a kubelet's probe out. Should every connection be serving a
+//!   request, a few more are let in above the limit (requests that wait on the cluster are
+//!   bounded apart, and the others are quick). The limit also stays under a quarter of the
+//!   process's file descriptor limit, and when the process runs out of descriptors anyway
+//!   (other code holds them), the oldest idle connection is closed so that accepting goes on.
+//! - Request heads are bounded (64 KiB of headers); connections are never upgraded. A head
+//!   hyper itself refuses (malformed, too large) gets hyper's bare 400 or 431.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -58,6 +62,12 @@ fn descriptor_limit() -> Option<usize> {
     }
     None
 }
+
+/// Connections let in above the limit while every one is serving a request.
+const OVER_LIMIT: usize = 8;
+
+/// How long a new connection is spared by eviction while older idle ones can go.
+const NEWBORN: Duration = Duration::from_millis(250);
 
 /// Where a connection is: waiting for a request, receiving its head, or serving it.
 const IDLE: u8 = 0;
@@ -133,6 +143,7 @@ impl AsyncWrite for Watched {
 struct Open {
     phase: Arc<Phase>,
     close: Option<oneshot::Sender<()>>,
+    accepted: Instant,
 }
 
 /// The open connections, oldest first.
@@ -143,9 +154,17 @@ struct Table {
 }
 
 impl Table {
-    /// Closes the oldest connection with no request in progress; false when all are serving.
+    /// Closes the oldest connection with no request in progress (sparing ones accepted just now
+    /// while an older one can go); false when all are serving.
     fn close_oldest_idle(&mut self) -> bool {
-        let oldest = self.open.iter().find(|(_, c)| c.phase.phase.load(Ordering::Acquire) != BUSY).map(|(id, _)| *id);
+        let now = Instant::now();
+        let idle = |c: &Open| c.phase.phase.load(Ordering::Acquire) != BUSY;
+        let oldest = self
+            .open
+            .iter()
+            .find(|(_, c)| idle(c) && now.saturating_duration_since(c.accepted) >= NEWBORN)
+            .or_else(|| self.open.iter().find(|(_, c)| idle(c)))
+            .map(|(id, _)| *id);
         match oldest.and_then(|id| self.open.remove(&id)) {
             Some(mut c) => {
                 if let Some(close) = c.close.take() {
@@ -203,15 +222,17 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, limits: Limits,
         let id = {
             let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
             if t.open.len() >= limits.max_connections && !t.close_oldest_idle() {
-                // Every connection is serving a request: this one waits for none.
-                if crate::kafka::outage::due(&format!("admin {name} full")) {
-                    warn!(listener = name, limit = limits.max_connections, "the admin API is at its connection limit with every connection serving a request; refusing a connection");
+                // Every connection is serving a request: a few more come in above the limit.
+                if t.open.len() >= limits.max_connections + OVER_LIMIT {
+                    if crate::kafka::outage::due(&format!("admin {name} full")) {
+                        warn!(listener = name, limit = limits.max_connections, "the admin API is at its connection limit with every connection serving a request; refusing a connection");
+                    }
+                    continue;
                 }
-                continue;
             }
             let id = t.next;
             t.next += 1;
-            t.open.insert(id, Open { phase: phase.clone(), close: Some(close) });
+            t.open.insert(id, Open { phase: phase.clone(), close: Some(close), accepted: Instant::now() });
             id
         };
         let leave = Leave(table.clone(), id);
@@ -244,7 +265,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, router: Router, phase: 
             }
         })
     };
-    let conn = http1::Builder::new().keep_alive(true).max_buf_size(64 << 10).serve_connection(io, service);
+    let conn = http1::Builder::new().keep_alive(true).max_buf_size(80 << 10).max_header_size(64 << 10).serve_connection(io, service);
     tokio::pin!(conn);
     let mut stopping = false;
     loop {

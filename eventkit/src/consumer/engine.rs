@@ -451,6 +451,11 @@ impl Engine {
         self.closing
     }
 
+    /// Whether shutdown began (nothing new is fetched or started).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping
+    }
+
     /// Whether fetched records are left in librdkafka's queue for now: the buffer is full, and
     /// the partitions are not paused yet.
     pub(crate) fn throttled(&self) -> bool {

@@ -39,8 +39,44 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Units of work started in one turn, at most.
 const TURN_STARTS: usize = 4 * BURST;
 
+/// The group's consumer, owned by its fetch loop. However the loop ends (its task aborted, or
+/// unwinding), the consumer is never closed on the thread that drops it: closing can block for
+/// long, or for good while a revoke is pending (librdkafka#4527), and on a tokio worker that
+/// would hold the runtime's shutdown and the process's exit. It is closed on a thread of its own.
+pub(crate) struct Owned(Option<Arc<StreamConsumer<GroupContext>>>);
+
+impl Owned {
+    pub(crate) fn new(consumer: Arc<StreamConsumer<GroupContext>>) -> Self {
+        Owned(Some(consumer))
+    }
+
+    pub(crate) fn get(&self) -> &Arc<StreamConsumer<GroupContext>> {
+        self.0.as_ref().expect("the consumer is there until the loop ends")
+    }
+
+    /// Takes the consumer out, to close it at a time of the loop's choosing.
+    fn take(mut self) -> Arc<StreamConsumer<GroupContext>> {
+        self.0.take().expect("the consumer is there until the loop ends")
+    }
+}
+
+impl std::ops::Deref for Owned {
+    type Target = StreamConsumer<GroupContext>;
+    fn deref(&self) -> &Self::Target {
+        self.get()
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let _ = std::thread::Builder::new().name("eventkit-consumer-close".into()).spawn(move || drop(consumer));
+        }
+    }
+}
+
 pub(crate) struct FetchLoop {
-    pub consumer: Arc<StreamConsumer<GroupContext>>,
+    pub consumer: Owned,
     pub shared: Arc<Shared>,
     pub env: Arc<WorkerEnv>,
 }
@@ -72,7 +108,8 @@ impl FetchLoop {
                 }
                 tokio::select! {
                     biased;
-                    Ok(_) = shutdown.wait_for(Option::is_some) => break,
+                    // The deadline came, or the app is gone (its sender dropped): stop.
+                    _ = shutdown.wait_for(Option::is_some) => break,
                     completion = self.shared.next_completion() => {
                         self.shared.apply_ready(&mut self.shared.engine(), completion);
                     }
@@ -127,6 +164,7 @@ impl FetchLoop {
         let deadline = shutdown.borrow().unwrap_or_else(Instant::now);
         let close_by = deadline.checked_sub(self.env.config.shutdown_reserve() / 4).unwrap_or(deadline);
         let FetchLoop { consumer, .. } = self;
+        let consumer = consumer.take();
         info!(%group, within = ?close_by.saturating_duration_since(Instant::now()), "shutdown: closing the consumer");
         // Closing blocks, and can hang (librdkafka#4527): on a thread of its own, waited for
         // until the deadline.
@@ -306,7 +344,7 @@ impl FetchLoop {
             return;
         }
         info!(group = %self.env.group, offsets = %describe(&tpl), "shutdown: committing");
-        let consumer = self.consumer.clone();
+        let consumer = self.consumer.get().clone();
         let committed = crate::kafka::bounded("a commit at shutdown", until, move || consumer.commit(&tpl, CommitMode::Sync).map(|()| tpl)).await;
         match committed {
             Some(Ok(_)) | Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => crate::kafka::outage::answered(),

@@ -58,7 +58,14 @@ pub(crate) struct GroupRunner {
 
 impl GroupRunner {
     /// Creates the group's consumer and subscribes it to the group's topics.
-    pub(crate) fn new(plan: GroupPlan, config: &Config, registry: Registry, publisher: Publisher, state: Arc<StateMap>) -> Result<Self> {
+    pub(crate) fn new(
+        plan: GroupPlan,
+        config: &Config,
+        registry: Registry,
+        publisher: Publisher,
+        state: Arc<StateMap>,
+        shutdown: watch::Receiver<Option<tokio::time::Instant>>,
+    ) -> Result<Self> {
         let policy = match plan.batch.map(|h| h.kind) {
             Some(HandlerKind::Batch { max_size, max_wait_ms, .. }) => Policy::Batches { max_size, max_wait: Duration::from_millis(max_wait_ms) },
             _ => Policy::Records(plan.ordering),
@@ -108,6 +115,7 @@ impl GroupRunner {
             status: status.clone(),
             lags: Default::default(),
             transactional: plan.transactional,
+            shutdown,
         };
         let consumer: StreamConsumer<GroupContext> = client.create_with_context(context)?;
         let topics: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
@@ -120,7 +128,7 @@ impl GroupRunner {
             concurrency = plan.concurrency,
             "consumer group subscribed"
         );
-        let consumer = Arc::new(consumer);
+        let consumer = fetch::Owned::new(Arc::new(consumer));
         let transactions = if plan.transactional {
             // One transactional id per member: stable with static membership (a restarted
             // instance fences the one it replaces), otherwise unique to this process.
@@ -135,7 +143,7 @@ impl GroupRunner {
                 publisher: std::sync::RwLock::new(txn),
                 id,
                 config: config.clone(),
-                consumer: Arc::downgrade(&consumer),
+                consumer: Arc::downgrade(consumer.get()),
                 lock: tokio::sync::Mutex::default(),
             })
         } else {

@@ -26,6 +26,8 @@ pub(crate) struct GroupContext {
     pub lags: crate::metrics::LagGauges,
     /// A transactional group's offsets move only in its transactions, never by a commit here.
     pub transactional: bool,
+    /// The app's shutdown (its deadline, once it began): a revoke stops waiting for it.
+    pub shutdown: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
 }
 
 impl ClientContext for GroupContext {
@@ -80,8 +82,13 @@ impl GroupContext {
         let slots = engine.revoke_begin(tpl);
         let running = engine.in_flight_of(&slots);
         // On a current-thread runtime the handlers cannot progress while this callback blocks.
-        // Lost partitions (the member was fenced or timed out) belong to others already.
+        // Lost partitions (the member was fenced or timed out) belong to others already. Once
+        // the app shuts down, nothing waits here: the member is leaving, and the wait would hold
+        // the shutdown past its budget (the new owner handles those records again).
+        let mut shutdown = self.shutdown.clone();
         let can_wait = !engine.closing()
+            && !engine.stopping()
+            && shutdown.borrow().is_none()
             && !consumer.assignment_lost()
             && Handle::try_current().is_ok_and(|h| h.runtime_flavor() != RuntimeFlavor::CurrentThread);
         if running > 0 && can_wait {
@@ -92,11 +99,15 @@ impl GroupContext {
             let finished = tokio::task::block_in_place(|| {
                 futures::executor::block_on(async {
                     while engine.in_flight_of(&slots) > 0 {
-                        match tokio::time::timeout_at(deadline, self.shared.next_completion()).await {
-                            Ok(completion) => {
-                                self.shared.apply_ready(&mut engine, completion);
-                            }
-                            Err(_) => return false,
+                        tokio::select! {
+                            waited = tokio::time::timeout_at(deadline, self.shared.next_completion()) => match waited {
+                                Ok(completion) => {
+                                    self.shared.apply_ready(&mut engine, completion);
+                                }
+                                Err(_) => return false,
+                            },
+                            // The app shuts down: stop waiting at once.
+                            _ = shutdown.wait_for(Option::is_some) => return false,
                         }
                     }
                     true

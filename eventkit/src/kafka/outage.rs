@@ -24,9 +24,9 @@ pub(crate) const REMIND_EVERY: Duration = Duration::from_secs(60);
 struct State {
     /// When the current outage began, the last reminder, and its latest cause.
     outage: Option<(Instant, Instant, String)>,
-    /// The last failure of one connection, and when: the cause an outage names when it begins
-    /// (librdkafka's own "all brokers down" says less).
-    last_failure: Option<(Instant, String)>,
+    /// The last failure of each connection (by broker), and when: the causes an outage names
+    /// when it begins (librdkafka's own "all brokers down" says less).
+    failures: BTreeMap<String, (Instant, String)>,
     /// Other errors: when each message was last logged.
     others: BTreeMap<String, Instant>,
     /// When the last outage ended, and when it began: an outage that starts again soon after
@@ -37,7 +37,7 @@ struct State {
 /// Whether an outage is on (read on hot paths without the lock).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-static STATE: Mutex<State> = Mutex::new(State { outage: None, last_failure: None, others: BTreeMap::new(), last_recovery: None });
+static STATE: Mutex<State> = Mutex::new(State { outage: None, failures: BTreeMap::new(), others: BTreeMap::new(), last_recovery: None });
 
 fn state() -> std::sync::MutexGuard<'static, State> {
     STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -87,7 +87,13 @@ pub(crate) fn client_error(error: &KafkaError, reason: &str) {
     if is_connection_error(error) {
         // One connection failed; others may be fine. Kept as the cause an outage names.
         debug!(error = %error, "kafka connection error: {cause}");
-        state().last_failure = Some((Instant::now(), cause));
+        // librdkafka's messages start with the broker: `host:port/id: ...`.
+        let broker = cause.split_once(": ").map_or("", |(b, _)| b).to_owned();
+        let mut s = state();
+        if s.failures.len() >= 64 {
+            s.failures.clear();
+        }
+        s.failures.insert(broker, (Instant::now(), cause));
         return;
     }
     if due(&cause) {
@@ -99,11 +105,7 @@ pub(crate) fn client_error(error: &KafkaError, reason: &str) {
 fn outage_cause(summary: String) {
     let now = Instant::now();
     let mut s = state();
-    // The failure of a connection just before ("Connection refused") says more than the summary.
-    let cause = match &s.last_failure {
-        Some((at, detail)) if now.duration_since(*at) < Duration::from_secs(30) => format!("{detail} ({summary})"),
-        _ => summary,
-    };
+    let cause = named_cause(&s.failures, summary, now);
     match &mut s.outage {
         None => {
             if let Some((ended, began)) = s.last_recovery.filter(|(ended, _)| now.duration_since(*ended) < REMIND_EVERY) {
@@ -129,6 +131,18 @@ fn outage_cause(summary: String) {
             }
         }
     }
+}
+
+/// What an outage names as its cause: the failures of the connections just before ("Connection
+/// refused") say more than librdkafka's summary: the latest of each broker, newest first (a dead
+/// address that always fails is named beside the broker that just went away, not instead of it).
+fn named_cause(failures: &BTreeMap<String, (Instant, String)>, summary: String, now: Instant) -> String {
+    let mut recent: Vec<&(Instant, String)> = failures.values().filter(|(at, _)| now.duration_since(*at) < Duration::from_secs(30)).collect();
+    recent.sort_by(|a, b| b.0.cmp(&a.0));
+    if recent.is_empty() {
+        return summary;
+    }
+    format!("{} ({summary})", recent.iter().take(3).map(|(_, c)| c.as_str()).collect::<Vec<_>>().join("; "))
 }
 
 /// Whether a warning keyed `key` is due: the first time, then at most every [`REMIND_EVERY`]
@@ -191,6 +205,18 @@ pub(crate) fn answered() {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_outage_names_each_broker_that_failed_just_before_newest_first() {
+        let now = Instant::now();
+        let mut failures = BTreeMap::new();
+        failures.insert("127.0.0.1:1/bootstrap".to_owned(), (now - Duration::from_secs(2), "127.0.0.1:1/bootstrap: Connection refused".to_owned()));
+        failures.insert("127.0.0.1:9092/1".to_owned(), (now - Duration::from_millis(10), "127.0.0.1:9092/1: Disconnected".to_owned()));
+        failures.insert("old/1".to_owned(), (now - Duration::from_secs(300), "old/1: long ago".to_owned()));
+        let cause = named_cause(&failures, "2/2 brokers are down".into(), now);
+        assert_eq!(cause, "127.0.0.1:9092/1: Disconnected; 127.0.0.1:1/bootstrap: Connection refused (2/2 brokers are down)");
+        assert_eq!(named_cause(&BTreeMap::new(), "1/1 brokers are down".into(), now), "1/1 brokers are down");
+    }
+
     /// (Nothing here starts an outage: the account is the process's, and other tests read it.)
     #[test]
     fn the_end_of_a_partition_and_one_failed_connection_are_no_outage() {
@@ -199,6 +225,6 @@ mod tests {
         assert!(!state().others.keys().any(|k| k.contains("EOF")), "the end of a partition is not a warning");
         client_error(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure), "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused");
         assert!(!active(), "one failed connection is not an outage");
-        assert!(state().last_failure.as_ref().is_some_and(|(_, c)| c.contains("Connection refused")), "it is kept as the cause an outage would name");
+        assert!(state().failures.get("127.0.0.1:1/bootstrap").is_some_and(|(_, c)| c.contains("Connection refused")), "it is kept as the cause an outage would name");
     }
 }
