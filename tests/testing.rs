@@ -92,3 +92,130 @@ async fn a_timeout_names_what_is_pending(target: Target) {
     app.shutdown().await.unwrap();
 }
 on_both_brokers!(a_timeout_names_what_is_pending);
+
+// ---------------------------------------------------------------------------------------------
+// A session follows events a handler stages in the outbox through the relay.
+
+#[integration_event(topic = "testing.shipments", key = order_id)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipmentRequested {
+    pub order_id: String,
+}
+
+#[derive(Clone)]
+struct Shipping<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    outbox: eventkit::outbox::Outbox<DB>,
+    attempts: Log<String>,
+}
+
+/// Stages the shipment in the outbox; the first attempt of each order rolls back (after it
+/// staged), the retry commits.
+#[handler(group = "testing-shipping-sqlite", retries = 3, backoff = "10ms..20ms")]
+async fn ship_sqlite(e: InvoiceIssued, ctx: &Context, s: &Shipping<sqlx::Sqlite>) -> eventkit::Result<()> {
+    let mut tx = s.pool.begin().await?;
+    s.outbox.cascade(&mut tx, ctx, ShipmentRequested { order_id: e.order_id.clone() }).await?;
+    s.attempts.push(e.order_id.clone());
+    if s.attempts.snapshot().iter().filter(|o| **o == e.order_id).count() == 1 {
+        tx.rollback().await?;
+        return Err(Error::msg("the first attempt rolls back"));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[handler(group = "testing-shipping-pg", retries = 3, backoff = "10ms..20ms")]
+async fn ship_pg(e: InvoiceIssued, ctx: &Context, s: &Shipping<sqlx::Postgres>) -> eventkit::Result<()> {
+    let mut tx = s.pool.begin().await?;
+    s.outbox.cascade(&mut tx, ctx, ShipmentRequested { order_id: e.order_id.clone() }).await?;
+    s.attempts.push(e.order_id.clone());
+    if s.attempts.snapshot().iter().filter(|o| **o == e.order_id).count() == 1 {
+        tx.rollback().await?;
+        return Err(Error::msg("the first attempt rolls back"));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[derive(Clone, Default)]
+struct Shipped(Log<String>);
+
+#[handler(group = "testing-warehouse")]
+async fn warehouse(e: ShipmentRequested, shipped: &Shipped) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    shipped.0.push(e.order_id);
+}
+
+macro_rules! outbox_session {
+    ($target:expr, $group:literal, $pool:expr) => {{
+        let target = $target;
+        let pool = $pool;
+        let outbox = eventkit::outbox::Outbox::new(pool.clone());
+        outbox.migrate().await.unwrap();
+        let shipped = Shipped::default();
+        let shipping = Shipping { pool: pool.clone(), outbox: outbox.clone(), attempts: Log::default() };
+        let app = TestApp::start(target.app().groups(["testing-billing", $group, "testing-warehouse"]).state(shipping).state(shipped.clone())).await.unwrap();
+        outbox.attach(app.running().publisher());
+        let relay = outbox.spawn_relay();
+        let session = app.publish(&OrderPlaced { order_id: format!("o-{}", $group), amount: 5 }).await.unwrap();
+        // The session returned only after the relay published the staged shipment and the
+        // warehouse handled it; the rolled-back attempt's row is not waited for.
+        assert!(shipped.0.snapshot().contains(&format!("o-{}", $group)), "[{}] {}: {:?}", target.kind, $group, shipped.0.snapshot());
+        assert_eq!(session.published_of::<ShipmentRequested>(), [ShipmentRequested { order_id: format!("o-{}", $group) }]);
+        assert!(session.groups_that_handled::<ShipmentRequested>().contains(&target.group("testing-warehouse")));
+        relay.stop().await;
+        app.shutdown().await.unwrap();
+    }};
+}
+
+async fn a_session_follows_outbox_rows_through_the_relay(target: Target) {
+    let (pool, _path) = eventkit_tests::db::sqlite(&target, "session-outbox").await;
+    outbox_session!(&target, "testing-shipping-sqlite", pool);
+    if let Some(pool) = eventkit_tests::db::postgres(&target, "session_outbox").await {
+        outbox_session!(&target, "testing-shipping-pg", pool.clone());
+        eventkit_tests::db::drop_schema(pool).await;
+    }
+}
+on_both_brokers!(a_session_follows_outbox_rows_through_the_relay);
+
+// ---------------------------------------------------------------------------------------------
+// A transactional group's aborted attempt is not part of the session.
+
+#[integration_event(topic = "testing.ghosts", key = id)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ghost {
+    pub id: String,
+    pub attempt: usize,
+}
+
+#[derive(Clone, Default)]
+struct GhostAttempts(Log<String>);
+
+/// Publishes a `Ghost` inside the transaction, then fails the first attempt (which aborts it).
+#[handler(group = "testing-ghosts", retries = 3, backoff = "10ms..20ms")]
+async fn haunt(e: OrderPlaced, ctx: &Context, attempts: &GhostAttempts) -> eventkit::Result<()> {
+    attempts.0.push(e.order_id.clone());
+    let attempt = attempts.0.len();
+    ctx.publish(&Ghost { id: e.order_id.clone(), attempt }).await?;
+    if attempt == 1 {
+        return Err(Error::msg("the first attempt aborts"));
+    }
+    Ok(())
+}
+
+/// The session holds what the group's transactions committed: the aborted attempt's `Ghost`
+/// is not in it (a group taking ghosts would otherwise keep the session waiting for an event
+/// `read_committed` readers never get).
+async fn a_session_forgets_what_an_aborted_transaction_published(target: Target) {
+    let attempts = GhostAttempts::default();
+    let app = TestApp::start(target.app().groups(["testing-ghosts"]).transactional_group("testing-ghosts").state(attempts.clone()))
+        .await
+        .unwrap()
+        .timeout(Duration::from_secs(20));
+    let session = app.publish(&OrderPlaced { order_id: "g-1".into(), amount: 1 }).await.expect("the session ends with the committed retry");
+    assert_eq!(attempts.0.len(), 2, "[{}] the first attempt failed and the retry committed", target.kind);
+    let ghosts = session.published_of::<Ghost>();
+    assert_eq!(ghosts, [Ghost { id: "g-1".into(), attempt: 2 }], "[{}] only the committed attempt's event is in the session", target.kind);
+    app.shutdown().await.unwrap();
+}
+on_both_brokers!(a_session_forgets_what_an_aborted_transaction_published);

@@ -166,9 +166,7 @@ impl Cascade {
             crate::trace::inject(&mut options.headers);
             let correlation = options.correlation_id.clone();
             let (topic, out) = event.encode(publisher, options)?;
-            if crate::testing::active() {
-                crate::testing::on_published(&out.id, correlation.as_deref().or(Some(&out.id)), event.info().event_type, &topic, &out.value);
-            }
+            publisher.note_published(&out.id, correlation.as_deref().or(Some(&out.id)), event.info().event_type, &topic, &out.value);
             let id = out.id.clone();
             let delivery = publisher.enqueue_encoded(&topic, out).await?;
             sent.push((id, topic, delivery));

@@ -359,6 +359,8 @@ mod sql {
     pub const REQUEUE: &str = "UPDATE eventkit_outbox SET parked = 0, error = NULL WHERE parked = 1 AND sent_ms IS NULL";
     pub const CLEAN: &str = "DELETE FROM eventkit_outbox WHERE sent_ms IS NOT NULL AND sent_ms < $1";
     pub const PENDING_COUNT: &str = "SELECT COUNT(*) FROM eventkit_outbox WHERE sent_ms IS NULL AND parked = 0";
+    /// Whether a row is committed and not parked (a test session's question).
+    pub const ROW_LIVE: &str = "SELECT COUNT(*) FROM eventkit_outbox WHERE event_id = $1 AND parked = 0";
     pub const PARKED: &str = "SELECT id, event_id, topic, error FROM eventkit_outbox WHERE parked = 1 ORDER BY id";
     pub const INBOX_INSERT: &str =
         "INSERT INTO eventkit_inbox (group_id, handler, event_id, handled_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (group_id, handler, event_id) DO NOTHING";
@@ -448,6 +450,17 @@ macro_rules! backend {
                 }
 
                 async fn insert(&self, tx: &mut Transaction<'_, $db>, topic: &str, out: Outgoing) -> Result<String> {
+                    if crate::testing::active() {
+                        // A test session follows the row through the relay.
+                        let pool = self.pool.clone();
+                        let probe: crate::testing::OutboxProbe = std::sync::Arc::new(move |id: String| {
+                            let pool = pool.clone();
+                            Box::pin(async move {
+                                sqlx::query(&q(sql::ROW_LIVE)).bind(id).fetch_one(&pool).await.ok().and_then(|r| r.try_get::<i64, _>(0).ok()).is_some_and(|n| n > 0)
+                            })
+                        });
+                        crate::testing::on_staged(&out.id, out.correlation.as_deref(), out.event_type, probe);
+                    }
                     sqlx::query(&q(sql::INSERT))
                         .bind(&out.id)
                         .bind(topic)
@@ -563,7 +576,7 @@ macro_rules! backend {
                             Err(e) => Err(e),
                         });
                     }
-                    for ((id, event_id, topic, ..), result) in rows.iter().zip(results) {
+                    for ((id, event_id, topic, _, _, value), result) in rows.iter().zip(results) {
                         match result {
                             Ok(_) => {
                                 let marked = sqlx::query(&q(sql::MARK_SENT)).bind(now_ms()).bind(id).bind(self.owner()?).execute(&self.pool).await.map_err(db_error)?;
@@ -573,6 +586,9 @@ macro_rules! backend {
                                     break;
                                 }
                                 report.published += 1;
+                                if crate::testing::active() {
+                                    crate::testing::on_relayed(event_id, topic, value);
+                                }
                             }
                             Err(e) if permanent(&e) => {
                                 let why = if missing.contains(topic) {

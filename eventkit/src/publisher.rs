@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
@@ -116,6 +116,8 @@ struct Inner {
     metrics: crate::metrics::PublishMetricsByTopic,
     /// What must happen before the app's last flush of this producer (outbox relays stop).
     before_shutdown: std::sync::Mutex<Vec<ShutdownHook>>,
+    /// What a transaction published, for test sessions once it commits.
+    held_notes: std::sync::Mutex<Vec<(String, Option<String>, String, String, Vec<u8>)>>,
     /// A client for topic lookups that never create a topic (made on first use).
     lookup: std::sync::OnceLock<rdkafka::consumer::BaseConsumer<crate::kafka::KitContext>>,
 }
@@ -170,6 +172,7 @@ impl Publisher {
                 timeout: config.publish_timeout,
                 metrics: Default::default(),
                 before_shutdown: Default::default(),
+                held_notes: Default::default(),
                 lookup: Default::default(),
             }),
         })
@@ -191,10 +194,6 @@ impl Publisher {
         tokio::task::spawn_blocking(move || call(&producer)).await.map_err(|e| Error::Other(e.into()))?.map_err(Error::from)
     }
 
-    pub(crate) async fn begin_transaction(&self) -> Result<()> {
-        self.transaction_call(|p| p.begin_transaction()).await
-    }
-
     /// Adds the consumed offsets to the open transaction.
     pub(crate) async fn send_offsets(&self, offsets: rdkafka::TopicPartitionList, group: Arc<rdkafka::consumer::ConsumerGroupMetadata>) -> Result<()> {
         let timeout = self.inner.timeout;
@@ -204,12 +203,24 @@ impl Publisher {
     /// Commits the open transaction.
     pub(crate) async fn commit_transaction(&self) -> Result<()> {
         let timeout = self.inner.timeout;
-        self.transaction_call(move |p| p.commit_transaction(timeout)).await
+        self.transaction_call(move |p| p.commit_transaction(timeout)).await?;
+        let notes = std::mem::take(&mut *self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()));
+        for (id, correlation, event_type, topic, data) in notes {
+            crate::testing::on_published(&id, correlation.as_deref(), &event_type, &topic, &data);
+        }
+        Ok(())
     }
 
     pub(crate) async fn abort_transaction(&self) -> Result<()> {
+        self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let timeout = self.inner.timeout;
         self.transaction_call(move |p| p.abort_transaction(timeout)).await
+    }
+
+    /// A transaction begins: nothing held from an earlier one (that failed) carries over.
+    pub(crate) async fn begin_transaction(&self) -> Result<()> {
+        self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.transaction_call(|p| p.begin_transaction()).await
     }
 
     /// Registers a step to run when the app shuts down, before it flushes this producer.
@@ -291,7 +302,7 @@ impl Publisher {
         let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
         // Told before the record goes out: a fast consumer may settle it before the ack.
         if options_correlation.is_some() {
-            crate::testing::on_published(&out.id, options_correlation.as_deref(), E::INFO.event_type, &topic, &out.value);
+            self.note_published(&out.id, options_correlation.as_deref(), E::INFO.event_type, &topic, &out.value);
         }
         let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
         let d = self.delivered(&topic, delivery).await?;
@@ -355,17 +366,22 @@ impl Publisher {
     /// Hands a record to the producer as it is (waiting only while its queue is full); the
     /// delivery future gives the ack.
     pub(crate) async fn enqueue_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<Delivering> {
-        // A test session sees events the outbox relay publishes (binary format); not dead
-        // letter copies.
-        if crate::testing::active() {
-            let get = |name: &str| headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned());
-            if get(crate::dlq::headers::TOPIC).is_none() {
-                if let (Some(id), correlation, Some(event_type)) = (get("ce_id"), get("ce_correlationid"), get("ce_type")) {
-                    crate::testing::on_published(&id, correlation.as_deref(), &event_type, topic, value.unwrap_or_default());
-                }
-            }
-        }
         self.enqueue(topic, key, partition, value, headers).await
+    }
+
+    /// Tells open test sessions that an event goes out. A transactional producer holds the
+    /// news until its transaction commits, and drops it when it aborts: readers never see an
+    /// aborted attempt's events, and neither does a session.
+    pub(crate) fn note_published(&self, event_id: &str, correlation: Option<&str>, event_type: &str, topic: &str, data: &[u8]) {
+        if !crate::testing::active() {
+            return;
+        }
+        if self.inner.transactional {
+            let note = (event_id.to_owned(), correlation.map(str::to_owned), event_type.to_owned(), topic.to_owned(), data.to_vec());
+            self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).push(note);
+        } else {
+            crate::testing::on_published(event_id, correlation, event_type, topic, data);
+        }
     }
 
     /// Waits until every queued message was delivered (or `timeout` passed).
@@ -453,7 +469,7 @@ impl Publisher {
                 other_headers: &headers,
             }
             .write();
-            return Ok(Outgoing { id, key, value, headers });
+            return Ok(Outgoing { id, key, value, headers, event_type: info.event_type, correlation: correlation_id });
         }
         let mut metadata = Metadata::new(info.event_type, self.inner.source.clone());
         metadata.id = id;
@@ -464,7 +480,7 @@ impl Publisher {
         metadata.subject = subject;
         metadata.other_headers = headers;
         let Encoded { headers, value } = crate::wire::encode(format, &metadata, &value)?;
-        Ok(Outgoing { id: metadata.id, key, value, headers })
+        Ok(Outgoing { id: metadata.id, key, value, headers, event_type: info.event_type, correlation: metadata.correlation_id })
     }
 
     /// Hands a record to librdkafka (which copies it); waits only while its queue is full,
@@ -567,6 +583,12 @@ pub(crate) struct Outgoing {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: OwnedHeaders,
+    /// `ce_type`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub event_type: &'static str,
+    /// The correlation id it carries.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub correlation: Option<String>,
 }
 
 /// Waits for the broker's acknowledgement of one record.

@@ -19,8 +19,11 @@
 //! # }
 //! ```
 //!
-//! A session follows one correlation id: the root's, which every follow-up carries. Events a
-//! handler stages in the outbox count from the moment the relay publishes them (binary format).
+//! A session follows one correlation id: the root's, which every follow-up carries. An event a
+//! handler stages in the outbox is followed through the relay: the session waits until a relay
+//! published it and the groups that take it handled it (a row whose transaction rolled back is
+//! forgotten). What a transactional group's aborted attempt published is never part of a
+//! session: the session sees what its transactions committed.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,12 +83,24 @@ pub struct HandledEvent {
     pub dead_lettered: Option<String>,
 }
 
+/// Whether an outbox row (by event id) is committed and waits for a relay.
+pub(crate) type OutboxProbe = Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+/// An event staged in an outbox during a session, not yet published by a relay.
+struct Staged {
+    event_id: String,
+    event_type: String,
+    probe: OutboxProbe,
+}
+
 #[derive(Default)]
 struct State {
     published: Vec<PublishedEvent>,
     handled: Vec<HandledEvent>,
     /// (group, event id) pairs whose record is done for the group.
     settled: HashSet<(String, String)>,
+    /// Staged in an outbox, not yet published.
+    staged: Vec<Staged>,
 }
 
 struct Shared {
@@ -108,6 +123,32 @@ pub(crate) fn on_published(event_id: &str, correlation: Option<&str>, event_type
                 topic: topic.to_owned(),
                 data: data.to_vec(),
             });
+            s.changed.notify_waiters();
+        }
+    });
+}
+
+/// Outbox hook: an event was staged (in a transaction that may still roll back).
+pub(crate) fn on_staged(event_id: &str, correlation: Option<&str>, event_type: &str, probe: OutboxProbe) {
+    let Some(correlation) = correlation else { return };
+    each_session(|s| {
+        if s.correlation == correlation {
+            s.ids.lock().unwrap_or_else(|e| e.into_inner()).insert(event_id.to_owned());
+            let staged = Staged { event_id: event_id.to_owned(), event_type: event_type.to_owned(), probe: probe.clone() };
+            s.state.lock().unwrap_or_else(|e| e.into_inner()).staged.push(staged);
+            s.changed.notify_waiters();
+        }
+    });
+}
+
+/// Relay hook: a relay published the outbox row of `event_id`.
+pub(crate) fn on_relayed(event_id: &str, topic: &str, data: &[u8]) {
+    each_session(|s| {
+        let mut state = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = state.staged.iter().position(|st| st.event_id == event_id) {
+            let staged = state.staged.remove(i);
+            state.published.push(PublishedEvent { event_id: staged.event_id, event_type: staged.event_type, topic: topic.to_owned(), data: data.to_vec() });
+            drop(state);
             s.changed.notify_waiters();
         }
     });
@@ -225,16 +266,53 @@ impl Session {
         pending
     }
 
+    /// Outbox rows of the session still to be published by a relay. Asked only once every
+    /// record of the session settled, so that the handlers that staged them are done and their
+    /// transactions committed or rolled back: a row not in the outbox (rolled back) or parked is
+    /// forgotten.
+    async fn pending_staged(&self) -> Vec<String> {
+        let staged: Vec<(String, String, OutboxProbe)> = {
+            let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.staged.iter().map(|s| (s.event_id.clone(), s.event_type.clone(), s.probe.clone())).collect()
+        };
+        let mut pending = Vec::new();
+        let mut gone = Vec::new();
+        for (id, event_type, probe) in staged {
+            if probe(id.clone()).await {
+                pending.push(format!("{event_type} {id} (staged in the outbox, not published by a relay yet)"));
+            } else {
+                gone.push(id);
+            }
+        }
+        if !gone.is_empty() {
+            self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).staged.retain(|s| !gone.contains(&s.event_id));
+        }
+        pending
+    }
+
+    /// What the session still waits for: records, then outbox rows.
+    async fn still_pending(&self, groups: &[GroupPlan]) -> (Vec<String>, bool) {
+        let pending = self.pending(groups);
+        let outbox = !self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).staged.is_empty();
+        if !pending.is_empty() || !outbox {
+            return (pending, outbox);
+        }
+        (self.pending_staged().await, true)
+    }
+
     async fn wait(&self, groups: &[GroupPlan], timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.shared.changed.notified();
-            let pending = self.pending(groups);
+            let (pending, outbox) = self.still_pending(groups).await;
             if pending.is_empty() {
                 return Ok(());
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                let pending = self.pending(groups);
+            // Outbox rows are looked at again every 50 ms (a rollback tells no one).
+            let until = if outbox { deadline.min(tokio::time::Instant::now() + Duration::from_millis(50)) } else { deadline };
+            let _ = tokio::time::timeout_at(until, changed).await;
+            if tokio::time::Instant::now() >= deadline {
+                let (pending, _) = self.still_pending(groups).await;
                 if pending.is_empty() {
                     return Ok(());
                 }
