@@ -9,7 +9,12 @@
 //! - **slow handler**: 5 ms of async work per event, 1,000 keys on one partition, under each
 //!   ordering mode against one at a time, with per-key order verified;
 //! - **latency**: publish to handler at a steady rate well below capacity;
-//! - **memory**: idle RSS, and RSS while a handler that never returns faces a backlog.
+//! - **memory**: idle RSS, and RSS while a handler that never returns faces a backlog;
+//! - **crash**: how much work a SIGKILL during a steady flow makes the restarted consumer
+//!   redo (how long before the kill the oldest record handled again was first handled; about
+//!   one commit interval), the figure the process tests leave to the benchmark;
+//! - **shutdown**: SIGTERM to exit with a handler that never returns, under the default
+//!   shutdown budget (20 s, under Kubernetes' default grace period of 30 s).
 //!
 //! Each throughput figure is the median of alternating rounds. Run `scripts/bench.sh` (it starts
 //! the pinned noida-db broker), or `EVENTKIT_BENCH_BOOTSTRAP=host:port cargo bench -p eventkit
@@ -126,6 +131,16 @@ async fn idle(event: BenchEvent) {
 #[handler(group = "bench-stuck")]
 async fn stuck(_event: BenchEvent) {
     std::future::pending::<()>().await;
+}
+
+/// Where the crash child writes what it handled: `seq<TAB>unix-micros` per line, one write each.
+struct CrashOut(Mutex<std::fs::File>);
+
+#[handler(group = "bench-crash")]
+async fn crash(event: BenchEvent, out: &CrashOut) -> std::io::Result<()> {
+    use std::io::Write;
+    tokio::time::sleep(Duration::from_micros(500)).await;
+    out.0.lock().unwrap().write_all(format!("{}\t{}\n", event.seq, unix_micros()).as_bytes())
 }
 
 fn unix_micros() -> u64 {
@@ -537,6 +552,22 @@ async fn idle_rss(bench: &Bench) -> f64 {
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("idle child prints its RSS")
 }
 
+/// SIGTERM to exit of an app whose handler never returns, under the default budget.
+async fn stuck_default_stop(bench: &Bench) -> Duration {
+    let prefix = bench.prefix("stuck-default");
+    bench.create_topic(&format!("{prefix}bench.events"), 1).await;
+    let app = bench.app(&prefix).groups([]).build().unwrap().start().await.unwrap();
+    app.publisher().publish_many(&(0..10).map(|seq| event(seq, 10, 100)).collect::<Vec<_>>()).await.unwrap();
+    app.shutdown().await.unwrap();
+    let mut worker = child(bench, "stuck-default", &prefix);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let asked = Instant::now();
+    Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "the stuck app exits cleanly on SIGTERM: {status}");
+    asked.elapsed()
+}
+
 /// The highest RSS (MiB) of an app whose handler never returns, facing `n` events, and how
 /// long it took to stop on SIGTERM.
 async fn stuck_rss(bench: &Bench, n: u64) -> (f64, Duration) {
@@ -563,6 +594,92 @@ async fn stuck_rss(bench: &Bench, n: u64) -> (f64, Duration) {
     (max, asked.elapsed())
 }
 
+/// Handled lines of the crash child: (seq, unix micros).
+fn crash_lines(path: &std::path::Path) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (seq, at) = l.split_once('\t')?;
+            Some((seq.parse().ok()?, at.parse().ok()?))
+        })
+        .collect()
+}
+
+/// SIGKILLs a consumer `kills` times during a steady flow of 2,000 events/s (restarting it each
+/// time): per kill, how long before it the oldest record that the next run handled again had
+/// been handled (ms). Also checks that nothing was lost.
+async fn crash_redo(bench: &Bench, kills: usize) -> Vec<u64> {
+    let prefix = bench.prefix("crash");
+    bench.create_topic(&format!("{prefix}bench.events"), 3).await;
+    let out = std::env::temp_dir().join(format!("{prefix}crash.out"));
+    let _ = std::fs::remove_file(&out);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = {
+        let app = bench.app(&prefix).groups([]).build().unwrap().start().await.unwrap();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut sent = 0u64;
+            while !stop.load(AtomicOrdering::SeqCst) {
+                let events: Vec<BenchEvent> = (sent..sent + 100).map(|seq| event(seq, 64, 100)).collect();
+                app.publisher().publish_many(&events).await.unwrap();
+                sent += 100;
+                tokio::time::sleep_until((started + Duration::from_millis(sent / 2)).into()).await;
+            }
+            app.shutdown().await.unwrap();
+            sent
+        })
+    };
+    let spawn = || {
+        Command::new(std::env::current_exe().unwrap())
+            .arg("--child=crash")
+            .env("EVENTKIT_BENCH_BOOTSTRAP", &bench.bootstrap)
+            .env("BENCH_PREFIX", &prefix)
+            .env("BENCH_OUT", &out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut kills_at = Vec::new();
+    for _ in 0..kills {
+        let before = crash_lines(&out).len();
+        let mut worker = spawn();
+        while crash_lines(&out).len() < before + 2_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1_000))).await;
+        worker.kill().unwrap();
+        let at = unix_micros();
+        worker.wait().unwrap();
+        kills_at.push((crash_lines(&out).len(), at));
+    }
+    let mut last = spawn();
+    stop.store(true, AtomicOrdering::SeqCst);
+    let sent = flow.await.unwrap();
+    loop {
+        let seen: std::collections::HashSet<u64> = crash_lines(&out).iter().map(|l| l.0).collect();
+        if (0..sent).all(|s| seen.contains(&s)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = last.kill();
+    let _ = last.wait();
+    let all = crash_lines(&out);
+    let _ = std::fs::remove_file(&out);
+    let mut start = 0;
+    let mut windows = Vec::new();
+    for &(end, killed_at) in &kills_at {
+        let later: std::collections::HashSet<u64> = all[end..].iter().map(|l| l.0).collect();
+        let redone = all[start..end].iter().filter(|l| later.contains(&l.0));
+        windows.push(redone.map(|l| killed_at.saturating_sub(l.1) / 1_000).max().unwrap_or(0));
+        start = end;
+    }
+    windows
+}
+
 /// The child processes of the memory figures.
 async fn run_child(mode: &str) {
     let bench = Bench { bootstrap: std::env::var("EVENTKIT_BENCH_BOOTSTRAP").unwrap(), run: String::new(), broker: String::new() };
@@ -576,6 +693,17 @@ async fn run_child(mode: &str) {
         }
         "stuck" => {
             let app = bench.app(&prefix).groups(["bench-stuck"]).shutdown_timeout(Duration::from_secs(2)).build().unwrap();
+            app.run().await.unwrap();
+        }
+        // The default shutdown budget.
+        "stuck-default" => {
+            let app = bench.app(&prefix).groups(["bench-stuck"]).config(Config::default()).build().unwrap();
+            app.run().await.unwrap();
+        }
+        "crash" => {
+            let path = std::env::var("BENCH_OUT").unwrap();
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+            let app = bench.app(&prefix).groups(["bench-crash"]).state(CrashOut(Mutex::new(file))).build().unwrap();
             app.run().await.unwrap();
         }
         other => panic!("unknown child mode {other}"),
@@ -612,8 +740,8 @@ async fn main() {
     // `BENCH_ONLY=consume` (or publish, slow, latency, memory) runs one part, for profiling.
     let only = std::env::var("BENCH_ONLY").ok();
     let runs = |part: &str| only.as_deref().is_none_or(|o| o.split(',').any(|p| p == part));
-    if !runs("publish") && !runs("consume") && !runs("slow") && !runs("latency") && !runs("memory") {
-        eprintln!("BENCH_ONLY names no part: publish, consume, slow, latency, memory");
+    if !runs("publish") && !runs("consume") && !runs("slow") && !runs("latency") && !runs("memory") && !runs("crash") && !runs("shutdown") {
+        eprintln!("BENCH_ONLY names no part: publish, consume, slow, latency, memory, crash, shutdown");
         std::process::exit(2);
     }
     if only.is_some() {
@@ -635,6 +763,12 @@ async fn main() {
             let (stuck, stop) = stuck_rss(&bench, 200_000).await;
             eprintln!("stuck: {stuck:.1} MiB, stopped in {stop:?}; idle {:.1} MiB", idle_rss(&bench).await);
         }
+        if runs("crash") {
+            eprintln!("crash: redo windows {:?} ms", crash_redo(&bench, 4).await);
+        }
+        if runs("shutdown") {
+            eprintln!("shutdown with a stuck handler, default budget: {:?}", stuck_default_stop(&bench).await);
+        }
         return;
     }
     let (pub_raw_100, pub_kit_100) = publish_bench(&bench, 100, 100_000).await;
@@ -651,6 +785,10 @@ async fn main() {
     eprintln!("latency: eventkit p50 {lat_kit_50:.1} ms p99 {lat_kit_99:.1} ms; raw p50 {lat_raw_50:.1} ms p99 {lat_raw_99:.1} ms");
     let idle = idle_rss(&bench).await;
     let (stuck, stop) = stuck_rss(&bench, 200_000).await;
+    let windows = crash_redo(&bench, 4).await;
+    eprintln!("crash: redo windows {windows:?} ms");
+    let default_stop = stuck_default_stop(&bench).await;
+    eprintln!("shutdown with a stuck handler, default budget: {default_stop:?}");
 
     let one = slow[0].rate;
     let mut table = String::new();
@@ -681,6 +819,24 @@ async fn main() {
     row(&mut table, "latency p50 / p99 at 500 events/s (ms)", format!("{lat_raw_50:.1} / {lat_raw_99:.1}"), format!("{lat_kit_50:.1} / {lat_kit_99:.1}"), String::new(), "");
     row(&mut table, "idle RSS (MiB)", String::new(), format!("{idle:.1}"), String::new(), "< 30");
     row(&mut table, "RSS, handler never returns, 200,000-event backlog (MiB)", String::new(), format!("{stuck:.1} (stopped {:.1} s after SIGTERM)", stop.as_secs_f64()), String::new(), "< 200");
+    let mut sorted = windows.clone();
+    sorted.sort_unstable();
+    row(
+        &mut table,
+        "work redone after a SIGKILL at 2,000 events/s: how long before the kill the oldest record handled again was handled (ms, per kill)",
+        String::new(),
+        format!("{windows:?} (median {})", sorted.get(sorted.len() / 2).copied().unwrap_or(0)),
+        String::new(),
+        "about one commit interval (100 ms)",
+    );
+    row(
+        &mut table,
+        "SIGTERM to exit, handler never returns, default budget (s)",
+        String::new(),
+        format!("{:.1}", default_stop.as_secs_f64()),
+        String::new(),
+        "< 20 (the budget; Kubernetes' grace period is 30)",
+    );
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let report = format!(

@@ -129,6 +129,7 @@ pub(crate) fn on_published(event_id: &str, correlation: Option<&str>, event_type
 }
 
 /// Outbox hook: an event was staged (in a transaction that may still roll back).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn on_staged(event_id: &str, correlation: Option<&str>, event_type: &str, probe: OutboxProbe) {
     let Some(correlation) = correlation else { return };
     each_session(|s| {
@@ -142,6 +143,7 @@ pub(crate) fn on_staged(event_id: &str, correlation: Option<&str>, event_type: &
 }
 
 /// Relay hook: a relay published the outbox row of `event_id`.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn on_relayed(event_id: &str, topic: &str, data: &[u8]) {
     each_session(|s| {
         let mut state = s.state.lock().unwrap_or_else(|e| e.into_inner());
