@@ -117,10 +117,14 @@ struct Inner {
     /// What must happen before the app's last flush of this producer (outbox relays stop).
     before_shutdown: std::sync::Mutex<Vec<ShutdownHook>>,
     /// What a transaction published, for test sessions once it commits.
-    held_notes: std::sync::Mutex<Vec<(String, Option<String>, String, String, Vec<u8>)>>,
+    held_notes: std::sync::Mutex<Vec<HeldNote>>,
     /// A client for topic lookups that never create a topic (made on first use).
     lookup: std::sync::OnceLock<rdkafka::consumer::BaseConsumer<crate::kafka::KitContext>>,
 }
+
+/// An event a transaction published, told to test sessions once it commits: id, correlation,
+/// type, topic, data.
+type HeldNote = (String, Option<String>, String, String, Vec<u8>);
 
 /// A step of an app's shutdown, run before its producer's last flush.
 pub(crate) type ShutdownHook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;

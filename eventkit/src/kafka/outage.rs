@@ -138,7 +138,7 @@ fn outage_cause(summary: String) {
 /// address that always fails is named beside the broker that just went away, not instead of it).
 fn named_cause(failures: &BTreeMap<String, (Instant, String)>, summary: String, now: Instant) -> String {
     let mut recent: Vec<&(Instant, String)> = failures.values().filter(|(at, _)| now.duration_since(*at) < Duration::from_secs(30)).collect();
-    recent.sort_by(|a, b| b.0.cmp(&a.0));
+    recent.sort_by_key(|r| std::cmp::Reverse(r.0));
     if recent.is_empty() {
         return summary;
     }
