@@ -54,6 +54,9 @@ pub struct Dupe {
 }
 
 fn no_requirements(_: &mut Requirements) {}
+fn no_layers() -> Vec<std::sync::Arc<dyn eventkit::layer::HandleLayer>> {
+    Vec::new()
+}
 fn never_called(_: std::sync::Arc<eventkit::Context>) -> futures::future::BoxFuture<'static, Result<eventkit::Cascade, eventkit::HandlerError>> {
     Box::pin(async { Ok(eventkit::Cascade::new()) })
 }
@@ -67,6 +70,7 @@ static FIRST: HandlerDescriptor = HandlerDescriptor {
     ordering: None,
     concurrency: None,
     requires: no_requirements,
+    layers: no_layers,
 };
 static SECOND: HandlerDescriptor = HandlerDescriptor { group: Some("other"), ..FIRST };
 

@@ -27,6 +27,7 @@ pub mod kw {
     syn::custom_keyword!(ordering);
     syn::custom_keyword!(concurrency);
     syn::custom_keyword!(idempotent);
+    syn::custom_keyword!(layer);
 }
 
 fn set_once<T>(slot: &mut Option<T>, key: &str, key_span: Span, value: T) -> syn::Result<()> {
@@ -64,7 +65,7 @@ fn unexpected(input: ParseStream<'_>, lookahead: syn::parse::Lookahead1<'_>, val
 const EVENT_ARGS: &[&str] =
     &["topic", "key", "version", "type", "format", "partitions", "replication", "retention", "cleanup_policy", "compression", "crate"];
 const HANDLER_ARGS: &[&str] =
-    &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "idempotent", "crate"];
+    &["group", "name", "retries", "backoff", "all", "topics", "batch", "max_size", "max_wait", "ordering", "concurrency", "idempotent", "layer", "crate"];
 
 /// Parses `= value` after a key.
 fn value<T: Parse>(input: ParseStream<'_>) -> syn::Result<T> {
@@ -152,6 +153,9 @@ pub struct HandlerArgs {
     pub ordering: Option<LitStr>,
     pub concurrency: Option<LitInt>,
     pub idempotent: Option<Span>,
+    /// `layer = expr`, each an expression giving an `eventkit::layer::HandleLayer`; repeatable,
+    /// the first the outermost.
+    pub layers: Vec<syn::Expr>,
     pub krate: Option<LitStr>,
 }
 
@@ -178,6 +182,9 @@ impl Parse for HandlerArgs {
             } else if lookahead.peek(kw::idempotent) {
                 let k: kw::idempotent = input.parse()?;
                 set_once(&mut args.idempotent, "idempotent", k.span, k.span)?;
+            } else if lookahead.peek(kw::layer) {
+                input.parse::<kw::layer>()?;
+                args.layers.push(value(input)?);
             } else if lookahead.peek(kw::batch) {
                 let k: kw::batch = input.parse()?;
                 set_once(&mut args.batch, "batch", k.span, k.span)?;

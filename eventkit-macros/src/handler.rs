@@ -46,6 +46,8 @@ struct Handler {
     concurrency: Option<usize>,
     /// `idempotent`: the handler takes an `InboxTx` and returns no events (checked by type).
     idempotent: Option<Span>,
+    /// `layer = expr`: the handler's own layers, the first the outermost.
+    layers: Vec<syn::Expr>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -210,7 +212,7 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     } else {
         Shape::Single { topics: attrs.topics.map(|(span, t)| (span, t.iter().map(LitStr::value).collect())), all: attrs.all }
     };
-    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent: attrs.idempotent, item })
+    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent: attrs.idempotent, layers: attrs.layers, item })
 }
 
 const IDEMPOTENT_WITHOUT_INBOX: &str = "an `idempotent` handler takes an `InboxTx<Sqlite>` (or `InboxTx<Postgres>`) argument: the transaction that records the event as handled; do the handler's writes in it and commit it";
@@ -324,7 +326,7 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
-    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent } = handler;
+    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent, layers } = handler;
     let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
     let fn_span = item.sig.ident.span();
@@ -377,6 +379,15 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
     let requires = args.iter().map(|arg| match arg {
         Extract::Ref(ty) => quote_spanned! {ty.span()=> #k::__private::#require_ref::<#ty>(__requirements); },
         Extract::Value(ty) => quote_spanned! {ty.span()=> <#ty as #k::Extractor>::requirements(__requirements); },
+    });
+    // The handler's layers: its own (`layer = ..`, the first the outermost), then those its
+    // arguments bring (an `InboxTx` brings the inbox), innermost.
+    let own_layers = layers.iter().map(|expr| {
+        quote_spanned! {expr.span()=> __layers.push(#k::__private::layer(#expr)); }
+    });
+    let argument_layers = args.iter().filter_map(|arg| match arg {
+        Extract::Value(ty) => Some(quote_spanned! {ty.span()=> __layers.extend(<#ty as #k::Extractor>::layer()); }),
+        Extract::Ref(_) => None,
     });
     let handler_event = quote_spanned!(event.span()=> <#event as #k::HandlerEvent>);
     let (ctx_type, decode, event_info, kind, checks) = match shape {
@@ -484,6 +495,12 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
             fn __eventkit_requires(__requirements: &mut #k::Requirements) {
                 #(#requires)*
             }
+            fn __eventkit_layers() -> ::std::vec::Vec<::std::sync::Arc<dyn #k::layer::HandleLayer>> {
+                let mut __layers: ::std::vec::Vec<::std::sync::Arc<dyn #k::layer::HandleLayer>> = ::std::vec::Vec::new();
+                #(#own_layers)*
+                #(#argument_layers)*
+                __layers
+            }
             #checks
             #arg_checks
             #k::__private::inventory::submit! {
@@ -496,6 +513,7 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
                     ordering: #ordering,
                     concurrency: #concurrency,
                     requires: __eventkit_requires,
+                    layers: __eventkit_layers,
                 }
             }
         };

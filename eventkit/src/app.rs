@@ -62,6 +62,18 @@ pub struct AppBuilder {
     state: StateMap,
     registry: Option<Registry>,
     broker: Option<Arc<EmbeddedBroker>>,
+    layers: Layers,
+}
+
+/// The layers an app adds around handling and publishing (see [`crate::layer`]).
+#[derive(Clone, Default)]
+struct Layers {
+    /// Around every handler of every group.
+    app: Vec<Arc<dyn crate::layer::HandleLayer>>,
+    /// Around every handler of one group (by name without prefix).
+    groups: BTreeMap<String, Vec<Arc<dyn crate::layer::HandleLayer>>>,
+    /// Around every publish.
+    publish: Vec<Arc<dyn crate::layer::PublishLayer>>,
 }
 
 macro_rules! setter {
@@ -203,6 +215,38 @@ impl AppBuilder {
         self
     }
 
+    /// Adds a layer around every handler of every group (see [`crate::layer`]). App-wide layers
+    /// wrap group layers, which wrap handler layers; among app-wide layers, the first added is
+    /// the outermost.
+    pub fn layer(mut self, layer: impl crate::layer::HandleLayer) -> Self {
+        self.layers.app.push(Arc::new(layer));
+        self
+    }
+
+    /// [`AppBuilder::layer`] with a layer already shared.
+    pub(crate) fn layer_arc(mut self, layer: Arc<dyn crate::layer::HandleLayer>) -> Self {
+        self.layers.app.push(layer);
+        self
+    }
+
+    /// [`AppBuilder::publish_layer`] with a layer already shared.
+    pub(crate) fn publish_layer_arc(mut self, layer: Arc<dyn crate::layer::PublishLayer>) -> Self {
+        self.layers.publish.push(layer);
+        self
+    }
+
+    /// Adds a layer around every handler of the group named `group` (without prefix).
+    pub fn group_layer(mut self, group: impl Into<String>, layer: impl crate::layer::HandleLayer) -> Self {
+        self.layers.groups.entry(group.into()).or_default().push(Arc::new(layer));
+        self
+    }
+
+    /// Adds a layer around every event the app publishes (see [`crate::layer::PublishLayer`]).
+    pub fn publish_layer(mut self, layer: impl crate::layer::PublishLayer) -> Self {
+        self.layers.publish.push(Arc::new(layer));
+        self
+    }
+
     /// Registers app state for handlers' `State<T>` and `&T` arguments.
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(value);
@@ -242,7 +286,7 @@ impl AppBuilder {
             config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
         }
         let ready = Readiness::new(config.readiness);
-        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready })
+        Ok(App { config, registry, state: Arc::new(self.state), broker: self.broker, ready, layers: self.layers })
     }
 }
 
@@ -303,6 +347,40 @@ pub struct App {
     state: Arc<StateMap>,
     broker: Option<Arc<EmbeddedBroker>>,
     ready: Readiness,
+    layers: Layers,
+}
+
+impl std::fmt::Debug for Layers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Layers").field("app", &self.app.len()).field("groups", &self.groups.keys()).field("publish", &self.publish.len()).finish()
+    }
+}
+
+/// The publish layers of an app: eventkit's tracing and metrics, then the app's own.
+pub(crate) fn publish_stack(user: &[Arc<dyn crate::layer::PublishLayer>]) -> crate::layer::PublishStack {
+    crate::metrics::install();
+    let mut layers: Vec<Arc<dyn crate::layer::PublishLayer>> = vec![Arc::new(crate::trace::Tracing), Arc::new(crate::metrics::PublishMetricsByTopic::default())];
+    layers.extend(user.iter().cloned());
+    crate::layer::PublishStack::new(layers)
+}
+
+/// The layers of a group: eventkit's tracing and the group's metrics (outermost), the app's
+/// layers, the group's, then each handler's own.
+fn group_layers(plan: &crate::registry::GroupPlan, config: &Config, layers: &Layers) -> crate::consumer::GroupLayers {
+    let group: Arc<str> = plan.group_id.as_str().into();
+    let topics: Vec<Arc<str>> = plan.topics.iter().map(|t| Arc::from(t.as_str())).collect();
+    let metrics = Arc::new(crate::metrics::GroupMetrics::new(&group, plan.all_handlers().chain(plan.batch).map(|h| h.name), &topics));
+    let bare = plan.group_id.strip_prefix(config.group_prefix.as_str()).unwrap_or(&plan.group_id);
+    let mut base: Vec<Arc<dyn crate::layer::HandleLayer>> = vec![Arc::new(crate::trace::Tracing), metrics.clone()];
+    base.extend(layers.app.iter().cloned());
+    base.extend(layers.groups.get(bare).or_else(|| layers.groups.get(&plan.group_id)).into_iter().flatten().cloned());
+    let group_stack = crate::layer::Stack::new(base);
+    let handlers = plan
+        .all_handlers()
+        .chain(plan.batch)
+        .map(|h| (h.name, group_stack.with((h.layers)())))
+        .collect();
+    crate::consumer::GroupLayers { group: group_stack, handlers, watches: vec![metrics] }
 }
 
 /// Whether an app is ready, for a health endpoint: false while it waits for its cluster at
@@ -407,7 +485,7 @@ impl App {
         if crate::cli::is_command(&args) {
             crate::cli::run_and_exit(args, &self.config, Some(self.registry.clone())).await;
         }
-        let App { mut config, registry, state, broker, ready } = self;
+        let App { mut config, registry, state, broker, ready, layers } = self;
         if config.default_logging {
             install_default_logging(&config.service_name);
         }
@@ -435,14 +513,15 @@ impl App {
             }
             crate::topics::create(&config, &registry, broker.as_deref(), &topics, &dlq_topics).await?;
         }
-        let publisher = Publisher::with_broker(&config, broker)?;
+        let publisher = Publisher::with_broker(&config, broker, publish_stack(&layers.publish))?;
         crate::metrics::build_info(&config.service_name);
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let (stopped_tx, stopped) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
         for plan in registry.groups(&config) {
-            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), shutdown_rx.clone())?;
+            let group_layers = group_layers(&plan, &config, &layers);
+            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), shutdown_rx.clone(), group_layers)?;
             let status = runner.status();
             statuses.push(status.clone());
             tasks.push(tokio::spawn(supervised(status, runner.run(shutdown_rx.clone()), stopped_tx.clone())));

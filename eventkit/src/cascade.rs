@@ -153,27 +153,17 @@ impl Cascade {
     /// The records are handed to the producer one after the other, in order (it keeps that
     /// order per partition), and the acks are awaited after.
     pub async fn publish(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
-        let topic = self.events.first().map_or("", |(e, _)| e.info().topic);
-        let count = self.events.len();
-        crate::trace::sending(publisher.topic_prefix(), topic, count, self.publish_now(publisher, options)).await
-    }
-
-    async fn publish_now(self, publisher: &Publisher, options: PublishOptions) -> Result<Vec<Published>> {
         let mut sent = Vec::with_capacity(self.events.len());
         for (event, own) in &self.events {
             let mut options = own.clone().unwrap_or_else(|| options.clone());
             options.id = None;
-            crate::trace::inject(&mut options.headers);
-            let correlation = options.correlation_id.clone();
-            let (topic, out) = event.encode(publisher, options)?;
-            publisher.note_published(&out.id, correlation.as_deref().or(Some(&out.id)), event.info().event_type, &topic, &out.value);
-            let id = out.id.clone();
-            let delivery = publisher.enqueue_encoded(&topic, out).await?;
-            sent.push((id, topic, delivery));
+            let (topic, out) = event.encode_now(publisher, options)?;
+            let delivery = publisher.send_event(&topic, out).await?;
+            sent.push((topic, delivery));
         }
         let mut published = Vec::with_capacity(sent.len());
-        for (event_id, topic, delivery) in sent {
-            let (partition, offset) = publisher.acked(&topic, delivery).await?;
+        for (topic, delivery) in sent {
+            let (event_id, partition, offset) = publisher.acked_event(&topic, delivery).await?;
             published.push(Published { event_id, topic, partition, offset });
         }
         Ok(published)
@@ -191,8 +181,11 @@ impl Cascade {
 trait Pending: Send + Sync {
     fn info(&self) -> &'static EventInfo;
     fn as_any(&self) -> &dyn Any;
+    /// Encodes the event to stage it in an outbox (the publish layers' `before` runs now).
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)>;
+    /// Encodes the event to publish it now.
+    fn encode_now(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)>;
 }
 
 impl<E: IntegrationEvent> Pending for E {
@@ -204,6 +197,9 @@ impl<E: IntegrationEvent> Pending for E {
     }
     fn encode(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)> {
         publisher.encode_record(self, options)
+    }
+    fn encode_now(&self, publisher: &Publisher, options: PublishOptions) -> Result<(String, crate::publisher::Outgoing)> {
+        publisher.encode_event(self, options)
     }
 }
 

@@ -151,7 +151,7 @@ impl Mediator {
             publisher: parent.map_or_else(|| self.publisher.clone(), |p| p.publisher.clone()),
             state: self.state.clone(),
             cascade: Default::default(),
-        obligations: Default::default(),
+        extensions: Default::default(),
             command: Mutex::new(Some(Box::new(command))),
             mediator: Some(Arc::new(self.clone())),
             handler: Some(handler.name),

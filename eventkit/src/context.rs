@@ -46,15 +46,8 @@ pub struct Context {
     pub(crate) mediator: Option<Arc<Mediator>>,
     /// The handler this context was made for.
     pub(crate) handler: Option<&'static str>,
-    /// What the handler's arguments must have done before it returns `Ok`.
-    pub(crate) obligations: Mutex<Vec<Obligation>>,
-}
-
-/// Something a handler argument must have done by the time the handler returns `Ok` (an
-/// `InboxTx` must be committed); otherwise the handler's success is an error with `unmet`.
-pub(crate) struct Obligation {
-    pub done: Arc<std::sync::atomic::AtomicBool>,
-    pub unmet: &'static str,
+    /// What layers hand to the handler's arguments (the inbox's transaction), by type.
+    pub(crate) extensions: Mutex<Vec<Box<dyn Any + Send>>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -78,7 +71,7 @@ impl Clone for Context {
             command: Mutex::default(),
             mediator: self.mediator.clone(),
             handler: self.handler,
-            obligations: Mutex::default(),
+            extensions: Mutex::default(),
         }
     }
 }
@@ -151,18 +144,19 @@ impl Context {
         }
     }
 
-    /// Records an obligation of a handler argument; the flag says when it is met.
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn oblige(&self, unmet: &'static str) -> Arc<std::sync::atomic::AtomicBool> {
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        self.obligations.lock().unwrap_or_else(|e| e.into_inner()).push(Obligation { done: done.clone(), unmet });
-        done
+    /// Hands a value to the handler's arguments (a layer's: the inbox hands its transaction to
+    /// the `InboxTx` argument). One value per type; a second replaces the first.
+    pub fn insert_extension<T: Send + 'static>(&self, value: T) {
+        let mut extensions = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        extensions.retain(|e| !e.is::<T>());
+        extensions.push(Box::new(value));
     }
 
-    /// The first obligation not met, if any.
-    pub(crate) fn unmet_obligation(&self) -> Option<&'static str> {
-        let obligations = self.obligations.lock().unwrap_or_else(|e| e.into_inner());
-        obligations.iter().find(|o| !o.done.load(std::sync::atomic::Ordering::Acquire)).map(|o| o.unmet)
+    /// Takes the value of type `T` a layer handed over, if one did.
+    pub fn take_extension<T: Send + 'static>(&self) -> Option<T> {
+        let mut extensions = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let i = extensions.iter().position(|e| e.is::<T>())?;
+        extensions.swap_remove(i).downcast::<T>().ok().map(|b| *b)
     }
 
     /// Takes the events added with [`Context::cascade`].

@@ -58,6 +58,11 @@ pub trait Extractor: Sized + Send {
     /// argument is imported).
     #[doc(hidden)]
     const INBOX_TX: bool = false;
+
+    /// A layer the argument brings around its handler (the inbox, for an `InboxTx`).
+    fn layer() -> Option<std::sync::Arc<dyn crate::layer::HandleLayer>> {
+        None
+    }
 }
 
 /// What an [`Extractor`] gives.

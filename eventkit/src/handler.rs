@@ -69,6 +69,9 @@ pub struct HandlerDescriptor {
     pub concurrency: Option<usize>,
     /// Collects what the handler's arguments need from the app.
     pub requires: fn(&mut Requirements),
+    /// The handler's own layers (`#[handler(layer = path)]`, and those its arguments bring:
+    /// an `InboxTx` brings the inbox), innermost around it.
+    pub layers: fn() -> Vec<std::sync::Arc<dyn crate::layer::HandleLayer>>,
 }
 
 inventory::collect!(HandlerDescriptor);

@@ -40,6 +40,7 @@ mod event;
 mod extract;
 mod handler;
 mod kafka;
+pub mod layer;
 pub mod metrics;
 mod status;
 mod ordering;
@@ -101,6 +102,10 @@ macro_rules! link {
 /// Used by generated code only; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    /// `#[handler(layer = expr)]`: the expression's layer, shared.
+    pub fn layer(layer: impl crate::layer::HandleLayer) -> std::sync::Arc<dyn crate::layer::HandleLayer> {
+        std::sync::Arc::new(layer)
+    }
     pub use crate::any::decode_any;
     pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::cascade::{map_into, SameTarget};

@@ -128,7 +128,7 @@ pub(crate) fn build_info(service: &str) {
 
 /// The counters of one handler on one topic in one group.
 #[derive(Clone)]
-pub(crate) struct HandlerMetrics {
+struct HandlerMetrics {
     pub handled: Counter,
     pub failed: Counter,
     pub retried: Counter,
@@ -147,7 +147,7 @@ impl HandlerMetrics {
                 failed: Counter::noop(),
                 retried: Counter::noop(),
                 dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
-                skipped: metrics::counter!("eventkit_records_skipped_total", &[("group", label(group)), ("topic", label(topic))]),
+                skipped: metrics::counter!("eventkit_records_skipped_total", &labels),
                 duration: Histogram::noop(),
             };
         }
@@ -156,25 +156,29 @@ impl HandlerMetrics {
             failed: metrics::counter!("eventkit_records_failed_total", &labels),
             retried: metrics::counter!("eventkit_records_retried_total", &labels),
             dead_lettered: metrics::counter!("eventkit_records_dead_lettered_total", &labels),
-            skipped: Counter::noop(),
+            skipped: metrics::counter!("eventkit_records_skipped_total", &labels),
             duration: metrics::histogram!("eventkit_handler_duration_seconds", &labels),
         }
     }
 }
 
-/// A group's metric handles, by handler name (empty: the group itself) and topic.
+/// A group's metrics, as a layer: handles by handler name (empty: the group itself) and
+/// topic, created once, so that counting a record costs a map lookup and an atomic add; and the
+/// group's gauges, fed at each status refresh and by librdkafka's statistics.
 pub(crate) struct GroupMetrics {
     group: Arc<str>,
     handlers: HashMap<&'static str, HashMap<Arc<str>, HandlerMetrics, foldhash::fast::RandomState>, foldhash::fast::RandomState>,
-    pub in_flight: Gauge,
-    pub buffered: Gauge,
-    pub assigned: Gauge,
-    pub paused: Gauge,
+    in_flight: Gauge,
+    buffered: Gauge,
+    assigned: Gauge,
+    paused: Gauge,
+    lags: LagGauges,
 }
 
 impl GroupMetrics {
     /// Handles for every handler of the group on every topic it reads.
     pub(crate) fn new(group: &Arc<str>, handlers: impl IntoIterator<Item = &'static str>, topics: &[Arc<str>]) -> Self {
+        install();
         let mut by_handler: HashMap<_, HashMap<_, _, _>, _> = HashMap::default();
         for handler in std::iter::once("").chain(handlers) {
             let by_topic = by_handler.entry(handler).or_insert_with(HashMap::default);
@@ -190,23 +194,57 @@ impl GroupMetrics {
             buffered: metrics::gauge!("eventkit_records_buffered", &labels),
             assigned: metrics::gauge!("eventkit_partitions_assigned", &labels),
             paused: metrics::gauge!("eventkit_partitions_paused", &labels),
+            lags: LagGauges::default(),
         }
     }
 
     /// The handles of `handler` (empty: the group) on `topic` (borrowed: no handle is cloned).
-    pub(crate) fn of(&self, handler: &str, topic: &str) -> std::borrow::Cow<'_, HandlerMetrics> {
+    fn of(&self, handler: &str, topic: &str) -> std::borrow::Cow<'_, HandlerMetrics> {
         match self.handlers.get(handler).and_then(|t| t.get(topic)) {
             Some(m) => std::borrow::Cow::Borrowed(m),
             None => std::borrow::Cow::Owned(HandlerMetrics::new(&self.group, handler, topic)),
         }
     }
+}
 
+impl crate::layer::HandleLayer for GroupMetrics {
+    fn after(&self, ctx: &crate::Context, result: &crate::layer::Handled, took: Duration) {
+        let m = self.of(ctx.handler_name().unwrap_or_default(), &ctx.record().topic);
+        m.duration.record(took);
+        if result.is_err() {
+            m.failed.increment(1);
+        }
+    }
+
+    fn settled(&self, at: &crate::layer::Settling<'_>, disposition: &crate::layer::Disposition<'_>) {
+        use crate::layer::Disposition;
+        let m = self.of(at.handler.unwrap_or_default(), &at.record.topic);
+        match disposition {
+            Disposition::Handled => m.handled.increment(1),
+            Disposition::Skipped(_) => m.skipped.increment(1),
+            Disposition::Retrying { .. } => m.retried.increment(1),
+            Disposition::DeadLettered { .. } => m.dead_lettered.increment(1),
+        }
+    }
+}
+
+impl crate::layer::Watch for GroupMetrics {
+    fn group_status(&self, _group: &str, in_flight: usize, buffered: usize, assigned: usize, paused: usize) {
+        self.in_flight.set(in_flight as f64);
+        self.buffered.set(buffered as f64);
+        self.assigned.set(assigned as f64);
+        self.paused.set(paused as f64);
+    }
+
+    fn statistics(&self, group: &str, statistics: &rdkafka::Statistics) {
+        self.lags.update(group, statistics);
+    }
 }
 
 /// A group's per-partition lag gauges, from librdkafka's statistics. A partition this member
 /// no longer fetches (revoked, or its lag unknown) reads 0 instead of keeping its last lag.
 #[derive(Default)]
-pub(crate) struct LagGauges {
+struct LagGauges {
     /// The partitions given a lag by the last statistics.
     reported: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
 }
@@ -239,18 +277,35 @@ impl LagGauges {
 }
 
 /// A topic's publish handles.
-pub(crate) struct PublishMetrics {
-    pub published: Counter,
-    pub errors: Counter,
-    pub duration: Histogram,
+struct PublishMetrics {
+    published: Counter,
+    errors: Counter,
+    duration: Histogram,
 }
 
-/// Publish handles by topic, created on first use.
+/// Publishing's metrics, as a layer: handles by topic, created on first use.
 #[derive(Default)]
 pub(crate) struct PublishMetricsByTopic(RwLock<HashMap<Box<str>, Arc<PublishMetrics>, foldhash::fast::RandomState>>);
 
+impl crate::layer::PublishLayer for PublishMetricsByTopic {
+    fn after(&self, result: &mut crate::layer::PublishResult<'_>) {
+        let m = self.of(result.topic);
+        match result.result {
+            Ok(_) => {
+                m.published.increment(1);
+                m.duration.record(result.took);
+            }
+            Err(_) => m.errors.increment(1),
+        }
+    }
+
+    fn producer_replaced(&self, _cause: &str) {
+        metrics::counter!("eventkit_producer_rebuilds_total").increment(1);
+    }
+}
+
 impl PublishMetricsByTopic {
-    pub(crate) fn of(&self, topic: &str) -> Arc<PublishMetrics> {
+    fn of(&self, topic: &str) -> Arc<PublishMetrics> {
         if let Some(m) = self.0.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return m.clone();
         }

@@ -241,6 +241,11 @@ impl<DB: sqlx::Database> Clone for Inbox<DB> {
 /// ```
 pub struct InboxTx<DB: sqlx::Database>(sqlx::Transaction<'static, DB>, std::sync::Arc<std::sync::atomic::AtomicBool>);
 
+/// The inbox, as the layer an `InboxTx` argument brings around its handler: it begins the
+/// handler's transaction with the inbox record (a redelivery is skipped: "handled before"),
+/// hands it to the argument, and makes a success without a commit a permanent failure.
+pub struct InboxLayer<DB: sqlx::Database>(PhantomData<DB>);
+
 /// Why an idempotent handler's success is a failure when it did not commit.
 const UNCOMMITTED: &str = "the handler returned Ok without committing its `InboxTx`: its writes and the inbox record were rolled back; call `tx.commit().await?` before returning Ok";
 
@@ -561,10 +566,10 @@ macro_rules! backend {
                     // Handed to the producer one after the other, in staging order (it keeps
                     // that order per partition); then the acks are awaited.
                     let mut deliveries = Vec::with_capacity(rows.len());
-                    for (_, _, topic, key, headers, value) in &rows {
+                    for (_, event_id, topic, key, headers, value) in &rows {
                         let enqueued = match load_headers(headers) {
                             _ if missing.contains(topic) => Err(Error::Publish { topic: topic.clone(), source: KafkaError::MessageProduction(RDKafkaErrorCode::UnknownTopic) }),
-                            Ok(headers) => publisher.enqueue_headers(topic, Some(key.as_slice()), None, Some(value.as_slice()), headers).await,
+                            Ok(headers) => publisher.enqueue_row(topic, key.as_slice(), value.as_slice(), headers, event_id).await,
                             Err(e) => Err(e),
                         };
                         deliveries.push(enqueued);
@@ -682,14 +687,54 @@ macro_rules! backend {
                 const INBOX_TX: bool = true;
 
                 async fn extract(ctx: &crate::Context) -> Result<crate::Extracted<Self>> {
+                    // The inbox layer began the transaction (and skipped a redelivery).
+                    if let Some(tx) = ctx.take_extension::<InboxTx<$db>>() {
+                        return Ok(crate::Extracted::Value(tx));
+                    }
                     let inbox = ctx.state::<Inbox<$db>>().ok_or_else(|| Error::MissingState(std::any::type_name::<Inbox<$db>>().to_owned()))?;
                     Ok(match inbox.begin(ctx).await? {
-                        Some(tx) => crate::Extracted::Value(InboxTx(tx, ctx.oblige(UNCOMMITTED))),
+                        Some(tx) => crate::Extracted::Value(InboxTx(tx, Default::default())),
                         None => crate::Extracted::Skip,
                     })
                 }
                 fn requirements(requirements: &mut crate::Requirements) {
                     requirements.state::<Inbox<$db>>();
+                }
+                fn layer() -> Option<std::sync::Arc<dyn crate::layer::HandleLayer>> {
+                    Some(std::sync::Arc::new(InboxLayer::<$db>(PhantomData)))
+                }
+            }
+
+            impl crate::layer::HandleLayer for InboxLayer<$db> {
+                fn wraps(&self, _ctx: &crate::Context) -> bool {
+                    true
+                }
+
+                fn around(&self, ctx: std::sync::Arc<crate::Context>, next: crate::layer::Next) -> crate::layer::BoxFuture<crate::layer::Handled> {
+                    Box::pin(async move {
+                        use crate::handler::HandlerError;
+                        use crate::layer::Outcome;
+                        let Some(inbox) = ctx.state::<Inbox<$db>>() else {
+                            return Err(HandlerError::Extract(Error::MissingState(std::any::type_name::<Inbox<$db>>().to_owned())));
+                        };
+                        let tx = match inbox.begin(&ctx).await {
+                            Ok(Some(tx)) => tx,
+                            Ok(None) => return Ok(Outcome::skipped("handled before (inbox)")),
+                            Err(e) => return Err(HandlerError::Extract(e)),
+                        };
+                        let committed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                        ctx.insert_extension(InboxTx(tx, committed.clone()));
+                        let result = next.run(ctx.clone()).await;
+                        // An InboxTx the handler never took (another layer skipped it) rolls back
+                        // here; one it took and did not commit is a failure, not a silent loss.
+                        let unused = ctx.take_extension::<InboxTx<$db>>().is_some();
+                        match result {
+                            Ok(Outcome::Done) if !unused && !committed.load(std::sync::atomic::Ordering::Acquire) => {
+                                Err(HandlerError::Permanent(UNCOMMITTED.into()))
+                            }
+                            other => other,
+                        }
+                    })
                 }
             }
 

@@ -113,18 +113,13 @@ struct Inner {
     _broker: Option<Arc<crate::broker::EmbeddedBroker>>,
     source: String,
     timeout: Duration,
-    metrics: crate::metrics::PublishMetricsByTopic,
+    /// The layers every event passes.
+    layers: crate::layer::PublishStack,
     /// What must happen before the app's last flush of this producer (outbox relays stop).
     before_shutdown: std::sync::Mutex<Vec<ShutdownHook>>,
-    /// What a transaction published, for test sessions once it commits.
-    held_notes: std::sync::Mutex<Vec<HeldNote>>,
     /// A client for topic lookups that never create a topic (made on first use).
     lookup: std::sync::OnceLock<rdkafka::consumer::BaseConsumer<crate::kafka::KitContext>>,
 }
-
-/// An event a transaction published, told to test sessions once it commits: id, correlation,
-/// type, topic, data.
-type HeldNote = (String, Option<String>, String, String, Vec<u8>);
 
 /// A step of an app's shutdown, run before its producer's last flush.
 pub(crate) type ShutdownHook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
@@ -138,14 +133,19 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher for `config`'s cluster (which must name bootstrap servers).
     pub fn new(config: &Config) -> Result<Self> {
-        Self::with_broker(config, None)
+        Self::with_broker(config, None, crate::app::publish_stack(&[]))
     }
 
-    pub(crate) fn with_broker(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>) -> Result<Self> {
-        Self::build(config, broker, false)
+    /// The publish layers (a transactional producer of the app gets the same).
+    pub(crate) fn layers(&self) -> crate::layer::PublishStack {
+        self.inner.layers.clone()
     }
 
-    fn build(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>, transactional: bool) -> Result<Self> {
+    pub(crate) fn with_broker(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>, layers: crate::layer::PublishStack) -> Result<Self> {
+        Self::build(config, broker, false, layers)
+    }
+
+    fn build(config: &Config, broker: Option<Arc<crate::broker::EmbeddedBroker>>, transactional: bool, layers: crate::layer::PublishStack) -> Result<Self> {
         if config.service_name.trim().is_empty() {
             return Err(Error::Config("the service name is empty: it is the CloudEvents `source` of published events (set KAFKA_SERVICE_NAME)".into()));
         }
@@ -159,7 +159,6 @@ impl Publisher {
             .set("message.max.bytes", "104857600")
             .set("message.timeout.ms", config.publish_timeout.as_millis().to_string());
         crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Producer);
-        crate::metrics::install();
         let producer = client.create_with_context(crate::kafka::KitContext)?;
         Ok(Publisher {
             inner: Arc::new(Inner {
@@ -174,9 +173,8 @@ impl Publisher {
                 _broker: broker,
                 source: config.service_name.clone(),
                 timeout: config.publish_timeout,
-                metrics: Default::default(),
+                layers,
                 before_shutdown: Default::default(),
-                held_notes: Default::default(),
                 lookup: Default::default(),
             }),
         })
@@ -184,10 +182,10 @@ impl Publisher {
 
     /// A transactional publisher for one consumer group member (`transactional.id`), its
     /// transactions initialized (which fences an earlier producer with the same id).
-    pub(crate) fn transactional(config: &Config, transactional_id: &str) -> Result<Self> {
+    pub(crate) fn transactional(config: &Config, transactional_id: &str, layers: crate::layer::PublishStack) -> Result<Self> {
         let mut config = config.clone();
         config.kafka_producer.insert("transactional.id".into(), transactional_id.into());
-        let publisher = Publisher::build(&config, None, true)?;
+        let publisher = Publisher::build(&config, None, true, layers)?;
         publisher.inner.producer.load().init_transactions(Duration::from_secs(30))?;
         Ok(publisher)
     }
@@ -208,23 +206,25 @@ impl Publisher {
     pub(crate) async fn commit_transaction(&self) -> Result<()> {
         let timeout = self.inner.timeout;
         self.transaction_call(move |p| p.commit_transaction(timeout)).await?;
-        let notes = std::mem::take(&mut *self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()));
-        for (id, correlation, event_type, topic, data) in notes {
-            crate::testing::on_published(&id, correlation.as_deref(), &event_type, &topic, &data);
-        }
+        self.inner.layers.transaction(self.transaction_id(), crate::layer::TransactionEnd::Committed);
         Ok(())
     }
 
     pub(crate) async fn abort_transaction(&self) -> Result<()> {
-        self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner.layers.transaction(self.transaction_id(), crate::layer::TransactionEnd::Aborted);
         let timeout = self.inner.timeout;
         self.transaction_call(move |p| p.abort_transaction(timeout)).await
     }
 
-    /// A transaction begins: nothing held from an earlier one (that failed) carries over.
+    /// A transaction begins: nothing of an earlier one (that failed) carries over.
     pub(crate) async fn begin_transaction(&self) -> Result<()> {
-        self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.inner.layers.transaction(self.transaction_id(), crate::layer::TransactionEnd::Aborted);
         self.transaction_call(|p| p.begin_transaction()).await
+    }
+
+    /// Which producer's transaction an event is in (a transactional producer's identity).
+    fn transaction_id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// Registers a step to run when the app shuts down, before it flushes this producer.
@@ -278,11 +278,6 @@ impl Publisher {
         config.kafka_consumer.get("group.instance.id").or_else(|| config.kafka.get("group.instance.id")).map(String::as_str)
     }
 
-    /// The prefix of every topic this publisher sends to.
-    pub(crate) fn topic_prefix(&self) -> &str {
-        &self.inner.config.topic_prefix
-    }
-
     /// The CloudEvents `source` of events this publisher sends.
     pub fn source(&self) -> &str {
         &self.inner.source
@@ -296,21 +291,66 @@ impl Publisher {
     /// Publishes `event` with explicit ids, tenant, key or headers.
     pub async fn publish_with<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<Published> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
-        crate::trace::sending(self.topic_prefix(), E::INFO.topic, 1, self.publish_to(event, options, topic)).await
+        let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
+        let delivery = self.send_event(&topic, out).await?;
+        let (d, event_id) = self.delivered_event(&topic, delivery).await?;
+        Ok(Published { event_id, topic, partition: d.partition, offset: d.offset })
     }
 
-    async fn publish_to<E: IntegrationEvent>(&self, event: &E, mut options: PublishOptions, topic: String) -> Result<Published> {
-        crate::trace::inject(&mut options.headers);
-        // The correlation a test session follows (a root event's is its own id).
-        let options_correlation = crate::testing::active().then(|| options.correlation_id.clone().or_else(|| options.id.clone())).flatten();
-        let out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
-        // Told before the record goes out: a fast consumer may settle it before the ack.
-        if options_correlation.is_some() {
-            self.note_published(&out.id, options_correlation.as_deref(), E::INFO.event_type, &topic, &out.value);
+    /// Hands an encoded event to the producer through the publish layers (their `before`, then
+    /// the hand-over; their `after` comes with the broker's answer).
+    pub(crate) async fn send_event(&self, topic: &str, mut out: Outgoing) -> Result<Delivering> {
+        let mut kept = Vec::new();
+        let layered = !self.inner.layers.is_empty();
+        if layered {
+            let mut view = crate::layer::Outgoing {
+                topic,
+                event_id: &out.id,
+                event_type: out.event_type,
+                correlation_id: out.correlation.as_deref(),
+                key: out.key.as_bytes(),
+                value: &out.value,
+                headers: &mut out.headers,
+                kept: &mut kept,
+                staged: false,
+                transaction: self.inner.transactional.then(|| self.transaction_id()),
+            };
+            self.inner.layers.before(&mut view)?;
         }
-        let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
-        let d = self.delivered(&topic, delivery).await?;
-        Ok(Published { event_id: out.id, topic, partition: d.partition, offset: d.offset })
+        let Outgoing { id, key, value, headers, event_type, .. } = out;
+        match self.enqueue(topic, Some(key.as_bytes()), None, Some(&value), headers).await {
+            Ok(mut delivery) => {
+                delivery.event = Some(EventMeta { id, event_type, kept });
+                Ok(delivery)
+            }
+            Err(e) => {
+                if layered {
+                    let mut result = crate::layer::PublishResult { topic, event_id: &id, event_type, result: Err(&e), took: Duration::ZERO, kept: &mut kept };
+                    self.inner.layers.after(&mut result);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs an event being staged in an outbox through the publish layers' `before` (they add
+    /// their headers now; the relay publishes it later).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn stage_event(&self, topic: &str, out: &mut Outgoing) -> Result<()> {
+        let mut kept = Vec::new();
+        let mut view = crate::layer::Outgoing {
+            topic,
+            event_id: &out.id,
+            event_type: out.event_type,
+            correlation_id: out.correlation.as_deref(),
+            key: out.key.as_bytes(),
+            value: &out.value,
+            headers: &mut out.headers,
+            kept: &mut kept,
+            staged: true,
+            transaction: None,
+        };
+        self.inner.layers.before(&mut view)
     }
 
     /// Publishes several events, pipelined, and waits for every acknowledgement.
@@ -320,22 +360,15 @@ impl Publisher {
     /// encoded, so memory holds one encoded event at a time plus librdkafka's queue.
     pub async fn publish_many<E: IntegrationEvent>(&self, events: &[E]) -> Result<Vec<Published>> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
-        crate::trace::sending(self.topic_prefix(), E::INFO.topic, events.len(), self.publish_many_to(events, topic)).await
-    }
-
-    async fn publish_many_to<E: IntegrationEvent>(&self, events: &[E], topic: String) -> Result<Vec<Published>> {
         let format = self.inner.config.format_of(&E::INFO);
         let mut pending = Vec::with_capacity(events.len());
-        let mut options = PublishOptions::default();
-        crate::trace::inject(&mut options.headers);
         for event in events {
-            let out = self.encode(event, options.clone(), format)?;
-            let delivery = self.enqueue(&topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await?;
-            pending.push((out.id, delivery));
+            let out = self.encode(event, PublishOptions::default(), format)?;
+            pending.push(self.send_event(&topic, out).await?);
         }
         let mut published = Vec::with_capacity(pending.len());
-        for (event_id, delivery) in pending {
-            let d = self.delivered(&topic, delivery).await?;
+        for delivery in pending {
+            let (d, event_id) = self.delivered_event(&topic, delivery).await?;
             published.push(Published { event_id, topic: topic.clone(), partition: d.partition, offset: d.offset });
         }
         Ok(published)
@@ -356,10 +389,6 @@ impl Publisher {
         Ok(Published { event_id: metadata.id.clone(), topic: topic.to_owned(), partition: d.partition, offset: d.offset })
     }
 
-    /// Hands an encoded event to the producer (waiting only while its queue is full).
-    pub(crate) async fn enqueue_encoded(&self, topic: &str, out: Outgoing) -> Result<Delivering> {
-        self.enqueue(topic, Some(out.key.as_bytes()), None, Some(&out.value), out.headers).await
-    }
 
     /// Sends a record as it is (dead-lettering, replays); waits for the broker's ack.
     pub(crate) async fn send_headers(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<(i32, i64)> {
@@ -373,19 +402,13 @@ impl Publisher {
         self.enqueue(topic, key, partition, value, headers).await
     }
 
-    /// Tells open test sessions that an event goes out. A transactional producer holds the
-    /// news until its transaction commits, and drops it when it aborts: readers never see an
-    /// aborted attempt's events, and neither does a session.
-    pub(crate) fn note_published(&self, event_id: &str, correlation: Option<&str>, event_type: &str, topic: &str, data: &[u8]) {
-        if !crate::testing::active() {
-            return;
-        }
-        if self.inner.transactional {
-            let note = (event_id.to_owned(), correlation.map(str::to_owned), event_type.to_owned(), topic.to_owned(), data.to_vec());
-            self.inner.held_notes.lock().unwrap_or_else(|e| e.into_inner()).push(note);
-        } else {
-            crate::testing::on_published(event_id, correlation, event_type, topic, data);
-        }
+    /// Hands a staged outbox row to the producer (the relay): the publish layers see its
+    /// broker's answer (they saw it being staged).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) async fn enqueue_row(&self, topic: &str, key: &[u8], value: &[u8], headers: OwnedHeaders, event_id: &str) -> Result<Delivering> {
+        let mut delivery = self.enqueue(topic, Some(key), None, Some(value), headers).await?;
+        delivery.event = Some(EventMeta { id: event_id.to_owned(), event_type: "", kept: Vec::new() });
+        Ok(delivery)
     }
 
     /// Waits until every queued message was delivered (or `timeout` passed).
@@ -426,7 +449,7 @@ impl Publisher {
         self.inner.generation.fetch_add(1, AcqRel);
         let why = format!("{code:?}: {reason}");
         tracing::warn!(cause = %why, "the producer failed for good (librdkafka's fatal error); a new one replaces it, and what the old one had not delivered is sent again with the same event ids");
-        metrics::counter!("eventkit_producer_rebuilds_total").increment(1);
+        self.inner.layers.producer_replaced(&why);
         *self.inner.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some((why, std::time::Instant::now()));
         self.inner.recovering.store(true, Release);
         true
@@ -435,8 +458,15 @@ impl Publisher {
     /// Encodes an event for `topic_of`'s topic on the wire, without sending it (the outbox
     /// stores it so).
     #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn encode_record<E: IntegrationEvent>(&self, event: &E, mut options: PublishOptions) -> Result<(String, Outgoing)> {
-        crate::trace::inject(&mut options.headers);
+    pub(crate) fn encode_record<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, Outgoing)> {
+        let topic = self.inner.config.topic_name(E::INFO.topic);
+        let mut out = self.encode(event, options, self.inner.config.format_of(&E::INFO))?;
+        self.stage_event(&topic, &mut out)?;
+        Ok((topic, out))
+    }
+
+    /// Encodes an event to publish now (the publish layers run when it is sent).
+    pub(crate) fn encode_event<E: IntegrationEvent>(&self, event: &E, options: PublishOptions) -> Result<(String, Outgoing)> {
         let topic = self.inner.config.topic_name(E::INFO.topic);
         Ok((topic, self.encode(event, options, self.inner.config.format_of(&E::INFO))?))
     }
@@ -490,7 +520,6 @@ impl Publisher {
     /// Hands a record to librdkafka (which copies it); waits only while its queue is full,
     /// up to the publish timeout.
     async fn enqueue(&self, topic: &str, key: Option<&[u8]>, partition: Option<i32>, value: Option<&[u8]>, headers: OwnedHeaders) -> Result<Delivering> {
-        let metrics = self.inner.metrics.of(topic);
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if let Some(value) = value {
             record = record.payload(value);
@@ -507,7 +536,7 @@ impl Publisher {
             let generation = self.inner.generation.load(std::sync::atomic::Ordering::Acquire);
             let sent = self.inner.producer.load().send_result(record);
             match sent {
-                Ok(future) => return Ok(Delivering { future, started: std::time::Instant::now(), metrics, generation, partition }),
+                Ok(future) => return Ok(Delivering { future, started: std::time::Instant::now(), generation, partition, event: None }),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if tokio::time::Instant::now() < deadline => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -516,10 +545,7 @@ impl Publisher {
                     replaced += 1;
                     record = back;
                 }
-                Err((source, _)) => {
-                    metrics.errors.increment(1);
-                    return Err(Error::Publish { topic: topic.to_owned(), source });
-                }
+                Err((source, _)) => return Err(Error::Publish { topic: topic.to_owned(), source }),
             }
         }
     }
@@ -531,25 +557,58 @@ impl Publisher {
         self.delivered(topic, delivery).await.map(|d| (d.partition, d.offset))
     }
 
+    /// [`Publisher::acked`] for an event: its id, partition and offset.
+    pub(crate) async fn acked_event(&self, topic: &str, delivery: Delivering) -> Result<(String, i32, i64)> {
+        self.delivered_event(topic, delivery).await.map(|(d, id)| (id, d.partition, d.offset))
+    }
+
     /// Waits for the broker's acknowledgement of one record (see [`Publisher::acked`]).
-    async fn delivered(&self, topic: &str, mut delivery: Delivering) -> Result<Delivery> {
+    async fn delivered(&self, topic: &str, delivery: Delivering) -> Result<Delivery> {
+        self.delivered_event(topic, delivery).await.map(|(d, _)| d)
+    }
+
+    /// Waits for the broker's acknowledgement of one record, and tells the publish layers of an
+    /// event; gives the event id back.
+    async fn delivered_event(&self, topic: &str, mut delivery: Delivering) -> Result<(Delivery, String)> {
+        let started = delivery.started;
+        let mut event = delivery.event.take();
+        let mut answer = Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::MessageProduction(RDKafkaErrorCode::Fatal) });
         for _ in 0..3 {
             match delivered(topic, delivery).await {
                 Ok(d) => {
                     if self.inner.recovering.load(std::sync::atomic::Ordering::Relaxed) {
                         self.recovered();
                     }
-                    return Ok(d);
+                    answer = Ok(d);
+                    break;
                 }
                 Err(Undelivered { error, message: Some(message), generation, partition }) if self.replace_failed(generation) => {
                     use rdkafka::message::Message;
                     let headers = message.headers().cloned().unwrap_or_default();
-                    delivery = self.enqueue(topic, message.key(), partition, message.payload(), headers).await.map_err(|_| error)?;
+                    match self.enqueue(topic, message.key(), partition, message.payload(), headers).await {
+                        Ok(again) => delivery = again,
+                        Err(_) => {
+                            answer = Err(error);
+                            break;
+                        }
+                    }
                 }
-                Err(Undelivered { error, .. }) => return Err(error),
+                Err(Undelivered { error, .. }) => {
+                    answer = Err(error);
+                    break;
+                }
             }
         }
-        Err(Error::Publish { topic: topic.to_owned(), source: KafkaError::MessageProduction(RDKafkaErrorCode::Fatal) })
+        let id = match &mut event {
+            Some(EventMeta { id, event_type, kept }) => {
+                let result = answer.as_ref().map(|d| (d.partition, d.offset));
+                let mut told = crate::layer::PublishResult { topic, event_id: id, event_type, result, took: started.elapsed(), kept };
+                self.inner.layers.after(&mut told);
+                std::mem::take(id)
+            }
+            None => String::new(),
+        };
+        answer.map(|d| (d, id))
     }
 
     fn recovered(&self) {
@@ -561,15 +620,23 @@ impl Publisher {
     }
 }
 
-/// A record handed to the producer: its ack to come, timed for the publish metrics.
+/// A record handed to the producer: its ack to come, timed for the publish layers.
 pub(crate) struct Delivering {
     future: DeliveryFuture,
     started: std::time::Instant,
-    metrics: Arc<crate::metrics::PublishMetrics>,
+    /// The event it is, for the publish layers' `after` (none for raw records: dead letters).
+    event: Option<EventMeta>,
     /// Which producer took it.
     generation: u64,
     /// The partition it was sent to explicitly, if it was.
     partition: Option<i32>,
+}
+
+/// An event on its way, as the publish layers know it.
+struct EventMeta {
+    id: String,
+    event_type: &'static str,
+    kept: Vec<Box<dyn std::any::Any + Send>>,
 }
 
 /// A record that was not delivered: why, and the record itself (to send again) when librdkafka
@@ -597,19 +664,12 @@ pub(crate) struct Outgoing {
 
 /// Waits for the broker's acknowledgement of one record.
 async fn delivered(topic: &str, delivery: Delivering) -> std::result::Result<Delivery, Undelivered> {
-    let Delivering { future, started, metrics, generation, partition } = delivery;
+    let Delivering { future, generation, partition, .. } = delivery;
     let result = match future.await {
         Ok(Ok(d)) => Ok(d),
         Ok(Err((source, message))) => Err(Undelivered { error: Error::Publish { topic: topic.to_owned(), source }, message: Some(message), generation, partition }),
         Err(_) => Err(Undelivered { error: Error::Publish { topic: topic.to_owned(), source: KafkaError::Canceled }, message: None, generation, partition }),
     };
-    match &result {
-        Ok(_) => {
-            metrics.published.increment(1);
-            metrics.duration.record(started.elapsed());
-        }
-        Err(_) => metrics.errors.increment(1),
-    }
     result
 }
 

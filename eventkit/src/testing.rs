@@ -177,6 +177,72 @@ pub(crate) fn on_settled(group: &str, event_id: &str) {
     });
 }
 
+/// What a transaction published, told once it commits.
+struct HeldEvent {
+    id: String,
+    correlation: Option<String>,
+    event_type: String,
+    topic: String,
+    data: Vec<u8>,
+}
+
+/// The harness's observer: a layer around handling and publishing in a test app, telling the
+/// open sessions what is published, handled and settled.
+struct Observer {
+    /// What each open transaction published, told once it commits.
+    held: Mutex<std::collections::HashMap<usize, Vec<HeldEvent>>>,
+}
+
+impl crate::layer::HandleLayer for Observer {
+    fn settled(&self, at: &crate::layer::Settling<'_>, disposition: &crate::layer::Disposition<'_>) {
+        use crate::layer::Disposition;
+        let (Some(event_id), Some(handler)) = (at.event_id, at.handler) else { return };
+        match disposition {
+            Disposition::Handled => on_handled(at.group, handler, event_id, None),
+            Disposition::DeadLettered { error, .. } => on_handled(at.group, handler, event_id, Some((*error).to_owned())),
+            _ => {}
+        }
+    }
+
+    fn record_done(&self, group: &str, event_id: &str) {
+        on_settled(group, event_id);
+    }
+}
+
+impl crate::layer::PublishLayer for Observer {
+    fn before(&self, event: &mut crate::layer::Outgoing<'_>) -> Result<()> {
+        // Staged outbox rows are followed through the relay instead.
+        if event.staged || !active() {
+            return Ok(());
+        }
+        match event.transaction {
+            // Told once the transaction commits: an aborted attempt's events never are.
+            Some(txn) => {
+                let note = HeldEvent {
+                    id: event.event_id.to_owned(),
+                    correlation: event.correlation_id.map(str::to_owned),
+                    event_type: event.event_type.to_owned(),
+                    topic: event.topic.to_owned(),
+                    data: event.value.to_vec(),
+                };
+                self.held.lock().unwrap_or_else(|e| e.into_inner()).entry(txn).or_default().push(note);
+            }
+            // Told before the record goes out: a fast consumer may settle it before the ack.
+            None => on_published(event.event_id, event.correlation_id, event.event_type, event.topic, event.value),
+        }
+        Ok(())
+    }
+
+    fn transaction(&self, transaction: usize, end: crate::layer::TransactionEnd) {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner()).remove(&transaction).unwrap_or_default();
+        if end == crate::layer::TransactionEnd::Committed {
+            for e in held {
+                on_published(&e.id, e.correlation.as_deref(), &e.event_type, &e.topic, &e.data);
+            }
+        }
+    }
+}
+
 /// An app started for a test.
 pub struct TestApp {
     running: Running,
@@ -188,7 +254,8 @@ impl TestApp {
     /// Builds and starts the app. Without `KAFKA_BOOTSTRAP_SERVERS` (or a builder setting) it
     /// runs on an embedded broker of its own.
     pub async fn start(builder: AppBuilder) -> Result<TestApp> {
-        let app = builder.build()?;
+        let observer = std::sync::Arc::new(Observer { held: Mutex::default() });
+        let app = builder.layer_arc(observer.clone()).publish_layer_arc(observer).build()?;
         let (registry, config): (Registry, Config) = (app.registry().clone(), app.config().clone());
         let running = app.start().await?;
         let groups = registry.groups(&config);

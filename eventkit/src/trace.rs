@@ -8,11 +8,12 @@
 //! - On consume, the record's context is the parent of its process span: one trace runs
 //!   producer → handler → cascaded events → the next service.
 
-use std::future::Future;
+use std::sync::Arc;
 
 use tracing::Span;
 
-use crate::context::RecordInfo;
+use crate::context::Context;
+use crate::layer::{BoxFuture, HandleLayer, Handled, Next, Outgoing, PublishLayer, PublishResult};
 
 /// The target of eventkit's spans (`RUST_LOG=eventkit::trace=off` drops them from a subscriber
 /// of the program's own; `run()`'s default one keeps them out of log lines).
@@ -40,12 +41,6 @@ impl TraceHeaders {
         Some(TraceHeaders { traceparent, tracestate: headers(TRACESTATE).and_then(|s| tracestate(&s)) })
     }
 
-    fn push_to(self, headers: &mut Vec<(String, Vec<u8>)>) {
-        headers.push((TRACEPARENT.to_owned(), self.traceparent.into_bytes()));
-        if let Some(state) = self.tracestate {
-            headers.push((TRACESTATE.to_owned(), state.into_bytes()));
-        }
-    }
 }
 
 /// A W3C `traceparent`: `<version>-<32 hex>-<16 hex>-<2 hex>` in lower-case hex, the ids not
@@ -120,8 +115,9 @@ tokio::task_local! {
     static INCOMING: Option<TraceHeaders>;
 }
 
-/// The span of handling one record (or a batch of `count`).
-pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, event_type: &str, handler: Option<&str>, count: usize) -> Span {
+/// The span of handling one record by one handler.
+fn process_span(ctx: &Context) -> Span {
+    let record = ctx.record();
     tracing::info_span!(
         target: TARGET,
         "eventkit.process",
@@ -132,71 +128,49 @@ pub(crate) fn process_span(group: &str, record: &RecordInfo, event_id: &str, eve
         messaging.operation.type = "process",
         messaging.operation.name = "process",
         messaging.destination.name = %record.topic,
-        messaging.consumer.group.name = group,
+        messaging.consumer.group.name = ctx.group(),
         messaging.destination.partition.id = %record.partition,
         messaging.kafka.offset = record.offset,
         messaging.kafka.message.key = record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()),
-        messaging.message.id = event_id,
-        messaging.batch.message_count = (count > 1).then_some(count),
-        cloudevents.event_id = event_id,
-        cloudevents.event_type = event_type,
-        eventkit.handler = handler,
+        messaging.message.id = ctx.event_id(),
+        cloudevents.event_id = ctx.event_id(),
+        cloudevents.event_type = ctx.event_type(),
+        eventkit.handler = ctx.handler_name(),
         error.type = tracing::field::Empty,
     )
 }
 
-/// Runs a publish of `count` events to the topic `prefix` + `topic` in its send span (the
-/// name on the wire is formatted only when the span is recorded); a failure marks the span.
-pub(crate) async fn sending<T>(prefix: &str, topic: &str, count: usize, publish: impl Future<Output = crate::Result<T>>) -> crate::Result<T> {
-    let span = tracing::info_span!(
+/// The span of publishing one event.
+fn send_span(topic: &str) -> Span {
+    tracing::info_span!(
         target: TARGET,
         "eventkit.send",
-        otel.name = %format_args!("send {prefix}{topic}"),
+        otel.name = %format_args!("send {topic}"),
         otel.kind = "producer",
         otel.status_code = tracing::field::Empty,
         messaging.system = "kafka",
         messaging.operation.type = "send",
         messaging.operation.name = "send",
-        messaging.destination.name = %format_args!("{prefix}{topic}"),
-        messaging.batch.message_count = (count > 1).then_some(count),
+        messaging.destination.name = topic,
         error.type = tracing::field::Empty,
-    );
-    let sent = tracing::Instrument::instrument(publish, span.clone()).await;
-    if sent.is_err() {
-        failed(&span, "publish");
-    }
-    sent
+    )
 }
 
 /// Marks a span failed.
-pub(crate) fn failed(span: &Span, kind: &str) {
+fn failed(span: &Span, kind: &str) {
     span.record("otel.status_code", "ERROR");
     span.record("error.type", kind);
 }
 
-/// Runs a record's handling: in its process span, whose parent is the record's context, with
-/// that context at hand for publishes that have no span context of their own.
-///
-/// A plain function returning one of two futures (not an `async fn`, whose state would hold
-/// `f` twice: as an argument and inside the wrapper).
-pub(crate) fn in_record<F: Future>(incoming: Option<TraceHeaders>, span: Span, f: F) -> impl Future<Output = F::Output> {
-    // Nothing to record and nothing to pass on (the usual case without tracing): no wrappers.
-    if incoming.is_none() && span.is_disabled() {
-        return futures::future::Either::Left(f);
-    }
-    #[cfg(feature = "otel")]
-    otel::set_parent(&span, incoming.as_ref());
-    futures::future::Either::Right(INCOMING.scope(incoming, tracing::Instrument::instrument(f, span)))
+/// The trace context a record came with (validated), from its headers.
+fn incoming(ctx: &Context) -> Option<TraceHeaders> {
+    let headers = &ctx.metadata().other_headers;
+    TraceHeaders::of(|name| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| String::from_utf8(v.clone()).ok()))
 }
 
-/// Adds the trace context to publish to `headers`, unless they carry one already.
-pub(crate) fn inject(headers: &mut Vec<(String, Vec<u8>)>) {
-    if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT)) {
-        return;
-    }
-    if let Some(context) = outgoing() {
-        context.push_to(headers);
-    }
+/// Whether eventkit's spans are recorded by the program's subscriber.
+fn spans_on() -> bool {
+    tracing::span_enabled!(target: TARGET, tracing::Level::INFO)
 }
 
 /// The context a publish made now carries: the current span's, or the handled record's.
@@ -207,6 +181,68 @@ fn outgoing() -> Option<TraceHeaders> {
     }
     INCOMING.try_with(Clone::clone).ok().flatten()
 }
+
+/// Tracing across services, as a layer around handling and publishing (installed by every app):
+/// a span per handling and per publish, and the W3C trace context passed on from each handled
+/// record to what its handler publishes. A record that carries no context, with no subscriber
+/// recording eventkit's spans, costs two checks and no allocation.
+pub(crate) struct Tracing;
+
+impl HandleLayer for Tracing {
+    fn wraps(&self, ctx: &Context) -> bool {
+        spans_on() || ctx.metadata().other_headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(TRACEPARENT))
+    }
+
+    fn around(&self, ctx: Arc<Context>, next: Next) -> BoxFuture<Handled> {
+        let incoming = incoming(&ctx);
+        let span = process_span(&ctx);
+        #[cfg(feature = "otel")]
+        otel::set_parent(&span, incoming.as_ref());
+        let handling = INCOMING.scope(incoming, tracing::Instrument::instrument(next.run(ctx), span.clone()));
+        Box::pin(async move {
+            let result = handling.await;
+            if let Err(e) = &result {
+                failed(&span, e.kind());
+            }
+            result
+        })
+    }
+}
+
+impl PublishLayer for Tracing {
+    fn before(&self, event: &mut Outgoing<'_>) -> crate::Result<()> {
+        let span = if spans_on() { Some(send_span(event.topic)) } else { None };
+        if !event.has_header(TRACEPARENT) {
+            // The send span's context when it is recorded, otherwise the current one.
+            let context = match &span {
+                #[cfg(feature = "otel")]
+                Some(span) => otel::of(span).or_else(outgoing),
+                _ => outgoing(),
+            };
+            if let Some(context) = context {
+                event.add_header(TRACEPARENT, context.traceparent.as_bytes());
+                if let Some(state) = &context.tracestate {
+                    event.add_header(TRACESTATE, state.as_bytes());
+                }
+            }
+        }
+        if let Some(span) = span {
+            event.keep(SendSpan(span));
+        }
+        Ok(())
+    }
+
+    fn after(&self, result: &mut PublishResult<'_>) {
+        if let Some(SendSpan(span)) = result.kept::<SendSpan>() {
+            if result.result.is_err() {
+                failed(&span, "publish");
+            }
+        }
+    }
+}
+
+/// The span of a publish, from `before` to `after`.
+struct SendSpan(Span);
 
 #[cfg(feature = "otel")]
 mod otel {
@@ -256,7 +292,11 @@ mod otel {
 
     /// The current span's context, when an OpenTelemetry layer records it.
     pub(super) fn current() -> Option<TraceHeaders> {
-        let span = tracing::Span::current();
+        of(&tracing::Span::current())
+    }
+
+    /// A span's context, when an OpenTelemetry layer records it.
+    pub(super) fn of(span: &tracing::Span) -> Option<TraceHeaders> {
         if span.is_disabled() {
             return None;
         }

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::dlq::{self, kinds};
 use crate::handler::{HandlerDescriptor, HandlerError, HandlerKind};
+use crate::layer::{Flow, Handled, Outcome, Stack};
 use crate::publisher::Publisher;
 use crate::registry::{GroupPlan, Registry};
 use crate::retry::RetryPolicy;
@@ -36,8 +37,24 @@ pub(crate) struct WorkerEnv {
     pub mediator: Arc<crate::command::Mediator>,
     /// For a transactional group: its producer and consumer.
     pub transactions: Option<Transactions>,
-    pub metrics: crate::metrics::GroupMetrics,
     pub status: Arc<crate::status::GroupStatus>,
+    /// The layers around the group (records no handler takes) and around each handler.
+    pub stacks: Stacks,
+    /// What the group's gauges are fed to.
+    pub watches: Vec<Arc<dyn crate::layer::Watch>>,
+}
+
+/// The layers of a group: around the group itself, and around each of its handlers.
+pub(crate) struct Stacks {
+    pub group: Stack,
+    pub handlers: std::collections::HashMap<&'static str, Stack, foldhash::fast::RandomState>,
+}
+
+impl Stacks {
+    /// The layers around `handler` (the group's when it has none of its own).
+    pub(crate) fn of(&self, handler: &str) -> &Stack {
+        self.handlers.get(handler).unwrap_or(&self.group)
+    }
 }
 
 /// What a transactional group handles its records with: each record's handler calls, the
@@ -48,6 +65,8 @@ pub(crate) struct Transactions {
     pub publisher: std::sync::RwLock<Publisher>,
     /// Its `transactional.id`; a replacement producer takes the same one (fencing the old).
     pub id: String,
+    /// The app's publish layers (a replacement producer gets them too).
+    pub layers: crate::layer::PublishStack,
     pub config: Config,
     /// The group's consumer, for its group metadata (fencing by generation).
     pub consumer: std::sync::Weak<rdkafka::consumer::StreamConsumer<super::rebalance::GroupContext>>,
@@ -63,8 +82,8 @@ impl Transactions {
 
     /// Replaces a producer that hit a fatal error (fenced, or its transaction timed out).
     async fn rebuild(&self) {
-        let (config, id) = (self.config.clone(), self.id.clone());
-        match tokio::task::spawn_blocking(move || Publisher::transactional(&config, &id)).await {
+        let (config, id, layers) = (self.config.clone(), self.id.clone(), self.layers.clone());
+        match tokio::task::spawn_blocking(move || Publisher::transactional(&config, &id, layers)).await {
             Ok(Ok(fresh)) => *self.publisher.write().unwrap_or_else(|e| e.into_inner()) = fresh,
             Ok(Err(e)) => warn!(transactional_id = %self.id, error = %e, "cannot recreate the transactional producer; trying again with the next record"),
             Err(e) => warn!(transactional_id = %self.id, error = %e, "cannot recreate the transactional producer"),
@@ -139,8 +158,8 @@ pub(crate) enum Attempt {
     Skip,
     /// No handler can take the record.
     Reject { kind: &'static str, error: String },
-    /// The handlers ran.
-    Handled { event_id: String, results: Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)> },
+    /// The handlers ran (or their layers skipped or failed the record).
+    Handled { event_id: String, results: Vec<(&'static HandlerDescriptor, Handled)> },
 }
 
 /// How one attempt at a batch went.
@@ -210,7 +229,7 @@ fn prepare(env: &WorkerEnv, record: &Record) -> Prepared {
         publisher: env.transactions.as_ref().map_or_else(|| env.publisher.clone(), Transactions::publisher),
         state: env.state.clone(),
         cascade: Default::default(),
-        obligations: Default::default(),
+        extensions: Default::default(),
         command: Default::default(),
         mediator: Some(env.mediator.clone()),
         handler: None,
@@ -236,13 +255,11 @@ struct ReadyOne {
     ctx: Arc<Context>,
     pending: Vec<&'static HandlerDescriptor>,
     event_id: String,
-    span: tracing::Span,
-    incoming: Option<crate::trace::TraceHeaders>,
 }
 
-/// The synchronous part of an attempt: decode, pick the handlers, open the span. Kept out
-/// of the `async fn` so that its locals (a whole `Context` among them) do not sit in the
-/// state of every running record.
+/// The synchronous part of an attempt: decode and pick the handlers. Kept out of the
+/// `async fn` so that its locals (a whole `Context` among them) do not sit in the state of
+/// every running record.
 fn begin_one(env: &WorkerEnv, record: &Record) -> Result<ReadyOne, Attempt> {
     let mut ctx = match prepare(env, record) {
         Prepared::Ready(ctx) => ctx,
@@ -274,37 +291,28 @@ fn begin_one(env: &WorkerEnv, record: &Record) -> Result<ReadyOne, Attempt> {
     if let [only] = pending.as_slice() {
         ctx.handler = Some(only.name);
     }
-    let span = crate::trace::process_span(&env.group, &record.info, &event_id, &ctx.metadata.event_type, ctx.handler, 1);
-    let incoming = crate::trace::TraceHeaders::of(|k| record.header_text(k));
-    Ok(ReadyOne { ctx: Arc::new(ctx), pending, event_id, span, incoming })
+    Ok(ReadyOne { ctx: Arc::new(ctx), pending, event_id })
 }
 
 async fn attempt_one(env: &WorkerEnv, record: &Record) -> Attempt {
-    let ReadyOne { ctx, pending, event_id, span, incoming } = match begin_one(env, record) {
+    let ReadyOne { ctx, pending, event_id } = match begin_one(env, record) {
         Ok(ready) => ready,
         Err(attempt) => return attempt,
     };
-    // The handling future is built in the call (a binding would keep a second copy of it in
-    // this function's state).
-    let results = crate::trace::in_record(incoming, span.clone(), async {
-        if let Some(txn) = &env.transactions {
-            return Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
-        }
-        match pending.as_slice() {
-            [] => Vec::new(),
-            [only] => vec![(*only, invoke(env, only, ctx).await)],
-            _ => {
-                // Each handler cascades through a context of its own: what one of them adds is
-                // published when that one succeeded.
-                let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(env, h, for_handler(&ctx, h))))).await;
-                pending.into_iter().zip(outcomes).collect()
-            }
-        }
-    })
-    .await;
-    if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
-        crate::trace::failed(&span, e.kind());
+    if let Some(txn) = &env.transactions {
+        let results = Box::pin(in_transaction(env, txn, record, pending, ctx)).await;
+        return Attempt::Handled { event_id, results };
     }
+    let results = match pending.as_slice() {
+        [] => Vec::new(),
+        [only] => vec![(*only, invoke(env, only, ctx).await)],
+        _ => {
+            // Each handler cascades through a context of its own: what one of them adds is
+            // published when that one succeeded.
+            let outcomes = Box::pin(futures::future::join_all(pending.iter().map(|h| invoke(env, h, for_handler(&ctx, h))))).await;
+            pending.into_iter().zip(outcomes).collect()
+        }
+    };
     Attempt::Handled { event_id, results }
 }
 
@@ -317,7 +325,7 @@ async fn in_transaction(
     record: &Record,
     pending: Vec<&'static HandlerDescriptor>,
     ctx: Arc<Context>,
-) -> Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)> {
+) -> Vec<(&'static HandlerDescriptor, Handled)> {
     let all_failed = |pending: &[&'static HandlerDescriptor], why: &crate::error::Error| {
         pending.iter().map(|h| (*h, Err(HandlerError::Cascade(crate::error::Error::Other(why.to_string().into()))))).collect()
     };
@@ -397,9 +405,13 @@ async fn settle_in_transactional_group(env: &WorkerEnv, lane: super::scheduler::
     completion
 }
 
+/// A batch through the handler's layers: each record passes `before` (a layer may skip a
+/// record, or fail it, which dead-letters it), and the batch call passes `around` and `after`
+/// with the batch's first record's context.
 async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
     let handler = env.plan.batch.expect("a batch group has a batch handler");
     let HandlerKind::Batch { call, .. } = handler.kind else { unreachable!("the batch handler is a batch") };
+    let stack = env.stacks.of(handler.name);
     let mut set_aside = Vec::new();
     let mut handed = Vec::with_capacity(records.len());
     let mut contexts = Vec::with_capacity(records.len());
@@ -411,9 +423,19 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
             other => other,
         };
         match prepared {
-            Prepared::Ready(ctx) => {
-                contexts.push(ctx);
-                handed.push(record);
+            Prepared::Ready(mut ctx) => {
+                ctx.handler = Some(handler.name);
+                match stack.before(&ctx) {
+                    Some(Flow::Skip(reason)) => {
+                        debug!(group = %env.group, record = %record.position(), handler = handler.name, %reason, "a layer skipped the record");
+                        set_aside.push((record, None));
+                    }
+                    Some(Flow::Fail(e)) => set_aside.push((record, Some((e.kind(), e.to_string())))),
+                    _ => {
+                        contexts.push(ctx);
+                        handed.push(record);
+                    }
+                }
             }
             Prepared::Skip => set_aside.push((record, None)),
             Prepared::Reject(kind, error) => set_aside.push((record, Some((kind, error)))),
@@ -422,53 +444,72 @@ async fn attempt_batch(env: &WorkerEnv, records: Vec<Record>) -> BatchAttempt {
     let result = if contexts.is_empty() {
         Ok(())
     } else {
-        let first = &contexts[0];
-        let span = crate::trace::process_span(&env.group, &first.record, &first.metadata.id, &first.metadata.event_type, Some(handler.name), contexts.len());
-        let incoming = crate::trace::TraceHeaders::of(|k| handed[0].header_text(k));
+        let first = Arc::new(contexts[0].clone());
         let batch = Arc::new(BatchContext { items: contexts });
         let started = std::time::Instant::now();
-        let handle = async {
-            match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
-                Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await,
-                Ok(Err(e)) => Err(e),
-                Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+        let call_batch = {
+            let batch = batch.clone();
+            move || async move {
+                match AssertUnwindSafe(call(batch.clone())).catch_unwind().await {
+                    Ok(Ok(returned)) => publish_batch_cascade(&batch, returned).await.map(|()| Outcome::Done),
+                    Ok(Err(e)) => Err(e),
+                    Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),
+                }
             }
         };
-        let result = crate::trace::in_record(incoming, span.clone(), handle).await;
-        if let Err(e) = &result {
-            crate::trace::failed(&span, e.kind());
-        }
-        env.metrics.of(handler.name, &handed[0].info.topic).duration.record(started.elapsed());
-        result
+        let result = if stack.wraps(&first) {
+            let call_batch = std::sync::Mutex::new(Some(call_batch));
+            let once = Arc::new(move |_ctx: Arc<Context>| -> crate::layer::BoxFuture<Handled> {
+                match call_batch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    Some(call) => Box::pin(call()),
+                    None => Box::pin(async { Err(HandlerError::Failed("a layer ran the batch twice".into())) }),
+                }
+            });
+            stack.around(first.clone(), once).await
+        } else {
+            call_batch().await
+        };
+        stack.after(&first, &result, started.elapsed());
+        result.map(|_| ())
     };
     BatchAttempt { handler, set_aside, handed, result }
 }
 
-/// Calls a single-record handler and times it.
-async fn invoke(env: &WorkerEnv, handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
-    let metrics = env.metrics.of(handler.name, &ctx.record.topic);
+/// Calls a single-record handler through its layers, and times it.
+async fn invoke(env: &WorkerEnv, handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Handled {
+    let stack = env.stacks.of(handler.name);
+    match stack.before(&ctx) {
+        None => {}
+        Some(Flow::Skip(reason)) => return Ok(Outcome::Skipped(reason)),
+        Some(Flow::Fail(e)) => return Err(e),
+        Some(_) => {}
+    }
     let started = std::time::Instant::now();
-    let result = call_handler(handler, ctx).await;
-    metrics.duration.record(started.elapsed());
+    let result = if stack.wraps(&ctx) {
+        // A layer waits or spans the call: the handler runs at the end of the stack.
+        stack.around(ctx.clone(), Arc::new(move |ctx| Box::pin(call_handler(handler, ctx)))).await
+    } else {
+        call_handler(handler, ctx.clone()).await
+    };
+    stack.after(&ctx, &result, started.elapsed());
     result
 }
 
 /// Calls a single-record handler, turning a panic into an error.
-async fn call_handler(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Result<(), HandlerError> {
+async fn call_handler(handler: &'static HandlerDescriptor, ctx: Arc<Context>) -> Handled {
     let call = match handler.kind {
         HandlerKind::Typed(call) | HandlerKind::CatchAll { call, .. } => call,
         HandlerKind::Command { .. } => return Err(HandlerError::Failed("a command handler cannot take a record".into())),
         HandlerKind::Batch { .. } => return Err(HandlerError::Failed("a batch handler cannot take a single record".into())),
     };
     match AssertUnwindSafe(call(ctx.clone())).catch_unwind().await {
-        Ok(Ok(_)) if ctx.unmet_obligation().is_some() => Err(HandlerError::Permanent(ctx.unmet_obligation().unwrap_or_default().into())),
         Ok(Ok(returned)) => {
             let mut cascade = ctx.take_cascade();
             cascade.append(returned);
             if cascade.is_empty() {
-                return Ok(());
+                return Ok(Outcome::Done);
             }
-            Box::pin(publish_cascade(&ctx, cascade)).await
+            Box::pin(publish_cascade(&ctx, cascade)).await.map(|()| Outcome::Done)
         }
         Ok(Err(e)) => Err(e),
         Err(panic) => Err(HandlerError::Panicked(panic_message(&*panic))),

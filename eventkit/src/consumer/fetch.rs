@@ -153,8 +153,8 @@ impl FetchLoop {
             self.leave(&mut stream, leave_by).await;
         }
         self.env.status.update(Vec::new(), 0, (0, 0));
-        for gauge in [&self.env.metrics.in_flight, &self.env.metrics.buffered, &self.env.metrics.assigned, &self.env.metrics.paused] {
-            gauge.set(0.0);
+        for watch in &self.env.watches {
+            watch.group_status(&self.env.group, 0, 0, 0, 0);
         }
         let abandoned = self.shared.abandon_running();
         if abandoned > 0 {
@@ -255,11 +255,10 @@ impl FetchLoop {
             let mut engine = self.shared.engine();
             (engine.status(now), engine.in_flight(), engine.buffered())
         };
-        let m = &self.env.metrics;
-        m.in_flight.set(in_flight as f64);
-        m.buffered.set(buffered.0 as f64);
-        m.assigned.set(partitions.len() as f64);
-        m.paused.set(partitions.iter().filter(|p| p.paused).count() as f64);
+        let paused = partitions.iter().filter(|p| p.paused).count();
+        for watch in &self.env.watches {
+            watch.group_status(&self.env.group, in_flight, buffered.0, partitions.len(), paused);
+        }
         self.env.status.update(partitions, in_flight, buffered);
     }
 

@@ -51,6 +51,14 @@ use fetch::FetchLoop;
 use rebalance::GroupContext;
 use scheduler::Policy;
 
+/// The layers a group runs its records through, built by the app: around the group (records
+/// no handler takes), around each handler, and what its gauges are fed to.
+pub(crate) struct GroupLayers {
+    pub group: crate::layer::Stack,
+    pub handlers: std::collections::HashMap<&'static str, crate::layer::Stack, foldhash::fast::RandomState>,
+    pub watches: Vec<Arc<dyn crate::layer::Watch>>,
+}
+
 /// A consumer group, ready to run.
 pub(crate) struct GroupRunner {
     fetch: FetchLoop,
@@ -65,6 +73,7 @@ impl GroupRunner {
         publisher: Publisher,
         state: Arc<StateMap>,
         shutdown: watch::Receiver<Option<tokio::time::Instant>>,
+        layers: GroupLayers,
     ) -> Result<Self> {
         let policy = match plan.batch.map(|h| h.kind) {
             Some(HandlerKind::Batch { max_size, max_wait_ms, .. }) => Policy::Batches { max_size, max_wait: Duration::from_millis(max_wait_ms) },
@@ -105,15 +114,13 @@ impl GroupRunner {
         crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
         let group: Arc<str> = plan.group_id.as_str().into();
         let status = crate::status::GroupStatus::new(group.clone(), plan.topics.iter().cloned().collect());
-        crate::metrics::install();
-        let topic_arcs: Vec<Arc<str>> = plan.routes.values().map(|r| r.topic.clone()).collect();
-        let metrics = crate::metrics::GroupMetrics::new(&group, plan.all_handlers().map(|h| h.name), &topic_arcs);
+        let GroupLayers { group: group_stack, handlers: handler_stacks, watches } = layers;
         let context = GroupContext {
             group: plan.group_id.clone(),
             shared: shared.clone(),
             revoke_timeout: config.revoke_timeout,
             status: status.clone(),
-            lags: Default::default(),
+            watches: watches.clone(),
             transactional: plan.transactional,
             shutdown,
         };
@@ -137,10 +144,11 @@ impl GroupRunner {
                 Some(instance) => format!("{}-{instance}", plan.group_id),
                 None => format!("{}-{}", plan.group_id, uuid::Uuid::now_v7()),
             };
-            let txn = Publisher::transactional(config, &id)?;
+            let txn = Publisher::transactional(config, &id, publisher.layers())?;
             info!(group = %plan.group_id, transactional_id = %id, "records are handled in Kafka transactions (exactly once consume → produce)");
             Some(dispatch::Transactions {
                 publisher: std::sync::RwLock::new(txn),
+                layers: publisher.layers(),
                 id,
                 config: config.clone(),
                 consumer: Arc::downgrade(consumer.get()),
@@ -152,8 +160,9 @@ impl GroupRunner {
         let mediator = Arc::new(crate::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() });
         let env = WorkerEnv {
             transactions,
-            metrics,
             status,
+            stacks: dispatch::Stacks { group: group_stack, handlers: handler_stacks },
+            watches,
             group,
             plan,
             registry,

@@ -23,7 +23,8 @@ pub(crate) struct GroupContext {
     pub shared: Arc<Shared>,
     pub revoke_timeout: Duration,
     pub status: Arc<crate::status::GroupStatus>,
-    pub lags: crate::metrics::LagGauges,
+    /// What the group's statistics are fed to (lag gauges).
+    pub watches: Vec<std::sync::Arc<dyn crate::layer::Watch>>,
     /// A transactional group's offsets move only in its transactions, never by a commit here.
     pub transactional: bool,
     /// The app's shutdown (its deadline, once it began): a revoke stops waiting for it.
@@ -40,7 +41,9 @@ impl ClientContext for GroupContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::kafka::outage::statistics(&statistics);
         self.status.statistics(&statistics);
-        self.lags.update(&self.group, &statistics);
+        for watch in &self.watches {
+            watch.statistics(&self.group, &statistics);
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::dispatch::{Attempt, BatchAttempt, WorkerEnv};
 use super::engine::{Completion, Settled};
@@ -23,6 +23,7 @@ use super::scheduler::{LaneId, Work};
 use crate::dlq::{self, Failure};
 use crate::error::Error;
 use crate::handler::{HandlerDescriptor, HandlerError};
+use crate::layer::{Disposition, Handled, Outcome, Settling};
 use crate::retry::RetryPolicy;
 
 /// What happens after a failed attempt.
@@ -41,34 +42,50 @@ fn verdict(policy: RetryPolicy, attempts: u32, error: &HandlerError) -> Verdict 
     }
 }
 
+/// Tells the layers of `handler` (the group's for `None`) what became of a record.
+pub(crate) fn tell(env: &WorkerEnv, record: &Record, event_id: Option<&str>, handler: Option<&'static str>, disposition: Disposition<'_>) {
+    let at = Settling { record: &record.info, event_id, group: &env.group, handler };
+    env.stacks.of(handler.unwrap_or_default()).settled(&at, &disposition);
+}
+
+/// Tells a handler's layers a successful handling: handled, or skipped by a layer.
+fn tell_ok(env: &WorkerEnv, record: &Record, event_id: &str, h: &HandlerDescriptor, outcome: &Outcome) {
+    match outcome {
+        Outcome::Skipped(reason) => {
+            debug!(group = %env.group, record = %record.position(), handler = h.name, %reason, "a layer skipped the record");
+            tell(env, record, Some(event_id), Some(h.name), Disposition::Skipped(reason));
+        }
+        _ => tell(env, record, Some(event_id), Some(h.name), Disposition::Handled),
+    }
+}
+
 /// Settles a single record after an attempt.
 pub(crate) async fn one(env: &WorkerEnv, lane: LaneId, mut record: Record, attempt: Attempt) -> Completion {
-    let tracked = match &attempt {
-        Attempt::Handled { event_id, .. } if crate::testing::active() => Some(event_id.clone()),
-        _ => None,
-    };
+    let mut done_event: Option<String> = None;
     let outcome = match attempt {
         Attempt::Skip => {
-            env.metrics.of("", &record.info.topic).skipped.increment(1);
+            tell(env, &record, None, None, Disposition::Skipped("no handler of the group takes it"));
             Ok(())
         }
         Attempt::Reject { kind, error } => Box::pin(reject(env, &mut record, kind, error)).await,
         // Every handler succeeded (the usual case): nothing to await.
         Attempt::Handled { event_id, results } if results.iter().all(|(_, r)| r.is_ok()) => {
-            for (h, _) in &results {
-                env.metrics.of(h.name, &record.info.topic).handled.increment(1);
-            }
-            if crate::testing::active() {
-                for (h, _) in &results {
-                    crate::testing::on_handled(&env.group, h.name, &event_id, None);
+            for (h, r) in &results {
+                if let Ok(outcome) = r {
+                    tell_ok(env, &record, &event_id, h, outcome);
                 }
             }
+            done_event = Some(event_id);
             Ok(())
         }
-        Attempt::Handled { event_id, results } => Box::pin(handled(env, &mut record, &event_id, results)).await,
+        Attempt::Handled { event_id, results } => {
+            let outcome = Box::pin(handled(env, &mut record, &event_id, results)).await;
+            done_event = Some(event_id);
+            outcome
+        }
     };
-    if let (Ok(()), Some(event_id)) = (&outcome, &tracked) {
-        crate::testing::on_settled(&env.group, event_id);
+    if let (Ok(()), Some(event_id)) = (&outcome, &done_event) {
+        env.stacks.group.record_done(&env.group, event_id);
     }
     match outcome {
         Ok(()) => Completion {
@@ -105,21 +122,14 @@ async fn handled(
     env: &WorkerEnv,
     record: &mut Record,
     event_id: &str,
-    results: Vec<(&'static HandlerDescriptor, Result<(), HandlerError>)>,
+    results: Vec<(&'static HandlerDescriptor, Handled)>,
 ) -> Result<(), Duration> {
     let attempts = record.attempts + 1;
     let mut retry_in: Option<Duration> = None;
     for (h, result) in results {
-        let metrics = env.metrics.of(h.name, &record.info.topic);
-        if result.is_err() {
-            metrics.failed.increment(1);
-        }
         let error = match result {
-            Ok(()) => {
-                metrics.handled.increment(1);
-                if crate::testing::active() {
-                    crate::testing::on_handled(&env.group, h.name, event_id, None);
-                }
+            Ok(outcome) => {
+                tell_ok(env, record, event_id, h, &outcome);
                 record.settled_handlers.push(h.name);
                 continue;
             }
@@ -127,9 +137,6 @@ async fn handled(
             // dead-lettered for this handler; the others' outcomes stand.
             Err(e) if e.is_poison() => {
                 if dead_letter(env, record, e.kind(), e.to_string(), h.name, attempts).await {
-                    if crate::testing::active() {
-                        crate::testing::on_handled(&env.group, h.name, event_id, Some(e.to_string()));
-                    }
                     record.settled_handlers.push(h.name);
                     continue;
                 }
@@ -141,16 +148,13 @@ async fn handled(
         let policy = h.retry.apply(env.retry_policy);
         let delay = match verdict(policy, attempts, &error) {
             Verdict::GiveUp if dead_letter(env, record, error.kind(), error.to_string(), h.name, attempts).await => {
-                if crate::testing::active() {
-                    crate::testing::on_handled(&env.group, h.name, event_id, Some(error.to_string()));
-                }
                 record.settled_handlers.push(h.name);
                 continue;
             }
             Verdict::GiveUp => policy.delay(attempts),
             Verdict::Retry(delay) => {
-                metrics.retried.increment(1);
                 warn!(group = %env.group, record = %record.position(), handler = h.name, event_id, attempt = attempts, of = policy.retries + 1, retry_in = ?delay, error = %error, "handler failed; the record will be retried");
+                tell(env, record, Some(event_id), Some(h.name), Disposition::Retrying { attempt: attempts, error: &error, delay });
                 delay
             }
         };
@@ -180,7 +184,10 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
 
     for (mut record, rejected) in set_aside {
         match rejected {
-            None => settle(record),
+            None => {
+                tell(env, &record, None, None, Disposition::Skipped("set aside from the batch"));
+                settle(record)
+            }
             Some((kind, error)) => match reject(env, &mut record, kind, error).await {
                 Ok(()) => settle(record),
                 Err(d) => {
@@ -193,16 +200,13 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
     let policy = handler.retry.apply(env.retry_policy);
     match result {
         Ok(()) => {
-            if crate::testing::active() {
-                // Test sessions follow binary-mode records of batches by their `ce_id`.
-                for id in handed.iter().filter_map(|r| r.header_text("ce_id")) {
-                    crate::testing::on_handled(&env.group, handler.name, &id, None);
-                    crate::testing::on_settled(&env.group, &id);
+            for record in &handed {
+                // Layers follow records of batches by their `ce_id` (binary mode).
+                let id = record.header_text("ce_id");
+                tell(env, record, id.as_deref(), Some(handler.name), Disposition::Handled);
+                if let Some(id) = &id {
+                    env.stacks.group.record_done(&env.group, id);
                 }
-            }
-            // A batch whose records were all set aside handed nothing.
-            if let Some(first) = handed.first() {
-                env.metrics.of(handler.name, &first.info.topic).handled.increment(handed.len() as u64);
             }
             handed.into_iter().for_each(&mut settle)
         }
@@ -232,7 +236,7 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
             for (i, mut record) in handed.into_iter().enumerate() {
                 match i.cmp(&succeeded) {
                     std::cmp::Ordering::Less => {
-                        env.metrics.of(handler.name, &record.info.topic).handled.increment(1);
+                        tell(env, &record, record.header_text("ce_id").as_deref(), Some(handler.name), Disposition::Handled);
                         settle(record)
                     }
                     std::cmp::Ordering::Greater => retry.push(record),
@@ -278,14 +282,12 @@ pub(crate) async fn batch(env: &WorkerEnv, lane: LaneId, attempt: BatchAttempt) 
 
 /// Counts a failed attempt of a record for `handler`. `Some(delay)`: retry after it; `None`:
 /// the record was dead-lettered (settled).
-async fn failed(env: &WorkerEnv, record: &mut Record, handler: &HandlerDescriptor, policy: RetryPolicy, error: &HandlerError) -> Option<Duration> {
+async fn failed(env: &WorkerEnv, record: &mut Record, handler: &'static HandlerDescriptor, policy: RetryPolicy, error: &HandlerError) -> Option<Duration> {
     record.attempts += 1;
     record.first_failure.get_or_insert_with(Utc::now);
-    let metrics = env.metrics.of(handler.name, &record.info.topic);
-    metrics.failed.increment(1);
     match verdict(policy, record.attempts, error) {
         Verdict::Retry(delay) => {
-            metrics.retried.increment(1);
+            tell(env, record, record.header_text("ce_id").as_deref(), Some(handler.name), Disposition::Retrying { attempt: record.attempts, error, delay });
             Some(delay)
         }
         Verdict::GiveUp => {
@@ -319,9 +321,14 @@ async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str,
     // One attempt: its failure is the first and the last (not a millisecond apart).
     let last_failure = if attempts <= 1 { first_failure } else { now };
     let failure = Failure { kind, error, attempts, group: &env.group, handler, first_failure, last_failure };
+    let told = |error: &str| {
+        let handler = env.plan.all_handlers().chain(env.plan.batch).find(|h| h.name == handler).map(|h| h.name);
+        let event_id = record.header_text("ce_id");
+        tell(env, record, event_id.as_deref(), handler, Disposition::DeadLettered { kind, error });
+    };
     if !env.config.dlq {
         error!(group = %env.group, record = %record.position(), handler, kind, error = %dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES), "giving up on record (dead letter queue disabled)");
-        env.metrics.of(handler, &record.info.topic).dead_lettered.increment(1);
+        told(&failure.error);
         return true;
     }
     let topic = env.config.dlq_topic(&record.info.topic);
@@ -341,7 +348,7 @@ async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str,
     }
     match sent {
         Ok((partition, offset)) => {
-            env.metrics.of(handler, &record.info.topic).dead_lettered.increment(1);
+            told(&failure.error);
             let error = dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES);
             error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %error, omitted, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
             true

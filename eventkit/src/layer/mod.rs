@@ -1,0 +1,469 @@
+//! Layers: cross-cutting work around handling a record and around publishing an event.
+//!
+//! The consume and publish flows call "the stack" of layers and name no concern: eventkit's
+//! own tracing and metrics, the test harness's observer and the inbox are layers, and so are
+//! yours. Add them app-wide ([`crate::AppBuilder::layer`]), per consumer group
+//! ([`crate::AppBuilder::group_layer`]) or per handler (`#[handler(layer = expr)]`, an expression
+//! giving a `HandleLayer`, evaluated once at startup; repeatable); app-wide layers wrap group layers, which wrap handler layers.
+//!
+//! A [`HandleLayer`] sees each handler's handling of a record through its [`Context`]
+//! (metadata, record, group, handler, app state):
+//!
+//! - [`HandleLayer::before`] runs first, synchronously: go on, skip the record for this handler
+//!   (it settles as skipped: counted in `eventkit_records_skipped_total`, logged at `debug`),
+//!   or fail it (the failure goes through the handler's retry and dead letter rules);
+//! - [`HandleLayer::around`] wraps the call, for work that waits or must span it (a rate
+//!   limit's permit, a span, a database transaction); it may skip or fail too, and runs code
+//!   after the handler. Only layers whose [`HandleLayer::wraps`] says so for a record are
+//!   called here, so that a record no layer wraps costs no allocation;
+//! - [`HandleLayer::after`] sees the handler's result and how long it took;
+//! - [`HandleLayer::settled`] sees what became of the record: handled, skipped, to be retried
+//!   (when, which attempt), or dead-lettered.
+//!
+//! A [`PublishLayer`] sees each event published (encoded, before it goes to the producer):
+//! it may add headers or fail the publish, and sees the broker's answer.
+//!
+//! Two layers ship as examples of the two kinds: [`Filter`] (by event type, tenant or header;
+//! `before` only) and [`RateLimit`] (a token bucket; `around`, waiting for its turn).
+//!
+//! The shape is tower's `Layer`/`Service` and axum's `from_fn` (an `around` that gets the
+//! request and `next`), which Rust users know; unlike a tower `Service` (`&mut self`,
+//! `poll_ready`, a clone and a boxed future per call in a dynamic stack), a layer here is shared
+//! (`&self`) and says up front whether it wraps a record, so that the common case, no layer that
+//! waits, costs a few virtual calls and no allocation on the consume hot path (measured by
+//! `scripts/bench.sh`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use eventkit::layer::{Flow, HandleLayer, Handled, Next};
+//! use eventkit::Context;
+//!
+//! /// Records of tenant "blocked" are skipped; every other record is timed.
+//! struct Audit;
+//!
+//! impl HandleLayer for Audit {
+//!     fn before(&self, ctx: &Context) -> Flow {
+//!         match ctx.metadata().tenant_id.as_deref() {
+//!             Some("blocked") => Flow::skip("tenant blocked"),
+//!             _ => Flow::Continue,
+//!         }
+//!     }
+//!     fn wraps(&self, _ctx: &Context) -> bool {
+//!         true
+//!     }
+//!     fn around(&self, ctx: Arc<Context>, next: Next) -> eventkit::layer::BoxFuture<Handled> {
+//!         Box::pin(async move {
+//!             let started = std::time::Instant::now();
+//!             let result = next.run(ctx.clone()).await;
+//!             tracing::info!(event = ctx.event_id(), took = ?started.elapsed(), ok = result.is_ok(), "audited");
+//!             result
+//!         })
+//!     }
+//! }
+//! # let _ = eventkit::App::builder().layer(Audit);
+//! ```
+
+mod filter;
+mod rate_limit;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use filter::Filter;
+pub use rate_limit::RateLimit;
+
+use crate::context::{Context, RecordInfo};
+use crate::error::Error;
+use crate::handler::HandlerError;
+
+/// A boxed future that layers return from [`HandleLayer::around`].
+pub type BoxFuture<T> = futures::future::BoxFuture<'static, T>;
+
+/// A handler's result, as layers see and return it.
+pub type Handled = Result<Outcome, HandlerError>;
+
+/// How a handling that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The handler ran and succeeded.
+    Done,
+    /// A layer skipped the record for this handler (the handler did not run); it settles as
+    /// skipped.
+    Skipped(Cow<'static, str>),
+}
+
+impl Outcome {
+    /// A skip, saying why.
+    pub fn skipped(reason: impl Into<Cow<'static, str>>) -> Self {
+        Outcome::Skipped(reason.into())
+    }
+}
+
+/// What [`HandleLayer::before`] decides.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Flow {
+    /// Go on to the next layer and the handler.
+    Continue,
+    /// Do not run the handler: the record settles as skipped for it, with this reason.
+    Skip(Cow<'static, str>),
+    /// Fail the record for this handler: the error goes through its retry and dead letter rules.
+    Fail(HandlerError),
+}
+
+impl Flow {
+    /// Skip the record, saying why.
+    pub fn skip(reason: impl Into<Cow<'static, str>>) -> Self {
+        Flow::Skip(reason.into())
+    }
+
+    /// Fail the record with an error (retried, then dead-lettered, as the handler's own
+    /// errors are; [`crate::Error::permanent`] goes to the dead letter queue at once).
+    pub fn fail(error: impl Into<crate::BoxError>) -> Self {
+        let error = error.into();
+        match error.downcast::<Error>() {
+            Ok(e) if e.is_permanent() => match *e {
+                Error::Permanent(inner) => Flow::Fail(HandlerError::Permanent(inner)),
+                other => Flow::Fail(HandlerError::Failed(Box::new(other))),
+            },
+            Ok(e) => Flow::Fail(HandlerError::Failed(e)),
+            Err(e) => Flow::Fail(HandlerError::Failed(e)),
+        }
+    }
+}
+
+/// What became of a record, for a handler (or for its group, when no handler could take it:
+/// `handler` is then `None`).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Disposition<'a> {
+    /// The handler handled it.
+    Handled,
+    /// A layer skipped it, or no handler of the group takes its type.
+    Skipped(&'a str),
+    /// The attempt failed; it is tried again after `delay`.
+    Retrying {
+        /// The attempt that failed (1 for the first).
+        attempt: u32,
+        /// Why.
+        error: &'a HandlerError,
+        /// When it is tried again.
+        delay: Duration,
+    },
+    /// It was written to the dead letter queue (or, with the queue disabled, given up on).
+    DeadLettered {
+        /// The dead letter kind (see [`crate::dlq::kinds`]).
+        kind: &'a str,
+        /// The error.
+        error: &'a str,
+    },
+}
+
+/// Where a record is settled, for [`HandleLayer::settled`].
+#[derive(Debug, Clone, Copy)]
+pub struct Settling<'a> {
+    /// The record.
+    pub record: &'a RecordInfo,
+    /// Its event id, when it has one.
+    pub event_id: Option<&'a str>,
+    /// The consumer group (on the wire).
+    pub group: &'a str,
+    /// The handler, when one took it.
+    pub handler: Option<&'static str>,
+}
+
+/// A layer around handling records (see the [module docs](self)).
+pub trait HandleLayer: Send + Sync + 'static {
+    /// Runs before the handler (and before the layers it wraps): go on, skip or fail.
+    fn before(&self, _ctx: &Context) -> Flow {
+        Flow::Continue
+    }
+
+    /// Whether [`HandleLayer::around`] is to wrap this handling (default: no).
+    fn wraps(&self, _ctx: &Context) -> bool {
+        false
+    }
+
+    /// Wraps the handling: call `next.run(ctx)` to go on (or don't, to skip or fail).
+    fn around(&self, ctx: Arc<Context>, next: Next) -> BoxFuture<Handled> {
+        next.run(ctx)
+    }
+
+    /// Runs after the handler (and after the `after` of the layers inside this one) with its
+    /// result and duration.
+    fn after(&self, _ctx: &Context, _result: &Handled, _took: Duration) {}
+
+    /// What became of the record: handled, skipped, to be retried, or dead-lettered.
+    fn settled(&self, _at: &Settling<'_>, _disposition: &Disposition<'_>) {}
+
+    /// A record is done for the whole group (every handler of it settled it).
+    fn record_done(&self, _group: &str, _event_id: &str) {}
+}
+
+/// The rest of the stack, for [`HandleLayer::around`]: the wrapping layers inside this one,
+/// then the handler.
+pub struct Next {
+    layers: Arc<[Arc<dyn HandleLayer>]>,
+    at: usize,
+    handler: Arc<dyn Fn(Arc<Context>) -> BoxFuture<Handled> + Send + Sync>,
+}
+
+impl Next {
+    /// Runs the rest of the stack.
+    pub fn run(mut self, ctx: Arc<Context>) -> BoxFuture<Handled> {
+        while let Some(layer) = self.layers.get(self.at) {
+            self.at += 1;
+            if layer.wraps(&ctx) {
+                let layer = layer.clone();
+                return layer.around(ctx, self);
+            }
+        }
+        (self.handler)(ctx)
+    }
+}
+
+/// A layer from an async function, like axum's `from_fn`: it wraps every handling.
+///
+/// ```
+/// use eventkit::layer::from_fn;
+/// let timed = from_fn(|ctx, next| async move {
+///     let started = std::time::Instant::now();
+///     let result = next.run(ctx).await;
+///     tracing::debug!(took = ?started.elapsed(), "handled");
+///     result
+/// });
+/// # let _ = eventkit::App::builder().layer(timed);
+/// ```
+pub fn from_fn<F, Fut>(f: F) -> FromFn<F>
+where
+    F: Fn(Arc<Context>, Next) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Handled> + Send + 'static,
+{
+    FromFn(f)
+}
+
+/// See [`from_fn`].
+pub struct FromFn<F>(F);
+
+impl<F, Fut> HandleLayer for FromFn<F>
+where
+    F: Fn(Arc<Context>, Next) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Handled> + Send + 'static,
+{
+    fn wraps(&self, _ctx: &Context) -> bool {
+        true
+    }
+    fn around(&self, ctx: Arc<Context>, next: Next) -> BoxFuture<Handled> {
+        Box::pin((self.0)(ctx, next))
+    }
+}
+
+/// What a consumer group's engine tells about itself (gauges): implemented by eventkit's
+/// metrics, fed by the fetch loop at each status refresh and by librdkafka's statistics.
+pub(crate) trait Watch: Send + Sync + 'static {
+    /// The group's counts at a status refresh (all zero once it stopped).
+    fn group_status(&self, _group: &str, _in_flight: usize, _buffered: usize, _assigned: usize, _paused: usize) {}
+    /// librdkafka's statistics of the group's consumer.
+    fn statistics(&self, _group: &str, _statistics: &rdkafka::Statistics) {}
+}
+
+/// The layers around one handler (app-wide, then its group's, then its own), and around the
+/// group (app-wide, then the group's) for records no handler takes. Built once per group.
+#[derive(Clone, Default)]
+pub(crate) struct Stack {
+    layers: Arc<[Arc<dyn HandleLayer>]>,
+}
+
+impl Stack {
+    pub(crate) fn new(layers: Vec<Arc<dyn HandleLayer>>) -> Self {
+        Stack { layers: layers.into() }
+    }
+
+    /// This stack with `more` inside it.
+    pub(crate) fn with(&self, more: impl IntoIterator<Item = Arc<dyn HandleLayer>>) -> Self {
+        let mut layers: Vec<Arc<dyn HandleLayer>> = self.layers.to_vec();
+        layers.extend(more);
+        Stack::new(layers)
+    }
+
+    /// What the layers decide before the handler: `None` to go on.
+    pub(crate) fn before(&self, ctx: &Context) -> Option<Flow> {
+        for layer in self.layers.iter() {
+            match layer.before(ctx) {
+                Flow::Continue => {}
+                other => return Some(other),
+            }
+        }
+        None
+    }
+
+    /// Whether any layer wraps this handling.
+    pub(crate) fn wraps(&self, ctx: &Context) -> bool {
+        self.layers.iter().any(|l| l.wraps(ctx))
+    }
+
+    /// Runs the handling through the wrapping layers (call only when [`Stack::wraps`]).
+    pub(crate) fn around(&self, ctx: Arc<Context>, handler: Arc<dyn Fn(Arc<Context>) -> BoxFuture<Handled> + Send + Sync>) -> BoxFuture<Handled> {
+        Next { layers: self.layers.clone(), at: 0, handler }.run(ctx)
+    }
+
+    /// `after` runs innermost first, as code after `next.run(..)` in an `around` does.
+    pub(crate) fn after(&self, ctx: &Context, result: &Handled, took: Duration) {
+        for layer in self.layers.iter().rev() {
+            layer.after(ctx, result, took);
+        }
+    }
+
+    pub(crate) fn settled(&self, at: &Settling<'_>, disposition: &Disposition<'_>) {
+        for layer in self.layers.iter() {
+            layer.settled(at, disposition);
+        }
+    }
+
+    pub(crate) fn record_done(&self, group: &str, event_id: &str) {
+        for layer in self.layers.iter() {
+            layer.record_done(group, event_id);
+        }
+    }
+}
+
+/// An event on its way to the producer, as [`PublishLayer`]s see it: encoded, with its id,
+/// type, topic, key and headers. Layers may add headers.
+pub struct Outgoing<'a> {
+    /// The topic on the wire.
+    pub topic: &'a str,
+    /// The event id (`ce_id`).
+    pub event_id: &'a str,
+    /// The event type (`ce_type`).
+    pub event_type: &'a str,
+    /// The correlation id it carries.
+    pub correlation_id: Option<&'a str>,
+    /// The Kafka key.
+    pub key: &'a [u8],
+    /// The encoded value.
+    pub value: &'a [u8],
+    pub(crate) headers: &'a mut rdkafka::message::OwnedHeaders,
+    /// What layers keep from `before` to `after` (a span, a timer), by layer.
+    pub(crate) kept: &'a mut Vec<Box<dyn std::any::Any + Send>>,
+    /// Whether the event is being staged in an outbox rather than published: layers add their
+    /// headers now (they go into the row), and see no `after` (a relay publishes it later).
+    pub staged: bool,
+    /// The transaction the event is published in, when its producer is transactional: what
+    /// it publishes is visible to `read_committed` readers only once
+    /// [`PublishLayer::transaction`] says the transaction committed.
+    pub transaction: Option<usize>,
+}
+
+impl Outgoing<'_> {
+    /// Adds a header to the record.
+    pub fn add_header(&mut self, key: &str, value: &[u8]) {
+        let headers = std::mem::replace(self.headers, rdkafka::message::OwnedHeaders::new());
+        *self.headers = headers.insert(rdkafka::message::Header { key, value: Some(value) });
+    }
+
+    /// Whether the record has a header named `key`.
+    pub fn has_header(&self, key: &str) -> bool {
+        use rdkafka::message::Headers;
+        self.headers.iter().any(|h| h.key.eq_ignore_ascii_case(key))
+    }
+
+    /// Keeps a value until [`PublishLayer::after`] (which gets them back with
+    /// [`PublishResult::kept`]).
+    pub fn keep(&mut self, value: impl std::any::Any + Send) {
+        self.kept.push(Box::new(value));
+    }
+}
+
+/// How a publish ended, for [`PublishLayer::after`].
+pub struct PublishResult<'a> {
+    /// The topic on the wire.
+    pub topic: &'a str,
+    /// The event id.
+    pub event_id: &'a str,
+    /// The event type.
+    pub event_type: &'a str,
+    /// Where the broker put it, or why it did not take it.
+    pub result: Result<(i32, i64), &'a Error>,
+    /// From the hand-over to the producer to the broker's answer.
+    pub took: Duration,
+    pub(crate) kept: &'a mut Vec<Box<dyn std::any::Any + Send>>,
+}
+
+impl PublishResult<'_> {
+    /// Takes back a value of type `T` kept in [`PublishLayer::before`].
+    pub fn kept<T: 'static>(&mut self) -> Option<T> {
+        let i = self.kept.iter().position(|k| k.is::<T>())?;
+        self.kept.swap_remove(i).downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+/// How a transaction of a transactional producer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransactionEnd {
+    /// What it published is visible to `read_committed` readers.
+    Committed,
+    /// What it published never will be.
+    Aborted,
+}
+
+/// A layer around publishing events (app-wide: [`crate::AppBuilder::publish_layer`]).
+pub trait PublishLayer: Send + Sync + 'static {
+    /// Before the event goes to the producer: add headers, keep state, or fail the publish.
+    fn before(&self, _event: &mut Outgoing<'_>) -> crate::Result<()> {
+        Ok(())
+    }
+
+    /// After the broker's answer (or the failure to hand the event over).
+    fn after(&self, _result: &mut PublishResult<'_>) {}
+
+    /// A transaction of a transactional producer (`Outgoing::transaction`) ended.
+    fn transaction(&self, _transaction: usize, _end: TransactionEnd) {}
+
+    /// The producer failed for good (librdkafka's fatal error) and a new one replaced it; what
+    /// the old one had not delivered is sent again on the new one.
+    fn producer_replaced(&self, _cause: &str) {}
+}
+
+/// The publish layers of an app.
+#[derive(Clone, Default)]
+pub(crate) struct PublishStack {
+    layers: Arc<[Arc<dyn PublishLayer>]>,
+}
+
+impl PublishStack {
+    pub(crate) fn new(layers: Vec<Arc<dyn PublishLayer>>) -> Self {
+        PublishStack { layers: layers.into() }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    pub(crate) fn before(&self, event: &mut Outgoing<'_>) -> crate::Result<()> {
+        for layer in self.layers.iter() {
+            layer.before(event)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn after(&self, result: &mut PublishResult<'_>) {
+        for layer in self.layers.iter().rev() {
+            layer.after(result);
+        }
+    }
+
+    pub(crate) fn transaction(&self, transaction: usize, end: TransactionEnd) {
+        for layer in self.layers.iter() {
+            layer.transaction(transaction, end);
+        }
+    }
+
+    pub(crate) fn producer_replaced(&self, cause: &str) {
+        for layer in self.layers.iter() {
+            layer.producer_replaced(cause);
+        }
+    }
+}
