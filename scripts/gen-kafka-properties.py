@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes eventkit/src/kafka/properties.rs from the librdkafka that rdkafka-sys bundles:
+"""Writes eventkit/src/core/properties/table.rs from the librdkafka that rdkafka-sys bundles:
 every configuration property, with
 - the clients it applies to (C consumer, P producer, * both), from CONFIGURATION.md;
 - whether librdkafka marks it sensitive (`_RK_SENSITIVE` in src/rdkafka_conf.c; an alias is
@@ -8,9 +8,9 @@ every configuration property, with
   such as `ssl_key` are set through dedicated C functions only).
 
 Run after upgrading rdkafka:
-  scripts/gen-kafka-properties.py PATH/rdkafka-sys-X/librdkafka > eventkit/src/kafka/properties.rs
+  scripts/gen-kafka-properties.py PATH/rdkafka-sys-X/librdkafka > eventkit/src/core/properties/table.rs
 (`PATH/rdkafka-sys-X/librdkafka/CONFIGURATION.md` is accepted too). The unit test
-`kafka::properties::tests::the_list_matches_the_linked_librdkafka` re-reads the same sources
+`core::properties::tests::the_list_matches_the_linked_librdkafka` re-reads the same sources
 and fails when the generated list is stale.
 """
 import os

@@ -19,65 +19,87 @@
 //!     eventkit::run().await
 //! }
 //! ```
+//!
+//! ## Module map
+//!
+//! The runtime is laid out in layers, lowest first; the folders are the layers. Cross-cutting work
+//! (tracing, metrics, the test harness's observer, the inbox, your own middleware) is a
+//! [`layer`] around handling and publishing; the flows call the stack and name no concern.
+//!
+//! ```text
+//! eventkit/src/            a module imports only its own layer and those below (tests/layering.rs)
+//! ├── core/        0  values every layer uses
+//! │   ├── event.rs           IntegrationEvent, EventInfo (what #[integration_event] generates)
+//! │   ├── envelope.rs        Metadata, RecordInfo, WireFormat, the CloudEvents headers
+//! │   ├── error.rs           Error, HandlerError, the dead letter kinds
+//! │   ├── config.rs          Config, read from the environment
+//! │   ├── topic_settings.rs  TopicSettings, TopicConfig
+//! │   ├── retry.rs, ordering.rs, state.rs
+//! │   └── properties/        librdkafka's properties: their clients, which are secret
+//! ├── wire/        1  codecs: binary (mod.rs), structured.rs, legacy.rs
+//! ├── kafka/       2  librdkafka clients: settings and logs (mod.rs), reach.rs (the startup
+//! │                   check), outage.rs, topics.rs (creating topics), embedded.rs (mock cluster)
+//! ├── flows/       3  publishing and consuming
+//! │   ├── publish.rs         Publisher: encode, produce, acknowledgements, transactions
+//! │   ├── cascade.rs         domain events mapped to integration events, published together
+//! │   ├── command.rs         commands and their mediator
+//! │   ├── consume/           the engine: fetch.rs (loop, backpressure), scheduler.rs (ordering
+//! │   │                      lanes), dispatch.rs (handler calls), settle.rs (retry, dead
+//! │   │                      letters), tracker.rs (watermarks), rebalance.rs, record.rs
+//! │   ├── dlq/               the dead letter queue: list, replay, purge
+//! │   ├── layer/             middleware: HandleLayer, PublishLayer, Filter, RateLimit
+//! │   ├── context.rs, extract.rs, handler.rs, batch.rs, any.rs   what a handler sees
+//! │   ├── registry.rs        the events, handlers and groups of a program
+//! │   └── status.rs          what each group is doing (health)
+//! ├── app/         4  App, AppBuilder, Running, run (mod.rs); topology.rs (the topic listing);
+//! │                   topics.rs (what an app creates); surface.rs (where surfaces plug in)
+//! └── surfaces/    5  on top of an app, each a layer or a Surface; nothing below names them
+//!     ├── admin/             the admin HTTP API and health probes
+//!     ├── cli.rs             `PROGRAM dlq ...` and the `eventkit` binary
+//!     ├── asyncapi.rs        the AsyncAPI document
+//!     ├── outbox.rs          the transactional outbox and the inbox (sqlx)
+//!     ├── testing.rs         TestApp and sessions
+//!     ├── trace.rs           spans, W3C trace context, OTLP
+//!     └── metrics.rs         Prometheus metrics
+//! ```
 #![warn(missing_docs)]
 
-mod admin;
-mod any;
-pub mod asyncapi;
-mod app;
-mod batch;
-mod cascade;
-mod command;
-mod broker;
-pub mod cli;
-mod config;
-mod consumer;
-mod context;
-pub mod dlq;
-pub mod envelope;
-mod error;
-mod event;
-mod extract;
-mod handler;
-mod kafka;
-pub mod layer;
-pub mod metrics;
-mod status;
-mod ordering;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub mod outbox;
-mod publisher;
-mod registry;
-mod retry;
-mod state;
-pub mod testing;
-mod topics;
-mod topology;
-mod trace;
+// The layers, lowest first (the module map above; tests/layering.rs checks the direction).
+mod core;
 pub mod wire;
+mod kafka;
+mod flows;
+mod app;
+mod surfaces;
 
-pub use any::AnyEvent;
-pub use batch::BatchContext;
-pub use cascade::{Cascade, DomainEvent, IntoEvents, MappingDescriptor, MapsTo};
-pub use command::{send, Command, CommandDescriptor, CommandInfo};
+pub use self::core::envelope;
+pub use flows::{dlq, layer};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use surfaces::outbox;
+pub use surfaces::{asyncapi, cli, metrics, testing};
+
+pub use self::core::config::{AdminSettings, Config, ReadinessChecks};
+pub use self::core::envelope::{Metadata, RecordInfo};
+pub use self::core::error::{BoxError, Error, Result};
+pub use self::core::event::{EventInfo, IntegrationEvent};
+pub use self::core::ordering::Ordering;
+pub use self::core::retry::{RetryOverrides, RetryPolicy};
+pub use self::core::state::{Requirements, StateMap};
+pub use self::core::topic_settings::{TopicConfig, TopicSettings};
+pub use app::topology::{CommandEntry, EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
-pub use broker::EmbeddedBroker;
-pub use config::{AdminSettings, Config, ReadinessChecks};
-pub use context::{Context, RecordInfo};
-pub use dlq::{DeadLetter, DeadLetterQueue, DlqFilter, ReplayReport, Selection};
-pub use envelope::Metadata;
-pub use error::{BoxError, Error, Result};
-pub use event::{EventInfo, IntegrationEvent};
 pub use eventkit_macros::{command, handler, integration_event, maps_to};
-pub use extract::{Extracted, Extractor, FromContext, State};
-pub use ordering::Ordering;
-pub use handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerEvent, HandlerFn, HandlerKind, HandlerOutput};
-pub use publisher::{PublishOptions, Published, Publisher};
-pub use retry::{RetryOverrides, RetryPolicy};
-pub use registry::{EventDescriptor, GroupPlan, Registry};
-pub use state::{Requirements, StateMap};
-pub use topics::{TopicConfig, TopicSettings};
-pub use topology::{CommandEntry, EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
+pub use flows::any::AnyEvent;
+pub use flows::batch::BatchContext;
+pub use flows::cascade::{Cascade, DomainEvent, IntoEvents, MappingDescriptor, MapsTo};
+pub use flows::command::{send, Command, CommandDescriptor, CommandInfo};
+pub use flows::context::Context;
+pub use flows::dlq::{DeadLetter, DeadLetterQueue, DlqFilter, ReplayReport, Selection};
+pub use flows::extract::{Extracted, Extractor, FromContext, State};
+pub use flows::handler::{BatchFn, HandlerDescriptor, HandlerError, HandlerEvent, HandlerFn, HandlerKind, HandlerOutput};
+pub use flows::publish::{PublishOptions, Published, Publisher};
+pub use flows::registry::{EventDescriptor, GroupPlan, Registry};
+pub use kafka::embedded::EmbeddedBroker;
 pub use wire::WireFormat;
 
 /// Links crates whose events and handlers this binary must register, though it names
@@ -103,17 +125,17 @@ macro_rules! link {
 #[doc(hidden)]
 pub mod __private {
     /// `#[handler(layer = expr)]`: the expression's layer, shared.
-    pub fn layer(layer: impl crate::layer::HandleLayer) -> std::sync::Arc<dyn crate::layer::HandleLayer> {
+    pub fn layer(layer: impl crate::flows::layer::HandleLayer) -> std::sync::Arc<dyn crate::flows::layer::HandleLayer> {
         std::sync::Arc::new(layer)
     }
-    pub use crate::any::decode_any;
-    pub use crate::batch::{decode_batch, extract_batch_ref, require_batch_ref};
-    pub use crate::cascade::{map_into, SameTarget};
-    pub use crate::event::{event_from_json, event_schema};
+    pub use crate::flows::any::decode_any;
+    pub use crate::flows::batch::{decode_batch, extract_batch_ref, require_batch_ref};
+    pub use crate::flows::cascade::{map_into, SameTarget};
+    pub use crate::core::event::{event_from_json, event_schema};
     pub use schemars;
-    pub use crate::command::{take_command, CommandReply};
-    pub use crate::extract::{extract_ref, require_ref};
-    pub use crate::handler::{decode_event, extract_failed, idempotent_output, key_text, EventKey, IdempotentOutput};
+    pub use crate::flows::command::{take_command, CommandReply};
+    pub use crate::flows::extract::{extract_ref, require_ref};
+    pub use crate::flows::handler::{decode_event, extract_failed, idempotent_output, key_text, EventKey, IdempotentOutput};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use serde;

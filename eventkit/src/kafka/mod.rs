@@ -10,36 +10,17 @@
 //! - [`reach`]: the startup check that the cluster answers.
 
 pub(crate) mod outage;
-pub(crate) mod properties;
 pub(crate) mod reach;
+pub(crate) mod topics;
+pub mod embedded;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 
-use crate::config::Config;
-use crate::error::{Error, Result};
-
-/// Which clients a property applies to, as librdkafka classifies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    Any,
-    Consumer,
-    Producer,
-}
-
-/// A librdkafka configuration property, as librdkafka's own table describes it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Property {
-    pub name: &'static str,
-    /// The clients it applies to.
-    pub scope: Scope,
-    /// Marked sensitive by librdkafka: its value is never shown.
-    pub sensitive: bool,
-    /// Whether a string can set it (callbacks and internal properties are set through C
-    /// functions only).
-    pub settable: bool,
-}
+use crate::core::config::Config;
+use crate::core::error::{Error, Result};
+use crate::core::properties::{self, Property, Scope};
 
 /// A kind of client eventkit creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::Client;
-use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::core::config::Config;
+use crate::core::error::{Error, Result};
 
 /// How long one attempt may take at most.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,7 +83,7 @@ fn probe(config: &Config, timeout: Duration, cancelled: &AtomicBool) -> Result<s
     let mut client = super::client_config(config)?;
     super::apply_overrides(&mut client, config, Client::Admin);
     let consumer: BaseConsumer<ProbeContext> =
-        client.create_with_context(context).map_err(|e| Error::Config(format!("cannot create a Kafka client: {}", crate::error::redact(e))))?;
+        client.create_with_context(context).map_err(|e| Error::Config(format!("cannot create a Kafka client: {}", crate::core::error::redact(e))))?;
     let started = std::time::Instant::now();
     loop {
         let left = timeout.saturating_sub(started.elapsed());

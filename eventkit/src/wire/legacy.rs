@@ -5,9 +5,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::context::RecordInfo;
-use crate::envelope::{Metadata, SPEC_VERSION};
-use crate::error::{Error, Result};
+use crate::core::envelope::{Metadata, RecordInfo, SPEC_VERSION};
+use crate::core::error::{Error, Result};
 
 /// The metadata members the envelope defines; extensions cannot use these names.
 const MEMBERS: [&str; 10] =

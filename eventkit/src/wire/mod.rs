@@ -14,60 +14,15 @@
 mod legacy;
 mod structured;
 
-use std::str::FromStr;
-
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-use crate::context::RecordInfo;
-use crate::envelope::{headers, Metadata};
-use crate::error::{Error, Result};
+pub use crate::core::envelope::{extension_name, WireFormat};
+pub(crate) use crate::core::envelope::{is_attribute, quote_str, QUOTED};
+use crate::core::envelope::{headers, Metadata, RecordInfo};
+use crate::core::error::{Error, Result};
 
-/// The record layout of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum WireFormat {
-    /// CloudEvents binary content mode (the default).
-    #[default]
-    Binary,
-    /// CloudEvents structured content mode (`application/cloudevents+json`).
-    Structured,
-    /// JSON body envelope `{"metadata": {...}, "payload": {...}}`.
-    Legacy,
-    /// Plain JSON without metadata (only read, never written).
-    Untyped,
-}
-
-impl WireFormat {
-    /// The format's name: `binary`, `structured`, `legacy` or `untyped`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WireFormat::Binary => "binary",
-            WireFormat::Structured => "structured",
-            WireFormat::Legacy => "legacy",
-            WireFormat::Untyped => "untyped",
-        }
-    }
-}
-
-impl std::fmt::Display for WireFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for WireFormat {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "binary" => Ok(WireFormat::Binary),
-            "structured" => Ok(WireFormat::Structured),
-            "legacy" => Ok(WireFormat::Legacy),
-            other => Err(Error::Config(format!("unknown wire format {other:?}: expected binary, structured or legacy"))),
-        }
-    }
-}
 
 /// A record's headers and value.
 pub(crate) struct Encoded {
@@ -89,7 +44,7 @@ pub(crate) fn encode(format: WireFormat, metadata: &Metadata, data: &[u8]) -> Re
         }
         WireFormat::Legacy => {
             let value = legacy::encode(metadata, data)?;
-            Ok(Encoded { headers: content_type(crate::envelope::JSON, &metadata.other_headers), value })
+            Ok(Encoded { headers: content_type(crate::core::envelope::JSON, &metadata.other_headers), value })
         }
     }
 }
@@ -224,19 +179,6 @@ pub(crate) fn is_json_content(content_type: Option<&str>) -> bool {
     structured::is_json(content_type)
 }
 
-/// How many characters of a value an error message quotes.
-const QUOTED: usize = 64;
-
-/// A value for an error message: quoted, and when long only its first characters and its
-/// length, so that an error (and the dead letter header carrying it) stays small whatever the
-/// record holds.
-pub(crate) fn quote_str(value: &str) -> String {
-    let mut chars = value.char_indices();
-    match chars.nth(QUOTED) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-    }
-}
 
 /// [`quote_str`] for a JSON value.
 pub(crate) fn quote_json(value: &serde_json::Value) -> String {
@@ -248,33 +190,7 @@ pub(crate) fn quote_json(value: &serde_json::Value) -> String {
     }
 }
 
-/// CloudEvents context attribute names (core and the extensions eventkit knows): not usable
-/// as other extensions' names.
-pub(crate) fn is_attribute(name: &str) -> bool {
-    matches!(
-        name,
-        "specversion" | "id" | "source" | "type" | "time" | "datacontenttype" | "dataschema" | "subject" | "data" | "data_base64"
-            | "correlationid" | "causationid" | "tenantid" | "schemaversion"
-    )
-}
 
-/// The extension name a foreign attribute is read as. CloudEvents extension names are
-/// lowercase letters and digits; others are mapped by lowercasing and dropping every other
-/// character (`Trace_ID` and `retry_count` become `traceid` and `retrycount`). `None` when
-/// nothing usable is left or the name is taken (`taken` says which are): the caller keeps the
-/// value as a plain header instead.
-///
-/// ```
-/// # use eventkit::wire::extension_name;
-/// assert_eq!(extension_name("priority", |_| false).as_deref(), Some("priority"));
-/// assert_eq!(extension_name("Retry_Count", |_| false).as_deref(), Some("retrycount"));
-/// assert_eq!(extension_name("__", |_| false), None);
-/// assert_eq!(extension_name("Type", |n| n == "type"), None);
-/// ```
-pub fn extension_name(name: &str, taken: impl Fn(&str) -> bool) -> Option<String> {
-    let mapped: String = name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    (!mapped.is_empty() && !taken(&mapped)).then_some(mapped)
-}
 
 /// Adds a foreign attribute read from JSON (structured members, legacy metadata) as an
 /// extension under its mapped name ([`extension_name`]), or as a plain `x-NAME` header when no

@@ -4,8 +4,8 @@ use base64::Engine as _;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::envelope::{Metadata, JSON};
-use crate::error::{Error, Result};
+use crate::core::envelope::{Metadata, JSON};
+use crate::core::error::{Error, Result};
 
 /// The content type of structured records.
 pub(crate) const CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
