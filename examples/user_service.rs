@@ -69,9 +69,6 @@ async fn count_churn(event: UserDeactivated, analytics: &Analytics) {
 
 #[tokio::main]
 async fn main() -> eventkit::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
-        .init();
     let mailer = Mailer::default();
     let analytics = Analytics::default();
     let app = App::builder()

@@ -268,13 +268,18 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
     let Krate { path: k, text } = krate;
     let serde_path = format!("{text}::__private::serde");
     let schemars_path = format!("{text}::__private::schemars");
+    // The JSON Schema derive only where eventkit has its `asyncapi` feature: `__with_schema!`
+    // (eventkit's) keeps or drops the bracketed attributes as that feature says.
     let derives = quote! {
-        #[derive(#k::__private::serde::Serialize, #k::__private::serde::Deserialize, #k::__private::schemars::JsonSchema)]
+        #[derive(#k::__private::serde::Serialize, #k::__private::serde::Deserialize)]
         #[serde(crate = #serde_path)]
-        #[schemars(crate = #schemars_path)]
     };
+    let schema_derive = quote! {
+        [#[derive(#k::__private::schemars::JsonSchema)] #[schemars(crate = #schemars_path)]]
+    };
+    let with_schema = |rest: TokenStream| quote! { #k::__with_schema! { #schema_derive #rest } };
     if *item_only {
-        return quote! { #derives #item };
+        return with_schema(quote! { #derives #item });
     }
     let format = match format {
         Some(f) => quote!(::core::option::Option::Some(#k::WireFormat::#f)),
@@ -301,8 +306,8 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
         }
         None => (quote!(::core::option::Option::None), quote!(::core::option::Option::None)),
     };
+    let item = with_schema(quote! { #derives #item });
     quote! {
-        #derives
         #item
 
         const _: () = {
@@ -318,7 +323,7 @@ fn generate(event: &Event, krate: &Krate) -> TokenStream {
                     type_id: ::core::any::TypeId::of::<#ident>,
                     type_name: ::core::any::type_name::<#ident>,
                     from_json: #k::__private::event_from_json::<#ident>,
-                    schema: #k::__private::event_schema::<#ident>,
+                    schema: #k::__event_schema!(#ident),
                     settings: #k::TopicSettings {
                         partitions: #partitions,
                         replication: #replication,

@@ -76,7 +76,13 @@ pub use self::core::envelope;
 pub use flows::{dlq, layer};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use surfaces::outbox;
-pub use surfaces::{asyncapi, cli, metrics, testing};
+#[cfg(feature = "asyncapi")]
+pub use surfaces::asyncapi;
+#[cfg(feature = "cli")]
+pub use surfaces::cli;
+#[cfg(feature = "metrics")]
+pub use surfaces::metrics;
+pub use surfaces::testing;
 
 pub use self::core::config::{AdminSettings, Config, ReadinessChecks};
 pub use self::core::envelope::{Metadata, RecordInfo};
@@ -121,6 +127,43 @@ macro_rules! link {
     };
 }
 
+/// Used by generated code only: `#[integration_event]`'s JSON Schema derive, kept where the
+/// `asyncapi` feature is on.
+#[cfg(feature = "asyncapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_schema {
+    ([$($schema:tt)*] $($item:tt)*) => { $($schema)* $($item)* };
+}
+
+/// Used by generated code only (without the `asyncapi` feature, no JSON Schema derive).
+#[cfg(not(feature = "asyncapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_schema {
+    ([$($schema:tt)*] $($item:tt)*) => { $($item)* };
+}
+
+/// Used by generated code only: an event's schema function.
+#[cfg(feature = "asyncapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __event_schema {
+    ($event:ty) => {
+        $crate::__private::event_schema::<$event>
+    };
+}
+
+/// Used by generated code only (without the `asyncapi` feature, no schema).
+#[cfg(not(feature = "asyncapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __event_schema {
+    ($event:ty) => {
+        ()
+    };
+}
+
 /// Used by generated code only; not a public API.
 #[doc(hidden)]
 pub mod __private {
@@ -131,7 +174,10 @@ pub mod __private {
     pub use crate::flows::any::decode_any;
     pub use crate::flows::batch::{decode_batch, extract_batch_ref, require_batch_ref};
     pub use crate::flows::cascade::{map_into, SameTarget};
-    pub use crate::core::event::{event_from_json, event_schema};
+    #[cfg(feature = "asyncapi")]
+    pub use crate::core::event::event_schema;
+    pub use crate::core::event::event_from_json;
+    #[cfg(feature = "asyncapi")]
     pub use schemars;
     pub use crate::flows::command::{take_command, CommandReply};
     pub use crate::flows::extract::{extract_ref, require_ref};

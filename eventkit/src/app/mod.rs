@@ -304,11 +304,18 @@ fn install_default_logging(service: &str) {
     use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::Layer as _;
     if tracing::dispatcher::has_been_set() {
         return;
     }
-    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn"));
+    // `RUST_LOG` as targets and levels (`info,eventkit=debug,librdkafka=warn`): the directives a
+    // service sets; span and field filters would need regex in every build.
+    const DEFAULT: &str = "info,librdkafka=warn";
+    let asked = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let unreadable = asked.as_deref().filter(|v| v.parse::<Targets>().is_err()).map(str::to_owned);
+    let targets: Targets = asked.as_deref().and_then(|v| v.parse().ok()).unwrap_or_else(|| DEFAULT.parse().expect("the default filter parses"));
+    let filter = || targets.clone();
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The per-record and per-publish spans are for tracing: formatting their fields for log
     // lines would cost more than handling a record.
@@ -320,6 +327,9 @@ fn install_default_logging(service: &str) {
     let registry = tracing_subscriber::registry().with(layers);
     // Another thread may have won the race: then its subscriber stays.
     let _ = registry.try_init();
+    if let Some(value) = unreadable {
+        warn!(rust_log = %value, default = DEFAULT, "RUST_LOG is not a list of `target=level` directives (span and field filters need a subscriber of the program's own); logging at the default");
+    }
 }
 
 /// Every handler this process runs must find the state it asks for; all gaps are reported at once.

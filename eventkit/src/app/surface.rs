@@ -137,5 +137,49 @@ pub(crate) fn check_command_line(args: &[String]) -> Result<()> {
     if args.iter().skip(1).any(|a| a == "--asyncapi") && !has("asyncapi") {
         return Err(missing("`--asyncapi`", "asyncapi"));
     }
+    if args.get(1).is_some_and(|a| a == "dlq") && !has("cli") {
+        return Err(missing("`dlq` (the dead letter tool)", "cli"));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each surface compiled in has its entry; one left out is an error naming its feature
+    /// when asked for (whichever features this test is built with: CI runs it with none).
+    #[test]
+    fn a_surface_left_out_is_an_error_naming_its_feature() {
+        assert_eq!(has("admin"), cfg!(feature = "admin"));
+        assert_eq!(has("asyncapi"), cfg!(feature = "asyncapi"));
+        assert_eq!(has("cli"), cfg!(feature = "cli"));
+        assert_eq!(has("metrics"), cfg!(feature = "metrics"));
+        assert!(has("tracing"), "tracing is always there");
+
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let asyncapi = check_command_line(&args(&["svc", "--asyncapi"]));
+        let dlq = check_command_line(&args(&["svc", "dlq", "list", "--topic", "t"]));
+        if cfg!(feature = "asyncapi") {
+            assert!(asyncapi.is_ok());
+        } else {
+            let e = asyncapi.unwrap_err().to_string();
+            assert!(e.contains("`--asyncapi`") && e.contains("`asyncapi` feature"), "{e}");
+        }
+        if cfg!(feature = "cli") {
+            assert!(dlq.is_ok());
+        } else {
+            let e = dlq.unwrap_err().to_string();
+            assert!(e.contains("`dlq`") && e.contains("`cli` feature"), "{e}");
+        }
+        assert!(check_command_line(&args(&["svc"])).is_ok());
+
+        let built = crate::App::builder().bootstrap_servers("127.0.0.1:9").admin_addr("127.0.0.1:0").build();
+        if cfg!(feature = "admin") {
+            assert!(built.is_ok(), "{:?}", built.err());
+        } else {
+            let e = built.unwrap_err().to_string();
+            assert!(e.contains("EVENTKIT_ADMIN_ADDR") && e.contains("`admin` feature"), "{e}");
+        }
+    }
 }

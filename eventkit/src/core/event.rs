@@ -38,10 +38,21 @@ pub struct EventInfo {
     /// the generator's definitions; the result refers to it.
     #[doc(hidden)]
     #[serde(skip)]
-    pub schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    pub schema: SchemaFn,
 }
 
+/// How an event's JSON Schema is made (with the `asyncapi` feature).
+#[cfg(feature = "asyncapi")]
+#[doc(hidden)]
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+/// Without the `asyncapi` feature, events have no JSON Schema.
+#[cfg(not(feature = "asyncapi"))]
+#[doc(hidden)]
+pub type SchemaFn = ();
+
 /// The schema of `E` (a reference into the generator's definitions).
+#[cfg(feature = "asyncapi")]
 #[doc(hidden)]
 pub fn event_schema<E: schemars::JsonSchema>(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     generator.subschema_for::<E>()

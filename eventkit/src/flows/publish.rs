@@ -405,6 +405,7 @@ impl Publisher {
         self.inner.producer.load().flush(timeout).map_err(Error::from)
     }
 
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     /// Why the producer is not healthy, if it is not: it failed for good and its replacement
     /// has not delivered yet.
     pub(crate) fn unhealthy(&self) -> Option<String> {

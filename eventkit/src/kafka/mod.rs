@@ -50,6 +50,7 @@ pub(crate) fn client_config(config: &Config) -> Result<ClientConfig> {
     Ok(client)
 }
 
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 /// A consumer group member as its coordinator describes it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Member {
@@ -60,6 +61,7 @@ pub(crate) struct Member {
     pub assignment: std::collections::BTreeMap<String, Vec<i32>>,
 }
 
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 /// The state and members of each of `groups`, from their coordinators (blocking).
 pub(crate) fn describe_groups(
     config: &Config,
@@ -90,6 +92,7 @@ pub(crate) fn describe_groups(
     Ok(out)
 }
 
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 /// The consumer protocol's member assignment: version (i16), then topics (i32 count), each a
 /// name (i16 length + bytes) and partitions (i32 count + i32 each); user data follows.
 fn parse_assignment(bytes: &[u8]) -> Option<std::collections::BTreeMap<String, Vec<i32>>> {

@@ -185,6 +185,7 @@ pub(crate) fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
+#[cfg_attr(not(feature = "admin"), allow(dead_code))]
 /// When the current outage began, if one is going on.
 pub(crate) fn active_since() -> Option<Instant> {
     if !active() {

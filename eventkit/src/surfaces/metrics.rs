@@ -31,15 +31,27 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
+#[cfg(feature = "prometheus")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Bucket bounds of the `_seconds` histograms.
+#[cfg(feature = "prometheus")]
 const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+#[cfg(feature = "prometheus")]
 static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Without the `prometheus` feature, the metrics go to the program's recorder (described once).
+#[cfg(not(feature = "prometheus"))]
+pub(crate) fn install() -> Option<&'static ()> {
+    static DESCRIBED: OnceLock<()> = OnceLock::new();
+    DESCRIBED.get_or_init(describe);
+    None
+}
 
 /// Installs the Prometheus recorder once per process, unless the program has a recorder of its
 /// own. Returns the handle that renders it (`None`: the program's recorder gets the metrics).
+#[cfg(feature = "prometheus")]
 pub(crate) fn install() -> Option<&'static PrometheusHandle> {
     PROMETHEUS
         .get_or_init(|| {
@@ -91,6 +103,7 @@ pub(crate) fn label(value: &str) -> String {
 }
 
 /// The metrics in the Prometheus text format (empty when the program has its own recorder).
+#[cfg(feature = "prometheus")]
 pub fn render() -> String {
     install().map(PrometheusHandle::render).unwrap_or_default()
 }

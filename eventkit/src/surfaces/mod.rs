@@ -4,9 +4,13 @@
 //! metrics for Prometheus ([`metrics`]). Each is a layer around the flows, or plugs into the app
 //! through [`crate::app::surface`]; nothing below names them.
 
+#[cfg(feature = "admin")]
 pub(crate) mod admin;
+#[cfg(feature = "asyncapi")]
 pub mod asyncapi;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod outbox;

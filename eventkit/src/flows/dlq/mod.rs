@@ -71,6 +71,9 @@ pub(crate) const MAX_ERROR_BYTES: usize = 2048;
 
 pub use crate::core::error::kinds;
 
+#[cfg(any(feature = "admin", feature = "cli"))]
+pub(crate) mod listing;
+
 
 /// Why and where a record failed.
 #[derive(Debug, Clone)]
@@ -219,6 +222,7 @@ pub struct DlqFilter {
 }
 
 impl DlqFilter {
+    #[cfg_attr(not(any(feature = "admin", feature = "cli")), allow(dead_code))]
     /// A checked filter from what a person names: the group as code names it (without prefix).
     pub(crate) fn named(config: &Config, group: Option<&str>, kind: Option<String>, handler: Option<String>, event_type: Option<String>, include_replayed: bool) -> Result<Self> {
         let filter = DlqFilter { group: group.map(|g| config.group_for(Some(g))), kind, handler, event_type, include_replayed };

@@ -326,8 +326,21 @@ async fn ready(State(admin): State<Arc<Admin>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// What an endpoint of a surface this build leaves out answers.
+#[cfg(not(all(feature = "prometheus", feature = "asyncapi")))]
+fn feature_off(what: &str, feature: &str) -> Response {
+    let error = format!("{what} needs eventkit's `{feature}` feature, which this build leaves out");
+    (StatusCode::NOT_FOUND, Json(json!({ "error": error }))).into_response()
+}
+
+#[cfg(not(feature = "prometheus"))]
+async fn metrics() -> Response {
+    feature_off("/metrics", "prometheus")
+}
+
 /// The metrics, with the gauges that are read when scraped: readiness, liveness, the
 /// cluster's reachability, and each group's fetch loop age.
+#[cfg(feature = "prometheus")]
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let (snapshots, reasons) = admin.readiness();
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
@@ -347,8 +360,14 @@ async fn topology(State(admin): State<Arc<Admin>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], listing.to_json()).into_response()
 }
 
+#[cfg(feature = "asyncapi")]
 async fn asyncapi(State(admin): State<Arc<Admin>>) -> Json<Value> {
     Json(crate::surfaces::asyncapi::document(&admin.registry, &admin.config))
+}
+
+#[cfg(not(feature = "asyncapi"))]
+async fn asyncapi() -> Response {
+    feature_off("/asyncapi.json", "asyncapi")
 }
 
 async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
@@ -436,7 +455,7 @@ async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Qu
         .for_each(&topic, &filter, move |d| {
             let mut entries = sink.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() < limit {
-                entries.push(serde_json::to_value(crate::surfaces::cli::Listed::from(&d))?);
+                entries.push(serde_json::to_value(crate::flows::dlq::listing::Listed::from(&d))?);
             }
             Ok(())
         })
@@ -487,11 +506,11 @@ async fn replay_body(admin: &Admin, b: ReplayBody) -> ApiResult {
     let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
     let selection = match (&b.offset, &b.range, b.all) {
         (Some(o), None, false) => {
-            let (partition, offset) = crate::surfaces::cli::parse_entry(o).map_err(|e| invalid("offset", e))?;
+            let (partition, offset) = crate::flows::dlq::listing::parse_entry(o).map_err(|e| invalid("offset", e))?;
             Selection::One { partition, offset }
         }
         (None, Some(r), false) => {
-            let (partition, from, to) = crate::surfaces::cli::parse_range(r).map_err(|e| invalid("range", e))?;
+            let (partition, from, to) = crate::flows::dlq::listing::parse_range(r).map_err(|e| invalid("range", e))?;
             Selection::Range { partition, from, to }
         }
         (None, None, true) => Selection::All,
