@@ -61,9 +61,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) -> eventkit::Res
 
 #[tokio::main]
 async fn main() -> eventkit::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error,librdkafka=off".into()))
-        .init();
     let shop = Shop::default();
     let app = App::builder().service_name("order-service").state(shop.clone()).build()?;
     if app.list_topics_if_asked() {

@@ -77,7 +77,6 @@ async fn load_rows(orders: Vec<OrderCreated>, batch: &BatchContext, warehouse: &
 
 #[tokio::main]
 async fn main() -> eventkit::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,librdkafka=off".into())).init();
     let (model, warehouse) = (ReadModel::default(), Warehouse::default());
     let app = App::builder().service_name("order-service").state(model.clone()).state(warehouse.clone()).build()?;
     if app.list_topics_if_asked() {

@@ -10,4 +10,4 @@ if [ -z "${EVENTKIT_BENCH_BOOTSTRAP:-}" ]; then
   export EVENTKIT_BENCH_BOOTSTRAP="$EVENTKIT_TEST_BOOTSTRAP"
   export EVENTKIT_BENCH_BROKER="noida-db $("$venv/bin/pip" show noida-db 2>/dev/null | sed -n 's/^Version: //p') (single node, 127.0.0.1)"
 fi
-cargo bench -p eventkit --bench engine "$@"
+cargo bench -p eventkit-kafka --bench engine "$@"

@@ -1,4 +1,8 @@
-//! Procedural macros of eventkit. Use them through the `eventkit` crate.
+//! Procedural macros of eventkit (the `eventkit-kafka` package). Use them through it, as
+//! `eventkit::integration_event`, `eventkit::handler`, `eventkit::maps_to` and
+//! `eventkit::command`: their documentation, with every argument, is there.
+
+#![warn(missing_docs)]
 
 extern crate proc_macro;
 

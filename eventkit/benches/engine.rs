@@ -17,7 +17,7 @@
 //!   shutdown budget (20 s, under Kubernetes' default grace period of 30 s).
 //!
 //! Each throughput figure is the median of alternating rounds. Run `scripts/bench.sh` (it starts
-//! the pinned noida-db broker), or `EVENTKIT_BENCH_BOOTSTRAP=host:port cargo bench -p eventkit
+//! the pinned noida-db broker), or `EVENTKIT_BENCH_BOOTSTRAP=host:port cargo bench -p eventkit-kafka
 //! --bench engine` for any other Kafka. Prints a table and writes `BENCHMARKS.md`.
 
 use std::collections::HashMap;
@@ -840,7 +840,7 @@ async fn main() {
 
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let report = format!(
-        "# Benchmarks\n\nMeasured {date} by `scripts/bench.sh` (release build, `cargo bench -p eventkit --bench engine`).\n\n\
+        "# Benchmarks\n\nMeasured {date} by `scripts/bench.sh` (release build, `cargo bench -p eventkit-kafka --bench engine`).\n\n\
          - Machine: {}\n- Broker: {}\n- Throughput: median of {ROUNDS} alternating rounds; consume figures run from the first \
          record handled to the last (group join excluded); publish awaits every delivery (idempotent, acks=all).\n\n{table}",
         machine(),

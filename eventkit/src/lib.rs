@@ -20,6 +20,132 @@
 //! }
 //! ```
 //!
+//! Without `KAFKA_BOOTSTRAP_SERVERS`, [`run`] starts an embedded broker (librdkafka's mock
+//! cluster) in the process: the program runs as it is, with no Kafka to install. The README has
+//! the whole guide; what follows is its outline, each part a doctest that compiles.
+//!
+//! ## Events
+//!
+//! [`macro@integration_event`] makes a struct an [`IntegrationEvent`]: its type name (`ce_type`),
+//! its topic, its partition key (else the event id), its schema version and its topic's
+//! settings. Events travel as CloudEvents 1.0 records ([`WireFormat`]).
+//!
+//! ```
+//! #[eventkit::integration_event(topic = "orders.placed.v1", key = order_id, version = 2, partitions = 12)]
+//! pub struct OrderPlaced { pub order_id: String, pub amount_cents: i64 }
+//!
+//! use eventkit::IntegrationEvent as _;
+//! assert_eq!(OrderPlaced::INFO.topic, "orders.placed.v1");
+//! assert_eq!(OrderPlaced::INFO.version, 2);
+//! ```
+//!
+//! ## Handlers
+//!
+//! [`macro@handler`] registers an async function for a consumer group: its first argument is the
+//! event (or a batch, or [`AnyEvent`]), the others are extracted ([`Context`], [`State`] of the
+//! app, the record's [`Metadata`]). An error is retried (`retries`, `backoff`), then the record
+//! goes to the dead letter queue ([`DeadLetterQueue`]); [`Error::permanent`] skips the retries.
+//! Events a handler returns are published once it succeeded.
+//!
+//! ```
+//! # #[eventkit::integration_event(topic = "orders.placed.v1", key = order_id)]
+//! # pub struct OrderPlaced { pub order_id: String, pub amount_cents: i64 }
+//! # #[eventkit::integration_event(topic = "payments.charged.v1", key = order_id)]
+//! # pub struct PaymentCharged { pub order_id: String }
+//! #[derive(Clone)]
+//! struct Gateway;
+//!
+//! #[eventkit::handler(group = "billing", retries = 5, backoff = "100ms..10s")]
+//! async fn charge(order: OrderPlaced, _gateway: &Gateway) -> eventkit::Result<PaymentCharged> {
+//!     if order.amount_cents < 0 {
+//!         return Err(eventkit::Error::permanent("negative amount"));
+//!     }
+//!     Ok(PaymentCharged { order_id: order.order_id })
+//! }
+//!
+//! let app = eventkit::App::builder().state(Gateway).build();
+//! assert!(app.is_ok());
+//! ```
+//!
+//! ## Publishing
+//!
+//! A running app's [`Publisher`] sends events (idempotent producer, acknowledged); from a
+//! handler, [`Context::cascade`] adds events published when it succeeds. [`macro@maps_to`]
+//! maps a domain event onto an integration event field by field, and
+//! [`macro@command`] sends a command to its one handler.
+//!
+//! ```no_run
+//! # #[eventkit::integration_event(topic = "orders.placed.v1", key = order_id)]
+//! # pub struct OrderPlaced { pub order_id: String, pub amount_cents: i64 }
+//! # async fn f() -> eventkit::Result<()> {
+//! let running = eventkit::App::builder().build()?.start().await?;
+//! let published = running.publisher().publish(&OrderPlaced { order_id: "o-1".into(), amount_cents: 250 }).await?;
+//! println!("{}[{}]@{}", published.topic, published.partition, published.offset);
+//! running.shutdown().await
+//! # }
+//! ```
+//!
+//! ## Layers
+//!
+//! Middleware around handling and publishing ([`layer`]): app-wide, per group, per handler.
+//!
+//! ```
+//! use eventkit::layer::{Filter, RateLimit};
+//!
+//! let app = eventkit::App::builder()
+//!     .group_layer("billing", Filter::new().tenants(["acme"]))
+//!     .group_layer("billing", RateLimit::per_second(100));
+//! # let _ = app;
+//! ```
+//!
+//! ## Testing
+//!
+//! [`testing::TestApp`] runs the app on an embedded broker and waits, for each event published,
+//! until everything it caused was handled or dead-lettered.
+//!
+//! ```no_run
+//! # #[eventkit::integration_event(topic = "orders.placed.v1", key = order_id)]
+//! # pub struct OrderPlaced { pub order_id: String, pub amount_cents: i64 }
+//! # async fn f() -> eventkit::Result<()> {
+//! use eventkit::testing::TestApp;
+//!
+//! let app = TestApp::start(eventkit::App::builder()).await?;
+//! let session = app.publish(&OrderPlaced { order_id: "o-1".into(), amount_cents: 250 }).await?;
+//! assert!(session.dead_lettered().is_empty());
+//! app.shutdown().await
+//! # }
+//! ```
+//!
+//! ## Configuration and operations
+//!
+//! Everything is read from the environment ([`Config`]: `KAFKA_BOOTSTRAP_SERVERS`,
+//! `EVENTKIT_*`, librdkafka's properties as `EVENTKIT_KAFKA_*`) and can be set on the
+//! [`AppBuilder`]. `--list-topics` prints the [`Topology`]. With its features: the admin API and
+//! health probes (`EVENTKIT_ADMIN_ADDR`, `EVENTKIT_HEALTH_ADDR`), Prometheus metrics
+//! ([`metrics`]), the dead letter tool (`PROGRAM dlq ...`, [`cli`]), the AsyncAPI document
+//! (`--asyncapi`, [`asyncapi`]), OpenTelemetry.
+//!
+//! ## Features
+//!
+//! All features are off by default (the first build stays lean); `full` turns on every one.
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `admin` | the admin HTTP API and health probes (axum, hyper) |
+//! | `metrics` | metrics through the `metrics` facade, to the program's recorder |
+//! | `prometheus` | `metrics`, the Prometheus recorder and `/metrics` |
+//! | `cli` | `PROGRAM dlq ...` and the `eventkit` binary (clap) |
+//! | `asyncapi` | `--asyncapi`, `App::asyncapi`, `/asyncapi.json` (schemars) |
+//! | `sqlite`, `postgres` | the transactional outbox and the inbox ([`outbox`], sqlx) |
+//! | `otel`, `otlp` | OpenTelemetry spans across services; export over OTLP |
+//! | `full` | all of them |
+//!
+//! Each item that needs a feature says so in these docs. Asking for a part a build leaves out
+//! (`EVENTKIT_ADMIN_ADDR` without `admin`, `--asyncapi` without `asyncapi`, `PROGRAM dlq`
+//! without `cli`) is an error naming the feature. The package is `eventkit-kafka`, so depend on
+//! it as `eventkit-kafka = { version = "0.1", features = ["admin"] }`. What each feature
+//! costs in build time is in `BENCHMARKS.md`.
+//!
 //! ## Module map
 //!
 //! The runtime is laid out in layers, lowest first; the folders are the layers. Cross-cutting work
@@ -63,6 +189,10 @@
 //!     └── metrics.rs         Prometheus metrics
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// The docs link to every optional part; a build without some of them leaves those links
+// dangling (CI builds the docs with all features and denies every warning).
+#![cfg_attr(not(feature = "full"), allow(rustdoc::broken_intra_doc_links))]
 
 // The layers, lowest first (the module map above; tests/layering.rs checks the direction).
 mod core;

@@ -1,0 +1,3 @@
+use eventkit::integration_event;
+// items
+fn main() {}
