@@ -28,3 +28,75 @@ fn rust_log_filters_and_the_default_can_be_turned_off() {
     let off = run(&[("EVENTKIT_DEFAULT_LOGGING", "false")]);
     assert!(off.trim().is_empty(), "nothing is printed: {off}");
 }
+
+fn bare() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eventkit-test-bare"));
+    command.env_remove("KAFKA_BOOTSTRAP_SERVERS").env_remove("RUST_LOG").env_remove("EVENTKIT_LIST_TOPICS");
+    command
+}
+
+#[test]
+fn an_app_started_with_start_prints_its_listing_when_asked_instead_of_running() {
+    let table = bare().arg("--list-topics").output().unwrap();
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    assert!(stdout.starts_with("service: eventkit-test-bare\n") && stdout.contains("CONSUMER GROUPS"), "{stdout}");
+    assert!(!String::from_utf8_lossy(&table.stderr).contains("eventkit started"), "the service does not start");
+
+    let json = bare().arg("--list-topics=json").output().unwrap();
+    assert!(json.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["service"], "eventkit-test-bare");
+
+    let asyncapi = bare().arg("--asyncapi").output().unwrap();
+    assert!(asyncapi.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&asyncapi.stdout).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+
+    let env = bare().env("EVENTKIT_LIST_TOPICS", "json").output().unwrap();
+    assert!(env.status.success());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&env.stdout).unwrap()["service"], "eventkit-test-bare");
+}
+
+#[test]
+fn the_dlq_command_finds_the_embedded_broker_of_the_running_app_or_says_how() {
+    use std::io::Write as _;
+    let service = format!("bare-{}", std::process::id());
+    let announced = std::env::temp_dir().join(format!("eventkit-{service}.broker"));
+    let dlq = |args: &[&str]| bare().env("KAFKA_SERVICE_NAME", &service).arg("dlq").args(args).output().unwrap();
+
+    // Nothing runs: the error says what to do.
+    let alone = dlq(&["list", "--topic", "orders"]);
+    assert_eq!(alone.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&alone.stderr);
+    assert!(said.contains("KAFKA_BOOTSTRAP_SERVERS") && said.contains(&format!("start `{service}` first")), "{said}");
+
+    let mut app = bare()
+        .env("KAFKA_SERVICE_NAME", &service)
+        .env("BARE_WAIT", "1")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !announced.exists() {
+        assert!(app.try_wait().unwrap().is_none(), "the app runs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let address = std::fs::read_to_string(&announced).unwrap();
+    assert!(address.starts_with(&format!("{}\n127.0.0.1:", app.id())), "{address}");
+
+    // The command reaches the running app's broker; the listing's header waits for an entry,
+    // so an error prints none of it.
+    let listed = dlq(&["list", "--topic", "orders"]);
+    let said = String::from_utf8_lossy(&listed.stderr);
+    assert!(said.contains(&format!("using the embedded broker of the running `{service}` (pid {})", app.id())), "{said}");
+    assert!(!said.contains("KAFKA_BOOTSTRAP_SERVERS"), "{said}");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("ENTRY"), "{}", String::from_utf8_lossy(&listed.stdout));
+
+    // The app stops: the note goes with it.
+    app.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(app.wait().unwrap().success());
+    assert!(!announced.exists());
+    assert_eq!(dlq(&["count", "--topic", "orders"]).status.code(), Some(2));
+}

@@ -219,3 +219,18 @@ async fn a_session_forgets_what_an_aborted_transaction_published(target: Target)
     app.shutdown().await.unwrap();
 }
 on_both_brokers!(a_session_forgets_what_an_aborted_transaction_published);
+
+/// A test as a new user writes it: no broker, no settings. Its app takes the test binary's
+/// name without cargo's hash, and handles its first event as soon as it joins (the embedded
+/// broker waits for no other members). The time it took is printed (`--nocapture`) for the
+/// benchmark notes; it is not asserted.
+#[tokio::test]
+async fn a_new_test_app_is_named_after_its_test_and_handles_its_first_event() {
+    let started = std::time::Instant::now();
+    let app = TestApp::start(eventkit::App::builder().config(eventkit::Config::default()).groups(["testing-billing"])).await.unwrap();
+    assert_eq!(app.running().service_name(), "testing");
+    let session = app.publish(&OrderPlaced { order_id: "first".into(), amount: 3 }).await.unwrap();
+    assert_eq!(session.published_of::<InvoiceIssued>(), [InvoiceIssued { order_id: "first".into(), total: 4 }]);
+    println!("TestApp: start to first handled event in {:?}", started.elapsed());
+    app.shutdown().await.unwrap();
+}

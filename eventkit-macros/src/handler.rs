@@ -48,6 +48,8 @@ struct Handler {
     idempotent: Option<Span>,
     /// `layer = expr`: the handler's own layers, the first the outermost.
     layers: Vec<syn::Expr>,
+    /// Where the consumer settings were given (a command handler refuses each, there).
+    consumer_spans: Vec<(&'static str, Span)>,
 }
 
 pub fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -79,6 +81,16 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(&sig.generics, "`#[handler]` functions cannot be generic"));
     }
+    let consumer_spans: Vec<(&'static str, Span)> = [
+        ("group", attrs.group.as_ref().map(|v| v.span())),
+        ("retries", attrs.retries.as_ref().map(|v| v.span())),
+        ("backoff", attrs.backoff.as_ref().map(|v| v.span())),
+        ("ordering", attrs.ordering.as_ref().map(|v| v.span())),
+        ("concurrency", attrs.concurrency.as_ref().map(|v| v.span())),
+    ]
+    .into_iter()
+    .filter_map(|(name, span)| Some((name, span?)))
+    .collect();
     let group = attrs.group.map(|g| {
         let value = g.value();
         if value.trim().is_empty() {
@@ -212,7 +224,7 @@ fn validate(attrs: HandlerArgs, item: ItemFn, errors: &mut Errors) -> Option<Han
     } else {
         Shape::Single { topics: attrs.topics.map(|(span, t)| (span, t.iter().map(LitStr::value).collect())), all: attrs.all }
     };
-    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent: attrs.idempotent, layers: attrs.layers, item })
+    Some(Handler { shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent: attrs.idempotent, layers: attrs.layers, consumer_spans, item })
 }
 
 const IDEMPOTENT_WITHOUT_INBOX: &str = "an `idempotent` handler takes an `InboxTx<Sqlite>` (or `InboxTx<Postgres>`) argument: the transaction that records the event as handled; do the handler's writes in it and commit it";
@@ -326,20 +338,14 @@ fn parse_backoff(text: &str) -> Result<(u64, u64), String> {
 }
 
 fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
-    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent, layers } = handler;
+    let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent, layers, consumer_spans } = handler;
     let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
-    let fn_span = item.sig.ident.span();
-    let consumer_settings: Vec<(Option<proc_macro2::Span>, String)> = [
-        ("group", group.is_some()),
-        ("retries", retries.is_some()),
-        ("backoff", backoff_ms.is_some()),
-        ("ordering", ordering.is_some()),
-        ("concurrency", concurrency.is_some()),
-    ]
-    .into_iter()
-    .map(|(name, given)| (given.then_some(fn_span), format!("a command handler takes no `{name}`: commands run where they are sent, not in a consumer group")))
-    .collect();
+    // On the setting's value: that is the token to remove.
+    let consumer_settings: Vec<(Option<proc_macro2::Span>, String)> = consumer_spans
+        .iter()
+        .map(|(name, span)| (Some(*span), format!("a command handler takes no `{name}`: commands run where they are sent, not in a consumer group")))
+        .collect();
     let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
     let none = quote!(::core::option::Option::None);
     let retries = retries.map(|n| some(quote!(#n))).unwrap_or_else(|| none.clone());
@@ -441,7 +447,12 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
         Shape::Single { .. } => quote!(<#handler_event::Returns>),
         Shape::Batch { .. } => quote!(<()>),
     };
-    let output_check = quote_spanned! {output.span()=>
+    // On the return type itself (the arrow's span is the gap before it on stable).
+    let output_span = match output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => item.sig.ident.span(),
+    };
+    let output_check = quote_spanned! {output_span=>
         #k::HandlerOutput::#returns::into_outcome(__output)
     };
     // `idempotent` and `batch` checks, by type: an alias of `InboxTx` or of `Result<(), E>` counts.

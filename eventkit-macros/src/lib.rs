@@ -16,25 +16,29 @@ mod span;
 
 use proc_macro::TokenStream;
 
-/// Declares an integration event; see `eventkit::IntegrationEvent`.
+/// (The procedural macro behind `eventkit::integration_event`, whose documentation lists every argument,
+/// from the `eventkit-kafka-macros` package.)
 #[proc_macro_attribute]
 pub fn integration_event(args: TokenStream, item: TokenStream) -> TokenStream {
     event::expand(args.into(), item.into()).into()
 }
 
-/// Registers an async fn as an event handler; see `eventkit::HandlerDescriptor`.
+/// (The procedural macro behind `eventkit::handler`, whose documentation lists every argument,
+/// from the `eventkit-kafka-macros` package.)
 #[proc_macro_attribute]
 pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
     handler::expand(args.into(), item.into()).into()
 }
 
-/// Maps a domain event into integration events, field by field; see `eventkit::DomainEvent`.
+/// (The procedural macro behind `eventkit::maps_to`, whose documentation lists every argument,
+/// from the `eventkit-kafka-macros` package.)
 #[proc_macro_attribute]
 pub fn maps_to(args: TokenStream, item: TokenStream) -> TokenStream {
     maps_to::expand(args.into(), item.into()).into()
 }
 
-/// Declares an in-process command, handled by one `#[handler]` fn; see `eventkit::Command`.
+/// (The procedural macro behind `eventkit::command`, whose documentation lists every argument,
+/// from the `eventkit-kafka-macros` package.)
 #[proc_macro_attribute]
 pub fn command(args: TokenStream, item: TokenStream) -> TokenStream {
     command::expand(args.into(), item.into()).into()

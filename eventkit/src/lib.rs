@@ -224,7 +224,14 @@ pub use self::core::state::{Requirements, StateMap};
 pub use self::core::topic_settings::{TopicConfig, TopicSettings};
 pub use app::topology::{CommandEntry, EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
 pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
-pub use eventkit_macros::{command, handler, integration_event, maps_to};
+#[doc = include_str!("../docs/macros/integration_event.md")]
+pub use eventkit_macros::integration_event;
+#[doc = include_str!("../docs/macros/handler.md")]
+pub use eventkit_macros::handler;
+#[doc = include_str!("../docs/macros/maps_to.md")]
+pub use eventkit_macros::maps_to;
+#[doc = include_str!("../docs/macros/command.md")]
+pub use eventkit_macros::command;
 pub use flows::any::AnyEvent;
 pub use flows::batch::BatchContext;
 pub use flows::cascade::{Cascade, DomainEvent, IntoEvents, MappingDescriptor, MapsTo};

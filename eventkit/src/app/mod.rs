@@ -2,6 +2,7 @@
 //! as consumers plus a publisher and run until a signal; [`topology`], the topic listing;
 //! [`topics`], the topics it creates; [`surface`], the seam the surfaces above plug into.
 
+pub(crate) mod announce;
 pub(crate) mod surface;
 pub(crate) mod topics;
 pub mod topology;
@@ -300,7 +301,7 @@ impl AppBuilder {
 /// Installs a formatted subscriber with an env filter (`RUST_LOG`, default `info`, librdkafka's
 /// own lines at `warn`), unless the program installed one: an app that sets up no logging still
 /// says what it does and what goes wrong (dead letters, outages).
-fn install_default_logging(service: &str) {
+fn install_default_logging(service: &str, test_writer: bool) {
     use tracing_subscriber::filter::FilterExt as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -321,7 +322,13 @@ fn install_default_logging(service: &str) {
     // lines would cost more than handling a record.
     // (eventkit's own spans are all of this kind.)
     let no_record_spans = tracing_subscriber::filter::filter_fn(|m| !(m.is_span() && m.target().starts_with("eventkit::")));
-    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour).with_writer(std::io::stderr).with_filter(filter().and(no_record_spans));
+    // Under libtest, lines go through its capture: a passing test prints nothing.
+    let writer = if test_writer {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(tracing_subscriber::fmt::TestWriter::new())
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(colour && !test_writer).with_writer(writer).with_filter(filter().and(no_record_spans));
     let mut layers: Vec<surface::LogLayer> = vec![Box::new(fmt)];
     layers.extend(surface::all().into_iter().filter_map(|s| s.log_layer(service)).map(|l| Box::new(l.with_filter(filter())) as surface::LogLayer));
     let registry = tracing_subscriber::registry().with(layers);
@@ -355,7 +362,38 @@ fn check_state(registry: &Registry, config: &Config, state: &StateMap) -> Result
     }
 }
 
+/// How [`App::start_with`] starts an app.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartOptions {
+    /// Whether the program's arguments may ask for a listing or a command instead.
+    pub(crate) command_line: bool,
+    /// Whether the default subscriber writes through libtest's capture.
+    pub(crate) test_writer: bool,
+}
+
 /// A configured eventkit application.
+///
+/// [`run`] is `App::builder().build()?.run()`; the builder sets what the environment does not
+/// (state, layers, settings), and [`App::start`] starts it without taking over the process:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use eventkit::{App, layer::Filter};
+///
+/// struct Db; // a pool, a client: anything handlers take as `&Db` or `State<Db>`
+///
+/// # async fn example() -> eventkit::Result<()> {
+/// App::builder()
+///     .service_name("billing")
+///     .state(Db)
+///     .retries(5)
+///     .shutdown_timeout(Duration::from_secs(30))
+///     .layer(Filter::new().tenants(["acme"]))        // around every handler
+///     .build()?                                      // checks settings, groups and state
+///     .run()                                         // until SIGINT/SIGTERM
+///     .await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct App {
     config: Config,
@@ -499,19 +537,44 @@ impl App {
 
     /// Starts consumers and the publisher; the app runs until [`Running::shutdown`].
     ///
-    /// When the program was started as `PROGRAM dlq ...`, it runs that command instead and
-    /// exits with its status (see [`crate::surfaces::cli`]): a binary never runs its service when given
-    /// a command line for the dead letter tool.
+    /// The command line is honoured as by [`App::run`]: given `--list-topics[=json]` or
+    /// `--asyncapi` (or `EVENTKIT_LIST_TOPICS`), the program prints that and exits with status 0;
+    /// started as `PROGRAM dlq ...`, it runs the dead letter tool instead and exits with its
+    /// status. A binary never runs its service when asked for one of those.
+    ///
+    /// ```no_run
+    /// # async fn example() -> eventkit::Result<()> {
+    /// let running = eventkit::App::builder().service_name("shop").build()?.start().await?;
+    /// running.publisher(); // publish from anywhere: requests, jobs, tests
+    /// running.shutdown().await
+    /// # }
+    /// ```
     pub async fn start(self) -> Result<Running> {
-        let args: Vec<String> = std::env::args().collect();
+        self.start_with(StartOptions { command_line: true, test_writer: false }).await
+    }
+
+    /// [`App::start`], reading the command line or not (a test harness's arguments are
+    /// libtest's), logging through libtest's capture or to stderr.
+    pub(crate) async fn start_with(self, options: StartOptions) -> Result<Running> {
         let surfaces = surface::all();
-        if let Some(command) = surfaces.iter().find_map(|s| s.command(&args, &self.config, &self.registry)) {
-            match command.await {}
+        if options.command_line {
+            let args: Vec<String> = std::env::args().collect();
+            surface::check_command_line(&args)?;
+            if let Some(command) = surfaces.iter().find_map(|s| s.command(&args, &self.config, &self.registry)) {
+                match command.await {}
+            }
+            if self.list_topics_if_asked() {
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                std::process::exit(0);
+            }
         }
         let App { mut config, registry, state, broker, ready, layers } = self;
         if config.default_logging {
-            install_default_logging(&config.service_name);
+            install_default_logging(&config.service_name, options.test_writer);
         }
+        // Where `PROGRAM dlq ...` beside this app finds its embedded broker.
+        let mut announced = None;
         let broker = match (broker, &config.bootstrap_servers) {
             (Some(broker), _) => Some(broker),
             (None, Some(_)) => None,
@@ -519,6 +582,9 @@ impl App {
                 let broker = EmbeddedBroker::start()?;
                 info!(bootstrap = broker.bootstrap_servers(), "no KAFKA_BOOTSTRAP_SERVERS set: started the embedded broker (librdkafka mock cluster)");
                 config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
+                if options.command_line {
+                    announced = announce::announce(&config.service_name, broker.bootstrap_servers());
+                }
                 Some(Arc::new(broker))
             }
         };
@@ -562,7 +628,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached })
+        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached, _announced: announced })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -666,7 +732,20 @@ async fn shutdown_signal() -> Result<()> {
     Ok(())
 }
 
-/// A started app.
+/// A started app: its publisher, dead letters and commands, until [`Running::shutdown`].
+///
+/// ```no_run
+/// #[eventkit::integration_event(topic = "orders.placed.v1", key = order_id)]
+/// pub struct OrderPlaced { pub order_id: u64 }
+///
+/// # async fn example() -> eventkit::Result<()> {
+/// let running = eventkit::App::builder().build()?.start().await?;
+/// let published = running.publisher().publish(&OrderPlaced { order_id: 7 }).await?;
+/// println!("{} at {}[{}]@{}", published.event_id, published.topic, published.partition, published.offset);
+/// let dead = running.dead_letters().count("orders.placed.v1", &Default::default()).await?;
+/// running.shutdown().await
+/// # }
+/// ```
 pub struct Running {
     publisher: Publisher,
     /// The shutdown's deadline, once it began.
@@ -679,6 +758,8 @@ pub struct Running {
     mediator: crate::flows::command::Mediator,
     /// What runs beside the app (the admin API).
     attached: Vec<Box<dyn surface::Attached>>,
+    /// The note of where its embedded broker listens, removed when the app goes.
+    _announced: Option<announce::Announced>,
 }
 
 impl std::fmt::Debug for Running {
@@ -722,6 +803,11 @@ impl Running {
     /// Where the health probes listen: `EVENTKIT_HEALTH_ADDR`'s address, or the admin API's.
     pub fn health_addr(&self) -> Option<std::net::SocketAddr> {
         self.attached.iter().find_map(|a| a.health_addr())
+    }
+
+    /// The app's service name (CloudEvents `source`, the default group).
+    pub fn service_name(&self) -> &str {
+        &self.config.service_name
     }
 
     /// The bootstrap servers the app uses (the embedded broker's when it started one).

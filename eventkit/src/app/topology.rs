@@ -92,6 +92,13 @@ pub struct HandlerEntry {
     pub ordering: crate::Ordering,
     /// How many records (batches, for a batch handler) of the group run at the same time.
     pub concurrency: usize,
+    /// Retries after a failed first attempt.
+    pub retries: u32,
+    /// The backoff between retries: first delay and longest, in milliseconds.
+    pub backoff_ms: (u64, u64),
+    /// Where a record goes once its retries are spent: `dlq`, or `skip` when the dead letter
+    /// queue is off.
+    pub exhausted: String,
 }
 
 impl Topology {
@@ -134,7 +141,11 @@ impl Topology {
                             HandlerKind::Command { .. } => "command".to_owned(),
                             HandlerKind::Batch { max_size, max_wait_ms, .. } => format!("batch(max_size={max_size}, max_wait={max_wait_ms}ms)"),
                         };
+                        let policy = h.retry.apply(config.retry_policy());
                         HandlerEntry {
+                            retries: policy.retries,
+                            backoff_ms: (millis(policy.first), millis(policy.max)),
+                            exhausted: if config.dlq { "dlq" } else { "skip" }.into(),
                             name: h.name.into(),
                             event_type,
                             topic,
@@ -202,11 +213,12 @@ impl fmt::Display for Topology {
                     h.shape.clone(),
                     if g.transactional { format!("{} (transactional)", h.ordering) } else { h.ordering.to_string() },
                     h.concurrency.to_string(),
+                    format!("{} ({}..{}) → {}", h.retries, human_ms(h.backoff_ms.0), human_ms(h.backoff_ms.1), h.exhausted),
                     state,
                 ]
             })
         });
-        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "STATE"], rows)?;
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "RETRIES", "STATE"], rows)?;
         if !self.commands.is_empty() {
             writeln!(f, "\nCOMMANDS")?;
             let rows = self.commands.iter().map(|c| {
@@ -221,6 +233,20 @@ impl fmt::Display for Topology {
             table(f, &["DOMAIN TYPE", "", "INTEGRATION EVENTS", "TOPICS"], rows)?;
         }
         Ok(())
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `250ms`, `2s`, `1.5s`, `10m`: as `#[handler(backoff = "..")]` is written.
+fn human_ms(ms: u64) -> String {
+    match ms {
+        ms if ms >= 60_000 && ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms >= 1000 && ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms if ms >= 1000 => format!("{}s", ms as f64 / 1000.0),
+        ms => format!("{ms}ms"),
     }
 }
 

@@ -239,8 +239,17 @@ impl Default for Config {
 fn default_service_name() -> String {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .and_then(|p| p.file_stem().map(|s| without_cargo_hash(&s.to_string_lossy()).to_owned()))
         .unwrap_or_else(|| "eventkit".into())
+}
+
+/// A binary's name without the `-<16 hex digits>` cargo gives test binaries
+/// (`cascade-3620b14df5eb47c3` is the service `cascade`).
+fn without_cargo_hash(stem: &str) -> &str {
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if !name.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name,
+        _ => stem,
+    }
 }
 
 impl Config {
@@ -633,6 +642,14 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_test_binary_is_named_without_its_cargo_hash() {
+        assert_eq!(without_cargo_hash("cascade-3620b14df5eb47c3"), "cascade");
+        assert_eq!(without_cargo_hash("order-service"), "order-service");
+        assert_eq!(without_cargo_hash("billing-3620b14df5eb47c"), "billing-3620b14df5eb47c");
+        assert_eq!(without_cargo_hash("-3620b14df5eb47c3"), "-3620b14df5eb47c3");
+    }
+
     use super::*;
 
     fn vars(v: &[(&str, &str)]) -> Result<Config> {

@@ -17,6 +17,29 @@ use crate::wire::WireFormat;
 pub use crate::core::envelope::RecordInfo;
 
 /// The message being handled: metadata, record position, group, publisher and app state.
+///
+/// A handler takes it as `&Context`:
+///
+/// ```
+/// use eventkit::{handler, integration_event, Context};
+///
+/// #[integration_event(topic = "orders.placed.v1", key = order_id)]
+/// pub struct OrderPlaced { pub order_id: u64 }
+/// #[integration_event(topic = "invoices.v1", key = order_id)]
+/// pub struct InvoiceRequested { pub order_id: u64 }
+///
+/// #[handler(group = "billing")]
+/// async fn bill(event: OrderPlaced, ctx: &Context) -> eventkit::Result<()> {
+///     tracing::info!(
+///         id = ctx.event_id(), correlation = ctx.correlation_id(), group = ctx.group(),
+///         topic = &*ctx.record().topic, partition = ctx.record().partition, offset = ctx.record().offset,
+///         "billing order {}", event.order_id,
+///     );
+///     // Published after the handler succeeds, with this event's correlation id:
+///     ctx.cascade(InvoiceRequested { order_id: event.order_id });
+///     Ok(())
+/// }
+/// ```
 pub struct Context {
     pub(crate) metadata: Metadata,
     pub(crate) record: RecordInfo,

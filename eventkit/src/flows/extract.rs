@@ -28,8 +28,9 @@ use crate::core::state::Requirements;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a handler argument",
     label = "not an extractor",
-    note = "handler arguments after the event are `&Context`, `&T` or `State<T>` for app state, `Publisher`, `Metadata`, or a type implementing `eventkit::FromContext`"
+    note = "handler arguments after the event are `&Context`, `&T` or `State<T>` for app state, `Publisher`, `Metadata`, `InboxTx<..>`, or a type implementing `eventkit::FromContext`"
 )]
+// (The same note as `Extractor`'s, so that the compiler reports a wrong argument once.)
 pub trait FromContext: Sized + Send {
     /// Builds the value for one message; an error fails that message's handling.
     fn from_context(ctx: &Context) -> Result<Self>;

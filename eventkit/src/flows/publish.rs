@@ -84,6 +84,26 @@ pub struct Published {
 
 /// Publishes integration events. Cheap to clone; all clones share one idempotent producer.
 ///
+/// Take it from a running app ([`crate::Running::publisher`], [`crate::publisher`]), a handler
+/// (a `Publisher` argument, or `ctx.publish`), or make one for a cluster with
+/// [`Publisher::new`]:
+///
+/// ```no_run
+/// use eventkit::PublishOptions;
+///
+/// #[eventkit::integration_event(topic = "users.created.v1", key = user_id)]
+/// pub struct UserCreated { pub user_id: u64, pub email: String }
+///
+/// # async fn example() -> eventkit::Result<()> {
+/// let publisher = eventkit::publisher()?;          // the running app's
+/// let event = UserCreated { user_id: 7, email: "ann@example.com".into() };
+/// let published = publisher.publish(&event).await?; // waits for the broker's acknowledgement
+/// publisher
+///     .publish_with(&event, PublishOptions::default().correlation_id(published.event_id).header("x-origin", "signup"))
+///     .await?;
+/// # Ok(()) }
+/// ```
+///
 /// A producer that librdkafka declares failed for good (a fatal error: the idempotent
 /// producer's sequence numbers no longer match the broker's, as after a broker lost its log)
 /// is replaced by a new one: what the old one had not delivered is sent again on the new one,

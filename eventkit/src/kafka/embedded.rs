@@ -7,7 +7,8 @@
 use std::sync::mpsc;
 use std::thread;
 
-use rdkafka::mocking::MockCluster;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::producer::{BaseProducer, Producer as _};
 
 use crate::core::error::{Error, Result};
 
@@ -43,13 +44,30 @@ impl EmbeddedBroker {
         let thread = thread::Builder::new()
             .name("eventkit-embedded-broker".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(1) {
-                    Ok(cluster) => cluster,
+                // The cluster belongs to a client made for it (`test.mock.num.brokers`), which
+                // gives the raw handle for the settings rust-rdkafka does not wrap.
+                let owner: BaseProducer = match ClientConfig::new().set("test.mock.num.brokers", "1").set_log_level(RDKafkaLogLevel::Error).create() {
+                    Ok(owner) => owner,
                     Err(e) => {
                         let _ = ready_tx.send(Err(Error::from(e)));
                         return;
                     }
                 };
+                let Some(cluster) = owner.client().mock_cluster() else {
+                    let _ = ready_tx.send(Err(Error::Config("librdkafka made no mock cluster".into())));
+                    return;
+                };
+                // A real broker waits `group.initial.rebalance.delay.ms` (3 s in the mock) for
+                // more members before the first assignment of a new group; an in-process
+                // broker's groups start together, so it waits for nobody: an app (and every
+                // `TestApp`) gets its partitions as soon as it joins.
+                // SAFETY: the handle is the live mock cluster of `owner`, which outlives this call.
+                unsafe {
+                    let handle = rdkafka::bindings::rd_kafka_handle_mock_cluster(owner.client().native_ptr());
+                    if !handle.is_null() {
+                        rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(handle, 0);
+                    }
+                }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 for command in commands_rx {
                     match command {

@@ -136,9 +136,19 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
         }
         Err(e) => return Err(Error::Usage(e.render().to_string().trim_start_matches("error: ").trim_end().to_owned())),
     };
+    let mut config = config.clone();
     if config.bootstrap_servers.is_none() {
-        return Err(Error::Usage("set KAFKA_BOOTSTRAP_SERVERS to inspect a dead letter queue".into()));
+        // The embedded broker lives inside the running app: its address is where it said.
+        let Some(running) = crate::app::announce::find(&config.service_name) else {
+            return Err(Error::Usage(format!(
+                "no broker to read: set KAFKA_BOOTSTRAP_SERVERS to the cluster's address, or start `{0}` first (while it runs on its embedded broker, `{0} dlq ...` finds that broker itself; set KAFKA_SERVICE_NAME if it runs under another service name)",
+                config.service_name
+            )));
+        };
+        eprintln!("using the embedded broker of the running `{}` (pid {}) at {}", config.service_name, running.pid, running.bootstrap);
+        config.bootstrap_servers = Some(running.bootstrap);
     }
+    let config = &config;
     let mut dlq = DeadLetterQueue::new(config)?;
     if let Some(registry) = registry {
         dlq = dlq.with_registry(registry);
@@ -148,14 +158,17 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
         Dlq::List { target, json } => {
             let filter = target.filter(config)?;
             let dlq_topic = dlq.dlq_topic(&target.topic);
-            if !json {
-                println!("{:<10} {:<15} {:>8}  {:<24} {:<28} {:<20} ERROR", "ENTRY", "KIND", "ATTEMPTS", "GROUP", "HANDLER", "EVENT TYPE");
-            }
+            // The header comes with the first entry: an error (a topic that does not exist)
+            // prints nothing before it.
+            let mut header = !json;
             let n = dlq
                 .for_each(&target.topic, &filter, move |d| {
                     if json {
                         println!("{}", serde_json::to_string(&Listed::from(&d))?);
                     } else {
+                        if std::mem::take(&mut header) {
+                            println!("{:<10} {:<15} {:>8}  {:<24} {:<28} {:<20} ERROR", "ENTRY", "KIND", "ATTEMPTS", "GROUP", "HANDLER", "EVENT TYPE");
+                        }
                         print_row(&d);
                     }
                     Ok(())

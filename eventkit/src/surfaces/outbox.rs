@@ -94,6 +94,35 @@ pub struct ParkedRow {
 }
 
 /// The transactional outbox over a `sqlx` pool (`Outbox<Sqlite>` or `Outbox<Postgres>`).
+///
+/// Events are staged in the same database transaction as the writes they announce, and a
+/// relay publishes the committed rows:
+///
+/// ```no_run
+/// use eventkit::outbox::Outbox;
+///
+/// #[eventkit::integration_event(topic = "users.created.v1", key = user_id)]
+/// pub struct UserCreated { pub user_id: i64, pub email: String }
+///
+/// # async fn example() -> eventkit::Result<()> {
+/// let pool = sqlx::SqlitePool::connect("sqlite://app.db?mode=rwc").await?;
+/// let outbox = Outbox::new(pool.clone());
+/// outbox.migrate().await?;
+/// let running = eventkit::App::builder().state(outbox.clone()).build()?.start().await?;
+/// let relay = outbox.spawn_relay();
+///
+/// let mut tx = pool.begin().await?;
+/// let id: i64 = sqlx::query_scalar("INSERT INTO users (email) VALUES (?) RETURNING id")
+///     .bind("ann@example.com")
+///     .fetch_one(&mut *tx)
+///     .await?;
+/// outbox.stage(&mut tx, &UserCreated { user_id: id, email: "ann@example.com".into() }).await?;
+/// tx.commit().await?;                               // the user and its event, or neither
+///
+/// relay.stop().await;
+/// running.shutdown().await
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Outbox<DB: sqlx::Database> {
     pool: sqlx::Pool<DB>,

@@ -257,7 +257,9 @@ impl TestApp {
         let observer = std::sync::Arc::new(Observer { held: Mutex::default() });
         let app = builder.layer_arc(observer.clone()).publish_layer_arc(observer).build()?;
         let (registry, config): (Registry, Config) = (app.registry().clone(), app.config().clone());
-        let running = app.start().await?;
+        // libtest's arguments are not the app's (`cargo test dlq` must not run the dead letter
+        // tool), and log lines go through libtest's capture.
+        let running = app.start_with(crate::app::StartOptions { command_line: false, test_writer: true }).await?;
         let groups = registry.groups(&config);
         Ok(TestApp { running, groups, timeout: Duration::from_secs(30) })
     }

@@ -350,6 +350,8 @@ async fn write_dead_letter(env: &WorkerEnv, record: &Record, kind: &'static str,
         Ok((partition, offset)) => {
             told(&failure.error);
             let error = dlq::bounded(&failure.error, dlq::MAX_ERROR_BYTES);
+            // `omitted` only when the value was left out (an absent field is not logged).
+            let omitted = omitted.then_some(true);
             error!(group = %env.group, record = %record.position(), handler, kind, attempts, error = %error, omitted, dead_letter = %format_args!("{topic}[{partition}]@{offset}"), "record dead-lettered");
             true
         }
