@@ -234,3 +234,20 @@ async fn a_new_test_app_is_named_after_its_test_and_handles_its_first_event() {
     println!("TestApp: start to first handled event in {:?}", started.elapsed());
     app.shutdown().await.unwrap();
 }
+
+/// Run as libtest runs it (output captured), a passing `TestApp` test prints nothing of the
+/// app's log: its lines went through libtest's capture.
+#[test]
+fn a_passing_test_app_test_prints_no_log_lines() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_new_test_app_is_named_after_its_test_and_handles_its_first_event", "--test-threads=1"])
+        .env_remove("RUST_LOG")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    for shown in [&stdout, &stderr] {
+        assert!(!shown.contains("eventkit started") && !shown.contains(" INFO "), "the log went past libtest's capture:\n{shown}");
+    }
+}
