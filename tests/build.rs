@@ -23,7 +23,22 @@ fn main() {
             context = Some(name.trim().to_owned());
             continue;
         }
-        if !line.starts_with("```rust") {
+        let fence = line.trim_start();
+        let is_fence = fence.starts_with("```") || fence.starts_with("~~~");
+        let rust = is_fence && fence[3..].trim_start_matches(['`', '~']).to_ascii_lowercase().starts_with("rust");
+        // A snippet this harness would not see is an error, not a silent skip.
+        if rust && (!line.starts_with("```rust") || line.starts_with("````")) {
+            panic!("README.md line {}: a Rust snippet is read when its fence is ```rust at the start of the line (no indent, no ~~~, lower case): {line}", number + 1);
+        }
+        if rust && line.contains("ignore") {
+            panic!("README.md line {}: README snippets compile (use `no_run` where one needs a broker): {line}", number + 1);
+        }
+        if !rust {
+            if is_fence && !fence.trim_start_matches(['`', '~']).is_empty() {
+                if let Some(name) = &context {
+                    panic!("README.md line {}: `<!-- doctest: {name} -->` is followed by a block that is not Rust", number + 1);
+                }
+            }
             continue;
         }
         let mut snippet = Vec::new();
@@ -64,6 +79,9 @@ fn main() {
             }
         }
         writeln!(out, "```\n").unwrap();
+    }
+    if let Some(name) = context {
+        panic!("README.md: `<!-- doctest: {name} -->` is followed by no Rust snippet");
     }
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("readme.md");
     std::fs::write(dest, out).unwrap();

@@ -242,6 +242,7 @@ fn a_passing_test_app_test_prints_no_log_lines() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "a_new_test_app_is_named_after_its_test_and_handles_its_first_event", "--test-threads=1"])
         .env_remove("RUST_LOG")
+        .env_remove("RUST_TEST_NOCAPTURE")
         .env_remove("KAFKA_BOOTSTRAP_SERVERS")
         .output()
         .unwrap();

@@ -513,6 +513,11 @@ impl App {
     /// Prints the listing and returns true if asked to by `--list-topics[=json]` or
     /// `EVENTKIT_LIST_TOPICS=1|json`; prints the AsyncAPI document when asked to by `--asyncapi`.
     pub fn list_topics_if_asked(&self) -> bool {
+        self.print_if_asked(true)
+    }
+
+    /// Prints what the command line (and, with `env`, `EVENTKIT_LIST_TOPICS`) asks for.
+    fn print_if_asked(&self, env: bool) -> bool {
         let args: Vec<String> = std::env::args().collect();
         if surface::all().iter().any(|s| s.prints(&args, self)) {
             return true;
@@ -521,7 +526,7 @@ impl App {
             "--list-topics" => Some("table".to_owned()),
             _ => a.strip_prefix("--list-topics=").map(str::to_owned),
         });
-        let env = std::env::var("EVENTKIT_LIST_TOPICS").ok().filter(|v| !matches!(v.as_str(), "" | "0" | "false"));
+        let env = std::env::var("EVENTKIT_LIST_TOPICS").ok().filter(|v| env && !matches!(v.as_str(), "" | "0" | "false"));
         match arg.or(env).as_deref() {
             None => false,
             Some("json") => {
@@ -538,9 +543,11 @@ impl App {
     /// Starts consumers and the publisher; the app runs until [`Running::shutdown`].
     ///
     /// The command line is honoured as by [`App::run`]: given `--list-topics[=json]` or
-    /// `--asyncapi` (or `EVENTKIT_LIST_TOPICS`), the program prints that and exits with status 0;
-    /// started as `PROGRAM dlq ...`, it runs the dead letter tool instead and exits with its
-    /// status. A binary never runs its service when asked for one of those.
+    /// `--asyncapi`, the program prints that and exits with status 0; started as
+    /// `PROGRAM dlq ...`, it runs the dead letter tool instead and exits with its status. A
+    /// binary never runs its service when asked for one of those. (`EVENTKIT_LIST_TOPICS` is read
+    /// by [`App::run`] only: `start` also runs inside larger programs and tests, where a variable
+    /// left in the environment must not end the process.)
     ///
     /// ```no_run
     /// # async fn example() -> eventkit::Result<()> {
@@ -563,7 +570,7 @@ impl App {
             if let Some(command) = surfaces.iter().find_map(|s| s.command(&args, &self.config, &self.registry)) {
                 match command.await {}
             }
-            if self.list_topics_if_asked() {
+            if self.print_if_asked(false) {
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
                 std::process::exit(0);

@@ -137,7 +137,7 @@ pub(crate) fn check_command_line(args: &[String]) -> Result<()> {
     if args.iter().skip(1).any(|a| a == "--asyncapi") && !has("asyncapi") {
         return Err(missing("`--asyncapi`", "asyncapi"));
     }
-    if args.get(1).is_some_and(|a| a == "dlq") && args.len() > 2 && !has("cli") {
+    if args.get(1).is_some_and(|a| a == "dlq") && !has("cli") {
         return Err(missing("`dlq` (the dead letter tool)", "cli"));
     }
     Ok(())

@@ -213,12 +213,14 @@ impl fmt::Display for Topology {
                     h.shape.clone(),
                     if g.transactional { format!("{} (transactional)", h.ordering) } else { h.ordering.to_string() },
                     h.concurrency.to_string(),
-                    format!("{} ({}..{}) → {}", h.retries, human_ms(h.backoff_ms.0), human_ms(h.backoff_ms.1), h.exhausted),
+                    h.retries.to_string(),
+                    format!("{}..{}", human_ms(h.backoff_ms.0), human_ms(h.backoff_ms.1)),
+                    h.exhausted.clone(),
                     state,
                 ]
             })
         });
-        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "RETRIES", "STATE"], rows)?;
+        table(f, &["GROUP", "TOPIC", "EVENT TYPE", "HANDLER", "SHAPE", "ORDERING", "CONCURRENCY", "RETRIES", "BACKOFF", "THEN", "STATE"], rows)?;
         if !self.commands.is_empty() {
             writeln!(f, "\nCOMMANDS")?;
             let rows = self.commands.iter().map(|c| {

@@ -237,14 +237,20 @@ impl Default for Config {
 }
 
 fn default_service_name() -> String {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| without_cargo_hash(&s.to_string_lossy()).to_owned()))
-        .unwrap_or_else(|| "eventkit".into())
+    std::env::current_exe().ok().and_then(|p| service_name_of(&p)).unwrap_or_else(|| "eventkit".into())
 }
 
-/// A binary's name without the `-<16 hex digits>` cargo gives test binaries
-/// (`cascade-3620b14df5eb47c3` is the service `cascade`).
+/// The service name of an executable: its name, without the `-<16 hex digits>` cargo gives
+/// the test binaries it builds in a `deps` directory (`target/debug/deps/cascade-3620b14df5eb47c3`
+/// is the service `cascade`). Elsewhere a name is kept whole: two deployed binaries named with
+/// such a suffix stay two services (and two groups).
+fn service_name_of(exe: &std::path::Path) -> Option<String> {
+    let stem = exe.file_stem()?.to_string_lossy();
+    let built_by_cargo = exe.parent().and_then(|d| d.file_name()).is_some_and(|d| d == "deps");
+    Some(if built_by_cargo { without_cargo_hash(&stem).to_owned() } else { stem.into_owned() })
+}
+
+/// A name without a trailing `-<16 hex digits>`.
 fn without_cargo_hash(stem: &str) -> &str {
     match stem.rsplit_once('-') {
         Some((name, hash)) if !name.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => name,
@@ -648,6 +654,10 @@ mod tests {
         assert_eq!(without_cargo_hash("order-service"), "order-service");
         assert_eq!(without_cargo_hash("billing-3620b14df5eb47c"), "billing-3620b14df5eb47c");
         assert_eq!(without_cargo_hash("-3620b14df5eb47c3"), "-3620b14df5eb47c3");
+        let name = |p: &str| service_name_of(std::path::Path::new(p)).unwrap();
+        assert_eq!(name("/w/target/debug/deps/cascade-3620b14df5eb47c3"), "cascade");
+        assert_eq!(name("/usr/local/bin/worker-00000000000000a1"), "worker-00000000000000a1", "only cargo's test binaries");
+        assert_eq!(name("/w/target/debug/examples/user_service"), "user_service");
     }
 
     use super::*;

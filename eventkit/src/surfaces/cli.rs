@@ -95,10 +95,11 @@ impl Target {
 }
 
 
-/// Whether `args` (program name first) is a command this module runs: `dlq` followed by
-/// something. (`dlq` alone is not, so that a test filter named `dlq` still runs tests.)
+/// Whether `args` (program name first) is a command this module runs: `dlq`, with or without
+/// more (alone, it prints its usage and exits with status 2: `myservice dlq` never starts the
+/// service).
 pub fn is_command(args: &[String]) -> bool {
-    args.get(1).is_some_and(|a| a == "dlq") && args.len() > 2
+    args.get(1).is_some_and(|a| a == "dlq")
 }
 
 /// Runs the command in `args` and exits the process with its status (see the module docs).
@@ -140,10 +141,15 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
     if config.bootstrap_servers.is_none() {
         // The embedded broker lives inside the running app: its address is where it said.
         let Some(running) = crate::app::announce::find(&config.service_name) else {
-            return Err(Error::Usage(format!(
-                "no broker to read: set KAFKA_BOOTSTRAP_SERVERS to the cluster's address, or start `{0}` first (while it runs on its embedded broker, `{0} dlq ...` finds that broker itself; set KAFKA_SERVICE_NAME if it runs under another service name)",
-                config.service_name
-            )));
+            return Err(Error::Usage(if registry.is_some() {
+                format!(
+                    "no broker to read: set KAFKA_BOOTSTRAP_SERVERS to the cluster's address, or start `{0}` first (while it runs on its embedded broker, `{0} dlq ...` finds that broker itself; set KAFKA_SERVICE_NAME if it runs under another service name)",
+                    config.service_name
+                )
+            } else {
+                // The `eventkit` tool serves any service: it finds one by the name it is given.
+                "no broker to read: set KAFKA_BOOTSTRAP_SERVERS to the cluster's address, or KAFKA_SERVICE_NAME to the name of a service running here on its embedded broker".to_owned()
+            }));
         };
         eprintln!("using the embedded broker of the running `{}` (pid {}) at {}", config.service_name, running.pid, running.bootstrap);
         config.bootstrap_servers = Some(running.bootstrap);
