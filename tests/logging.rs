@@ -4,8 +4,8 @@
 use std::process::Command;
 
 fn run(envs: &[(&str, &str)]) -> String {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eventkit-test-bare"));
-    command.env_remove("KAFKA_BOOTSTRAP_SERVERS").env_remove("RUST_LOG").env_remove("EVENTKIT_DEFAULT_LOGGING");
+    let mut command = bare();
+    command.env_remove("EVENTKIT_DEFAULT_LOGGING");
     for (k, v) in envs {
         command.env(k, v);
     }

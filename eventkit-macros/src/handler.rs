@@ -341,11 +341,6 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
     let Handler { item, shape, event, args, group, name, retries, backoff_ms, ordering, concurrency, idempotent, layers, consumer_spans } = handler;
     let k = &krate.path;
     let batch = matches!(shape, Shape::Batch { .. });
-    // On the setting's value: that is the token to remove.
-    let consumer_settings: Vec<(Option<proc_macro2::Span>, String)> = consumer_spans
-        .iter()
-        .map(|(name, span)| (Some(*span), format!("a command handler takes no `{name}`: commands run where they are sent, not in a consumer group")))
-        .collect();
     let some = |t: TokenStream| quote!(::core::option::Option::Some(#t));
     let none = quote!(::core::option::Option::None);
     let retries = retries.map(|n| some(quote!(#n))).unwrap_or_else(|| none.clone());
@@ -410,13 +405,13 @@ fn generate(handler: &Handler, krate: &Krate) -> TokenStream {
                     const _: () = ::core::assert!(#handler_event::EVENT.is_none() && #handler_event::COMMAND.is_none(), "`topics` applies to catch-all handlers (taking `eventkit::AnyEvent`)");
                 });
             }
-            // Commands run where they are sent: consumer settings do not apply.
-            for (given, what) in consumer_settings {
-                if let Some(span) = given {
-                    checks.extend(quote_spanned! {span=>
-                        const _: () = ::core::assert!(#handler_event::COMMAND.is_none(), #what);
-                    });
-                }
+            // Commands run where they are sent: consumer settings do not apply. Each is refused
+            // on its value: that is the token to remove.
+            for (name, span) in consumer_spans {
+                let what = format!("a command handler takes no `{name}`: commands run where they are sent, not in a consumer group");
+                checks.extend(quote_spanned! {*span=>
+                    const _: () = ::core::assert!(#handler_event::COMMAND.is_none(), #what);
+                });
             }
             (
                 quote!(#k::Context),

@@ -1,3 +1,5 @@
+// The context of the README snippets that charge an order through a payment gateway
+// (ordering, retries).
 use eventkit::{handler, integration_event};
 
 #[integration_event(topic = "orders.placed.v1", key = order_id)]
