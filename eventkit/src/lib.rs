@@ -169,6 +169,7 @@
 //! │   ├── publish.rs         Publisher: encode, produce, acknowledgements, transactions
 //! │   ├── cascade.rs         domain events mapped to integration events, published together
 //! │   ├── command.rs         commands and their mediator
+//! │   ├── control.rs         operators' pauses and resumes, through the control topic
 //! │   ├── consume/           the engine: fetch.rs (loop, backpressure), scheduler.rs (ordering
 //! │   │                      lanes), dispatch.rs (handler calls), settle.rs (retry, dead
 //! │   │                      letters), tracker.rs (watermarks), rebalance.rs, record.rs
@@ -203,7 +204,7 @@ mod app;
 mod surfaces;
 
 pub use self::core::envelope;
-pub use flows::{dlq, layer};
+pub use flows::{control, dlq, layer};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use surfaces::outbox;
 #[cfg(feature = "asyncapi")]

@@ -17,7 +17,8 @@ use tracing::{info, warn};
 
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::core::config::Config;
-use crate::flows::consume::GroupRunner;
+use crate::flows::consume::{GroupRunner, Signals};
+use crate::flows::control::Control;
 use crate::core::error::{Error, Result};
 use crate::flows::publish::Publisher;
 use crate::flows::registry::Registry;
@@ -614,15 +615,21 @@ impl App {
         let (stopped_tx, stopped) = watch::channel(None);
         let mut tasks = Vec::new();
         let mut statuses = Vec::new();
-        for plan in registry.groups(&config) {
+        let plans = registry.groups(&config);
+        // Operators' pauses are read before any group starts: a paused partition never starts
+        // a record, however the app (re)started.
+        let group_ids: Vec<String> = plans.iter().map(|p| p.group_id.clone()).collect();
+        let control = Control::start(&config, publisher.clone(), &group_ids).await?;
+        for plan in plans {
             let group_layers = group_layers(&plan, &config, &layers);
-            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), shutdown_rx.clone(), group_layers)?;
+            let signals = Signals { shutdown: shutdown_rx.clone(), holds: control.watch(&plan.group_id) };
+            let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), signals, group_layers)?;
             let status = runner.status();
             statuses.push(status.clone());
             tasks.push(tokio::spawn(supervised(status, runner.run(shutdown_rx.clone()), stopped_tx.clone())));
         }
         for a in &attached {
-            a.live(&publisher, &statuses);
+            a.live(&publisher, &statuses, &control);
         }
         *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
         let mediator = crate::flows::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() };
@@ -635,7 +642,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached, _announced: announced })
+        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached, control, _announced: announced })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -765,6 +772,8 @@ pub struct Running {
     mediator: crate::flows::command::Mediator,
     /// What runs beside the app (the admin API).
     attached: Vec<Box<dyn surface::Attached>>,
+    /// The control topic, followed: operators' pauses of its groups.
+    control: Control,
     /// The note of where its embedded broker listens, removed when the app goes.
     _announced: Option<announce::Announced>,
 }
@@ -794,6 +803,12 @@ impl Running {
     /// The app's publisher.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// Operators' control of the running groups: pause and resume them on every instance
+    /// (what the admin API's `/groups/pause` and `PROGRAM groups pause` do).
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// The dead letter queues of the app's topics.
@@ -853,6 +868,7 @@ impl Running {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
         info!(within = ?left, "shutdown: flushing the producer");
         let flushed = self.publisher.flush(left);
+        self.control.stop();
         for a in self.attached {
             a.stop(deadline).await;
         }

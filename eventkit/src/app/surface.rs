@@ -78,8 +78,8 @@ pub(crate) trait Surface: Sync + 'static {
 
 /// A surface that runs beside a started app (a server).
 pub(crate) trait Attached: Send + Sync {
-    /// The app runs: its publisher and groups.
-    fn live(&self, _publisher: &Publisher, _groups: &[Arc<GroupStatus>]) {}
+    /// The app runs: its publisher, groups, and operators' control of them.
+    fn live(&self, _publisher: &Publisher, _groups: &[Arc<GroupStatus>], _control: &crate::flows::control::Control) {}
 
     /// Where the admin API listens, if this is it.
     fn admin_addr(&self) -> Option<SocketAddr> {
@@ -139,6 +139,9 @@ pub(crate) fn check_command_line(args: &[String]) -> Result<()> {
     }
     if args.get(1).is_some_and(|a| a == "dlq") && !has("cli") {
         return Err(missing("`dlq` (the dead letter tool)", "cli"));
+    }
+    if args.get(1).is_some_and(|a| a == "groups") && !has("cli") {
+        return Err(missing("`groups` (pausing and resuming consumer groups)", "cli"));
     }
     Ok(())
 }

@@ -48,8 +48,9 @@ pub(crate) fn declared(registry: &Registry, config: &Config) -> Result<BTreeMap<
     Ok(declared)
 }
 
-/// Creates the app's missing topics: those its events and groups use, and (with the dead letter
-/// queue on) each subscribed topic's dead letter topic and its replay markers topic.
+/// Creates the app's missing topics: those its events and groups use, (with the dead letter
+/// queue on) each subscribed topic's dead letter topic and its replay markers topic, and the
+/// control topic.
 pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<&EmbeddedBroker>) -> Result<()> {
     let declared = declared(registry, config)?;
     let topics: Vec<String> = registry.topics(config).into_iter().collect();
@@ -58,6 +59,8 @@ pub(crate) async fn create(config: &Config, registry: &Registry, broker: Option<
         let subscribed: std::collections::BTreeSet<String> = registry.groups(config).into_iter().flat_map(|g| g.topics).collect();
         dlq_topics.extend(subscribed.iter().map(|t| config.dlq_topic(t)).filter(|t| !topics.contains(t)));
     }
-    let markers: Vec<String> = dlq_topics.iter().map(|t| crate::flows::dlq::markers_topic(t)).collect();
+    let mut markers: Vec<String> = dlq_topics.iter().map(|t| crate::flows::dlq::markers_topic(t)).collect();
+    // Operators' commands (see `flows::control`): compacted, one partition, like the markers.
+    markers.push(config.control_topic());
     crate::kafka::topics::create(config, &declared, broker, &topics, &dlq_topics, &markers).await
 }

@@ -1,5 +1,5 @@
 //! `eventkit dlq list|count|replay`: inspect and replay dead letter queues of any eventkit
-//! service. Configuration comes from the environment (`KAFKA_BOOTSTRAP_SERVERS`, ...).
+//! service; `eventkit groups pause|resume|holds`: pause and resume its consumer groups. Configuration comes from the environment (`KAFKA_BOOTSTRAP_SERVERS`, ...).
 //! Exit statuses: 0 done, 1 failed (or entries skipped), 2 unusable arguments.
 
 #[tokio::main]

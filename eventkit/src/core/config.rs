@@ -63,6 +63,9 @@ pub struct Config {
     pub dlq: bool,
     /// `EVENTKIT_DLQ_SUFFIX`: the dead letter topic of `orders` is `orders.dlq`.
     pub dlq_suffix: String,
+    /// `EVENTKIT_CONTROL_TOPIC`: the topic operators' commands (pause, resume) travel on, under
+    /// the topic prefix (default `eventkit.control`; see `flows::control`).
+    pub control_topic: String,
     /// `EVENTKIT_UNKNOWN_TYPES`: records of a type no part of this app knows go to the dead
     /// letter queue (`dlq`, default) or are skipped (`skip`, for topics shared with other
     /// services' events).
@@ -162,6 +165,7 @@ impl std::fmt::Debug for Config {
             .field("retries", &self.retries)
             .field("dlq", &self.dlq)
             .field("dlq_suffix", &self.dlq_suffix)
+            .field("control_topic", &self.control_topic)
             .field("dead_letter_unknown_types", &self.dead_letter_unknown_types)
             .field("wire_format", &self.wire_format)
             .field("topic_formats", &self.topic_formats)
@@ -208,6 +212,7 @@ impl Default for Config {
             retries: 3,
             dlq: true,
             dlq_suffix: ".dlq".into(),
+            control_topic: "eventkit.control".into(),
             dead_letter_unknown_types: true,
             wire_format: WireFormat::Binary,
             topic_formats: BTreeMap::new(),
@@ -318,6 +323,7 @@ impl Config {
                 "EVENTKIT_RETRIES" => c.retries = parse_num(&name, &value)?,
                 "EVENTKIT_DLQ" => c.dlq = parse_bool(&name, &value)?,
                 "EVENTKIT_DLQ_SUFFIX" if !value.is_empty() => c.dlq_suffix = value,
+                "EVENTKIT_CONTROL_TOPIC" if !value.is_empty() => c.control_topic = value,
                 "EVENTKIT_UNKNOWN_TYPES" => {
                     c.dead_letter_unknown_types = match value.as_str() {
                         "dlq" => true,
@@ -390,6 +396,11 @@ impl Config {
     /// The app's default retry policy.
     pub fn retry_policy(&self) -> crate::core::retry::RetryPolicy {
         crate::core::retry::RetryPolicy::new(self.retries, self.retry_backoff.0, self.retry_backoff.1)
+    }
+
+    /// The control topic on the wire (operators' commands to running consumers).
+    pub fn control_topic(&self) -> String {
+        self.topic_name(&self.control_topic)
     }
 
     /// The dead letter topic of a topic on the wire.
@@ -516,7 +527,7 @@ impl AdminSettings {
     /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
     pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "dlq"];
     /// The endpoints that take a body.
-    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay"];
+    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume"];
 
     /// The body limit of `endpoint` (`publish`, `dlq/replay`).
     pub fn body_limit(&self, endpoint: &str) -> usize {

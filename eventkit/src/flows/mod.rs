@@ -10,6 +10,7 @@ pub mod cascade;
 pub mod command;
 pub(crate) mod consume;
 pub mod context;
+pub mod control;
 pub mod dlq;
 pub mod extract;
 pub mod handler;

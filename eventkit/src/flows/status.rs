@@ -36,8 +36,11 @@ pub struct PartitionStatus {
     pub lag: Option<i64>,
     /// Records (or batches) of the partition being handled.
     pub in_flight: usize,
-    /// Whether fetching from it is paused (backpressure).
+    /// Whether fetching from it is paused (backpressure, or an operator's pause).
     pub paused: bool,
+    /// Whether an operator paused it (`PROGRAM groups pause`, `POST /groups/pause`): nothing
+    /// of it is handled until resumed, and it never counts as stuck.
+    pub held: bool,
     /// The oldest unsettled record, when it has been so for over a second: the partition
     /// waits for it (a slow handler, or retries).
     pub waiting_on: Option<i64>,

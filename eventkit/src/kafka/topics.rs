@@ -99,6 +99,12 @@ fn create_options() -> AdminOptions {
 /// Creates a replay markers topic (see the dead letter queue); a cluster that cannot create it is
 /// left to its auto-creation.
 pub(crate) async fn create_markers_topic(config: &Config, name: &str) -> Result<()> {
+    create_compacted_topic(config, name, "replay markers").await
+}
+
+/// Creates a compacted topic of one partition (replay markers, the control topic; `what` names
+/// it in logs); a cluster that cannot create it is left to its auto-creation.
+pub(crate) async fn create_compacted_topic(config: &Config, name: &str, what: &str) -> Result<()> {
     let admin = admin_client(config)?;
     let settings = markers_config();
     let entries = settings.entries();
@@ -106,13 +112,13 @@ pub(crate) async fn create_markers_topic(config: &Config, name: &str) -> Result<
         Ok(results) => {
             for r in results {
                 match r {
-                    Ok(t) => info!(topic = %t, "replay markers topic created"),
+                    Ok(t) => info!(topic = %t, "{what} topic created"),
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, code)) => warn!(topic = %t, error = %code, "cannot create the replay markers topic; relying on the broker's auto-creation"),
+                    Err((t, code)) => warn!(topic = %t, error = %code, "cannot create the {what} topic; relying on the broker's auto-creation"),
                 }
             }
         }
-        Err(e) => debug!(error = %e, topic = name, "cannot create the replay markers topic; relying on the broker's auto-creation"),
+        Err(e) => debug!(error = %e, topic = name, "cannot create the {what} topic; relying on the broker's auto-creation"),
     }
     Ok(())
 }

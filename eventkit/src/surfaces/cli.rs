@@ -1,4 +1,5 @@
-//! The command line of eventkit apps and of the `eventkit` tool: `dlq list|count|replay`.
+//! The command line of eventkit apps and of the `eventkit` tool: `dlq list|count|replay`, and
+//! `groups pause|resume|holds` (operators' pauses of running consumers: [`crate::control`]).
 //!
 //! Exit statuses: 0 when the command did what it was asked; 1 when it failed (a topic or entry
 //! that does not exist, a broker error, selected entries that could not be replayed); 2 for
@@ -13,7 +14,7 @@ use crate::core::error::{Error, Result};
 use crate::flows::registry::Registry;
 
 #[derive(Parser, Debug)]
-#[command(about = "Inspect and replay eventkit dead letter queues", disable_help_subcommand = true)]
+#[command(about = "Inspect and replay eventkit dead letter queues; pause and resume running consumer groups", disable_help_subcommand = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,6 +25,49 @@ enum Command {
     /// Dead letter queues.
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Pause and resume consumer groups on every running instance (until resumed, across
+    /// restarts and rebalances).
+    #[command(subcommand)]
+    Groups(Groups),
+}
+
+#[derive(Subcommand, Debug)]
+enum Groups {
+    /// Pause a group, one topic of it, or one partition: nothing of it is handled until resumed.
+    Pause {
+        #[command(flatten)]
+        scope: HoldScope,
+    },
+    /// Resume what was paused (resuming a group resumes everything paused in it).
+    Resume {
+        #[command(flatten)]
+        scope: HoldScope,
+    },
+    /// List what is paused, per group.
+    Holds {
+        /// Only this group (its name in the code, without the group prefix).
+        #[arg(long)]
+        group: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct HoldScope {
+    /// The consumer group (its name in the code, without the group prefix).
+    #[arg(long)]
+    group: String,
+    /// One topic of the group (as events declare it, without prefix).
+    #[arg(long)]
+    topic: Option<String>,
+    /// One partition of that topic.
+    #[arg(long, requires = "topic")]
+    partition: Option<i32>,
+    /// Who asks, recorded with the command (default: the user running this).
+    #[arg(long)]
+    by: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -99,7 +143,7 @@ impl Target {
 /// more (alone, it prints its usage and exits with status 2: `myservice dlq` never starts the
 /// service).
 pub fn is_command(args: &[String]) -> bool {
-    args.get(1).is_some_and(|a| a == "dlq")
+    args.get(1).is_some_and(|a| a == "dlq" || a == "groups")
 }
 
 /// Runs the command in `args` and exits the process with its status (see the module docs).
@@ -155,11 +199,14 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
         config.bootstrap_servers = Some(running.bootstrap);
     }
     let config = &config;
+    let command = match cli.command {
+        Command::Dlq(command) => command,
+        Command::Groups(command) => return groups(command, config, registry.as_ref()).await,
+    };
     let mut dlq = DeadLetterQueue::new(config)?;
     if let Some(registry) = registry {
         dlq = dlq.with_registry(registry);
     }
-    let Command::Dlq(command) = cli.command;
     match command {
         Dlq::List { target, json } => {
             let filter = target.filter(config)?;
@@ -206,6 +253,77 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
     Ok(())
 }
 
+/// `groups pause|resume|holds`.
+async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -> Result<()> {
+    use crate::flows::control::{self, Action, Command as ControlCommand, Scope};
+    let (action, scope) = match command {
+        Groups::Pause { scope } => (Action::Pause, scope),
+        Groups::Resume { scope } => (Action::Resume, scope),
+        Groups::Holds { group, json } => {
+            let group = group.map(|g| config.group_for(Some(&g)));
+            let holds = control::read_holds(config).await?;
+            let mut rows = Vec::new();
+            for (g, holds) in holds.iter().filter(|(g, _)| group.as_ref().is_none_or(|want| want == *g)) {
+                for h in holds.list() {
+                    rows.push((g.clone(), h));
+                }
+            }
+            if json {
+                for (g, h) in &rows {
+                    let mut line = serde_json::to_value(h)?;
+                    line["group"] = serde_json::Value::String(g.clone());
+                    println!("{line}");
+                }
+            } else {
+                println!("{:<32} {:<40} {:<26} BY", "GROUP", "PAUSED", "SINCE");
+                for (g, h) in &rows {
+                    println!("{g:<32} {:<40} {:<26} {}", h.scope.to_string(), h.at, h.by);
+                }
+                println!("{} paused", rows.len());
+            }
+            return Ok(());
+        }
+    };
+    let group = config.group_for(Some(&scope.group));
+    let topic = scope.topic.as_deref().map(|t| config.topic_name(t));
+    if let Some(registry) = registry {
+        // Run by the service itself: what it names must be one of its groups and topics.
+        let plans = registry.groups(&Config { groups: None, ..config.clone() });
+        let Some(plan) = plans.iter().find(|p| p.group_id == group) else {
+            let known: Vec<&str> = plans.iter().map(|p| p.group_id.as_str()).collect();
+            return Err(Error::Usage(format!("--group: unknown group `{group}`; this app runs: {}", known.join(", "))));
+        };
+        if let Some(topic) = &topic {
+            if !plan.topics.contains(topic) {
+                let known: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
+                return Err(Error::Usage(format!("--topic: group `{group}` does not read `{topic}`; it reads: {}", known.join(", "))));
+            }
+        }
+    }
+    if let (Some(topic), Some(partition)) = (&topic, scope.partition) {
+        let count = control::partition_count(config, topic).await?;
+        if partition < 0 || count.is_some_and(|n| partition as usize >= n) {
+            return Err(Error::Usage(format!("--partition: topic `{topic}` has no partition {partition}")));
+        }
+    }
+    let by = match scope.by {
+        Some(by) => format!("{by} (command line)"),
+        None => format!("{} (command line)", std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown user".into())),
+    };
+    let scope = Scope { topic, partition: scope.partition };
+    if action == Action::Resume {
+        let holds = control::read_holds(config).await?;
+        if let Some(wider) = holds.get(&group).and_then(|h| h.held_by_wider(&scope)) {
+            return Err(Error::msg(format!("{scope} stays paused by the pause of {} (by {}, at {}): resume that instead", wider.scope, wider.by, wider.at)));
+        }
+    }
+    let command = ControlCommand::new(action, group.clone(), scope.clone(), by);
+    let publisher = crate::flows::publish::Publisher::with_broker(config, None, Default::default())?;
+    let offset = control::write(config, &publisher, &command).await?;
+    publisher.flush(std::time::Duration::from_secs(10))?;
+    println!("{action} of {scope} in group {group} sent (command {}, control topic offset {offset}); running instances apply it as they read it", command.id);
+    Ok(())
+}
 
 fn print_row(d: &DeadLetter) {
     let entry = format!("{}:{}{}", d.partition, d.offset, if d.replayed { "*" } else { "" });

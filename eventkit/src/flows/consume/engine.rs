@@ -142,6 +142,8 @@ struct Partition {
     lagging: bool,
     /// What librdkafka was last told (`None`: not told since the assignment).
     paused: Option<bool>,
+    /// Paused by an operator (see [`crate::flows::control`]): nothing of it starts.
+    held: bool,
     /// Since when its oldest unsettled record is the oldest (for the health check).
     progress: crate::flows::status::Progress,
 }
@@ -168,6 +170,8 @@ pub(crate) struct Engine {
     stopping: bool,
     /// The consumer is closing: revokes no longer wait for in-flight work.
     closing: bool,
+    /// What operators paused in this group.
+    holds: crate::flows::control::Holds,
 }
 
 impl Engine {
@@ -187,6 +191,7 @@ impl Engine {
             pause_dirty: false,
             stopping: false,
             closing: false,
+            holds: Default::default(),
         }
     }
 
@@ -211,6 +216,7 @@ impl Engine {
             started: None,
             lagging: false,
             paused: None,
+            held: false,
             progress: Default::default(),
         });
         let by_partition = self.slots.entry(route.topic.clone()).or_default();
@@ -235,8 +241,35 @@ impl Engine {
             p.lagging = false;
             p.paused = None;
             p.progress = Default::default();
+            self.apply_hold(slot);
         }
         self.pause_dirty = true;
+    }
+
+    /// What operators hold in this group now: partitions it covers stop starting work (and
+    /// fetching); those it no longer covers go on where they stopped.
+    pub(crate) fn set_holds(&mut self, holds: crate::flows::control::Holds) {
+        self.holds = holds;
+        for slot in 0..self.partitions.len() {
+            self.apply_hold(slot as Slot);
+        }
+        self.pause_dirty = true;
+    }
+
+    fn apply_hold(&mut self, slot: Slot) {
+        let p = &mut self.partitions[slot as usize];
+        let held = self.holds.covers(&p.topic, p.partition);
+        if held == p.held {
+            return;
+        }
+        p.held = held;
+        // Held, its oldest record does not count as stuck: the wait starts again on release.
+        p.progress = Default::default();
+        if held {
+            self.scheduler.hold(slot);
+        } else {
+            self.scheduler.release_hold(slot);
+        }
     }
 
     /// Partitions being revoked: their records that have not started are dropped (the next
@@ -494,7 +527,7 @@ impl Engine {
         }
         let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
         for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
-            let want = self.stopping || self.full || p.lagging;
+            let want = self.stopping || self.full || p.lagging || p.held;
             // Unknown (newly assigned): librdkafka keeps a partition's pause across a revoke
             // and a new assignment, so it is told either way.
             if p.paused != Some(want) {
@@ -526,7 +559,8 @@ impl Engine {
     pub(crate) fn status(&mut self, now: std::time::Instant) -> Vec<crate::flows::status::PartitionStatus> {
         let mut out = Vec::new();
         for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
-            let waiting = p.progress.observe(p.tracker.oldest_unsettled(), now).filter(|(_, d)| d.as_secs() >= 1);
+            let oldest = if p.held { None } else { p.tracker.oldest_unsettled() };
+            let waiting = p.progress.observe(oldest, now).filter(|(_, d)| d.as_secs() >= 1);
             out.push(crate::flows::status::PartitionStatus {
                 topic: p.topic.to_string(),
                 partition: p.partition,
@@ -536,6 +570,7 @@ impl Engine {
                 lag: None,
                 in_flight: p.in_flight,
                 paused: p.paused == Some(true),
+                held: p.held,
                 waiting_on: waiting.map(|w| w.0),
                 waiting_for_s: waiting.map(|w| w.1.as_secs_f64()),
             });
@@ -673,5 +708,64 @@ mod tests {
         assert_eq!(e.commits(None, false).count(), 0, "and is not sent again while it does not move");
         let every = e.commits(None, true);
         assert_eq!(every.elements()[0].offset(), Offset::Offset(0), "the revoke commit sends it anyway");
+    }
+
+    fn holds(action: crate::flows::control::Action, partition: Option<i32>, mut on: crate::flows::control::Holds) -> crate::flows::control::Holds {
+        let scope = crate::flows::control::Scope { topic: Some(TOPIC.into()), partition };
+        on.apply(&crate::flows::control::Command::new(action, "g", scope, "test"));
+        on
+    }
+
+    #[test]
+    fn a_held_partition_starts_nothing_and_goes_on_where_it_stopped_when_released() {
+        use crate::flows::control::Action;
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        e.assign(&partition(1));
+        fetched(&mut e, 0, 0, "a");
+        fetched(&mut e, 0, 1, "b");
+        fetched(&mut e, 1, 0, "c");
+        // Held with records fetched and ready: none of them starts; the other partition goes on.
+        let held = holds(Action::Pause, Some(0), Default::default());
+        e.set_holds(held.clone());
+        let (pause, resume) = e.pause_changes(Instant::now()).expect("fetching changes");
+        assert_eq!((pause.count(), resume.count()), (1, 1), "partition 0 paused (1 told it runs)");
+        let started = e.next_work().expect("partition 1's record");
+        assert_eq!((started.slot, offset_of(&started)), (e.slot(TOPIC, 1).unwrap(), 0));
+        assert!(e.next_work().is_none(), "nothing of the held partition starts");
+        fetched(&mut e, 0, 2, "a");
+        assert!(e.next_work().is_none(), "nor what comes later");
+        assert!(e.status(std::time::Instant::now()).iter().any(|p| p.partition == 0 && p.held && p.paused && p.waiting_on.is_none()));
+        // A revoke and a new assignment keep the hold (it is the group's, not the assignment's).
+        let slots = e.revoke_begin(&partition(0));
+        e.revoke_end(&slots);
+        assert_eq!(e.buffered(), (1, e.buffered().1), "the held partition's records went with the revoke");
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "a");
+        fetched(&mut e, 0, 1, "b");
+        assert!(e.next_work().is_none(), "held after the assignment too");
+        // Released: its records start, in their order per key.
+        e.set_holds(holds(Action::Resume, Some(0), held));
+        let (pause, resume) = e.pause_changes(Instant::now()).expect("fetching resumes");
+        assert_eq!((pause.count(), resume.count()), (0, 1));
+        let mut offsets = vec![offset_of(&e.next_work().unwrap()), offset_of(&e.next_work().unwrap())];
+        offsets.sort_unstable();
+        assert_eq!(offsets, vec![0, 1]);
+    }
+
+    #[test]
+    fn shutdown_drops_what_a_held_partition_parked() {
+        use crate::flows::control::Action;
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 0, "a");
+        e.set_holds(holds(Action::Pause, None, Default::default()));
+        assert!(e.next_work().is_none());
+        e.stop();
+        assert!(e.next_work().is_none(), "a held partition starts nothing at shutdown either");
+        assert!(e.idle());
+        assert_eq!(e.buffered(), (0, 0));
+        let commits = e.commits(None, true);
+        assert!(commits.elements().iter().all(|c| c.offset() == Offset::Offset(0)), "nothing settled: the offset stays at the parked record");
     }
 }

@@ -79,6 +79,8 @@ pub(crate) struct FetchLoop {
     pub consumer: Owned,
     pub shared: Arc<Shared>,
     pub env: Arc<WorkerEnv>,
+    /// What operators hold in this group (see [`crate::flows::control`]).
+    pub holds: watch::Receiver<crate::flows::control::Holds>,
 }
 
 impl FetchLoop {
@@ -86,6 +88,10 @@ impl FetchLoop {
     /// group by then.
     pub(crate) async fn run(self, mut shutdown: watch::Receiver<Option<Instant>>) {
         let config = &self.env.config;
+        let mut holds = self.holds.clone();
+        // Before the first poll: partitions are assigned inside it, and start held.
+        self.shared.engine().set_holds(holds.borrow_and_update().clone());
+        let mut holds_open = true;
         {
             let mut stream = self.consumer.stream();
             let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -115,6 +121,15 @@ impl FetchLoop {
                     }
                     _ = commit_tick.tick() => self.commit(CommitMode::Async),
                     _ = status_tick.tick() => self.refresh(std::time::Instant::now()),
+                    changed = holds.changed(), if holds_open => match changed {
+                        Ok(()) => {
+                            let now = holds.borrow_and_update().clone();
+                            self.shared.engine().set_holds(now);
+                            // Health shows the change at once, not at the next tick.
+                            self.refresh(std::time::Instant::now());
+                        }
+                        Err(_) => holds_open = false,
+                    },
                     () = &mut timer, if timer_at.is_some() => {
                         self.shared.engine().on_timer(Instant::now());
                         timer_at = None;

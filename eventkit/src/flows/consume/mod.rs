@@ -58,6 +58,13 @@ pub(crate) struct GroupLayers {
     pub watches: Vec<Arc<dyn crate::flows::layer::Watch>>,
 }
 
+/// What steers a group from outside: the app's shutdown (its deadline, once it began), and
+/// what operators hold (see [`crate::flows::control`]).
+pub(crate) struct Signals {
+    pub shutdown: watch::Receiver<Option<tokio::time::Instant>>,
+    pub holds: watch::Receiver<crate::flows::control::Holds>,
+}
+
 /// A consumer group, ready to run.
 pub(crate) struct GroupRunner {
     fetch: FetchLoop,
@@ -71,9 +78,10 @@ impl GroupRunner {
         registry: Registry,
         publisher: Publisher,
         state: Arc<StateMap>,
-        shutdown: watch::Receiver<Option<tokio::time::Instant>>,
+        signals: Signals,
         layers: GroupLayers,
     ) -> Result<Self> {
+        let Signals { shutdown, holds } = signals;
         let policy = match plan.batch.map(|h| h.kind) {
             Some(HandlerKind::Batch { max_size, max_wait_ms, .. }) => Policy::Batches { max_size, max_wait: Duration::from_millis(max_wait_ms) },
             _ => Policy::Records(plan.ordering),
@@ -171,7 +179,7 @@ impl GroupRunner {
             retry_policy: config.retry_policy(),
             config: config.clone(),
         };
-        Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env) } })
+        Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env), holds } })
     }
 
     /// The group's live status (for health and the admin API).

@@ -131,6 +131,11 @@ pub(crate) struct Scheduler {
     seq: u64,
     /// Shutting down: batches go without waiting for `max_wait`, retries are not made.
     flushing: bool,
+    /// Partitions an operator paused: their work does not start.
+    held: std::collections::HashSet<Slot, foldhash::fast::RandomState>,
+    /// Work of held partitions that became ready, in the order it did; it goes back to the
+    /// ready queue when its partition is released.
+    parked: Vec<Work>,
 }
 
 impl Scheduler {
@@ -144,6 +149,8 @@ impl Scheduler {
             batch_deadlines: BinaryHeap::new(),
             seq: 0,
             flushing: false,
+            held: Default::default(),
+            parked: Vec::new(),
         }
     }
 
@@ -206,13 +213,35 @@ impl Scheduler {
         self.ready.push_back(Work::batch(lane, records));
     }
 
-    /// The next work to start.
+    /// The next work to start. Work of a held partition is parked instead: its lane stays
+    /// busy, so the records behind it wait too.
     pub(crate) fn next_ready(&mut self) -> Option<Work> {
-        let work = self.ready.pop_front()?;
-        if let Some(lane) = self.lanes.get_mut(&work.lane) {
-            lane.started = true;
+        loop {
+            let work = self.ready.pop_front()?;
+            if self.held.contains(&work.slot) {
+                self.parked.push(work);
+                continue;
+            }
+            if let Some(lane) = self.lanes.get_mut(&work.lane) {
+                lane.started = true;
+            }
+            return Some(work);
         }
-        Some(work)
+    }
+
+    /// An operator paused the partition in `slot`: none of its work starts until [`Scheduler::release_hold`].
+    pub(crate) fn hold(&mut self, slot: Slot) {
+        self.held.insert(slot);
+    }
+
+    /// The partition in `slot` is released: its parked work is ready again, in its order.
+    pub(crate) fn release_hold(&mut self, slot: Slot) {
+        if !self.held.remove(&slot) {
+            return;
+        }
+        let (back, keep): (Vec<Work>, Vec<Work>) = std::mem::take(&mut self.parked).into_iter().partition(|w| w.slot == slot);
+        self.parked = keep;
+        self.ready.extend(back);
     }
 
     /// The lane's work settled: its next record (or batch) may start.
@@ -293,10 +322,13 @@ impl Scheduler {
             records += n;
             bytes += b;
         };
-        for d in std::mem::take(&mut self.delayed).into_vec() {
-            let (n, b) = d.work.held();
+        // Retries waiting, and work of held partitions (which must not start), go with the
+        // records queued behind them.
+        let waiting = std::mem::take(&mut self.delayed).into_vec().into_iter().map(|d| d.work);
+        for work in waiting.chain(std::mem::take(&mut self.parked)) {
+            let (n, b) = work.held();
             count(n, b);
-            if let Some(l) = self.lanes.remove(&d.work.lane) {
+            if let Some(l) = self.lanes.remove(&work.lane) {
                 count(l.queue.len(), l.queue.iter().map(Record::size).sum());
             }
         }
@@ -372,14 +404,16 @@ impl Scheduler {
             // A lane whose work still runs stays, empty, until that work completes.
             l.started
         });
-        self.ready.retain(|w| {
+        let mut drop_work = |w: &Work| {
             if !dropped(w.slot) {
                 return true;
             }
             let (n, b) = w.held();
             count(n, b);
             false
-        });
+        };
+        self.ready.retain(&mut drop_work);
+        self.parked.retain(&mut drop_work);
         let delayed = std::mem::take(&mut self.delayed).into_vec();
         for d in delayed {
             if dropped(d.work.slot) {

@@ -16,6 +16,8 @@
 //! | `GET /dlq?topic=T` | read | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count |
 //! | `POST /dlq/replay` | action | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`) |
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
+//! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
+//! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
 //!
 //! Read endpoints take `Authorization: Bearer TOKEN` with `EVENTKIT_ADMIN_READ_TOKEN` or
 //! `EVENTKIT_ADMIN_TOKEN` (the scheme in any case), unless `EVENTKIT_ADMIN_OPEN` opens them;
@@ -49,12 +51,14 @@ use crate::flows::dlq::{DeadLetterQueue, DlqFilter, ReplayOptions, Selection};
 use crate::core::error::{Error, Result};
 use crate::flows::publish::{PublishOptions, Publisher};
 use crate::flows::registry::Registry;
+use crate::flows::control::{Action, Command as ControlCommand, Control, Scope};
 use crate::flows::status::GroupStatus;
 
 /// What the API serves once the app runs.
 pub(crate) struct Live {
     pub publisher: Publisher,
     pub groups: Vec<Arc<GroupStatus>>,
+    pub control: Control,
 }
 
 struct Admin {
@@ -190,7 +194,9 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/groups", guarded(Access::Read("groups"), get(groups)))
         .route("/dlq", guarded(Access::Read("dlq"), get(dlq_list)))
         .route("/dlq/replay", guarded(Access::Action("dlq/replay"), post(dlq_replay)))
-        .route("/publish", guarded(Access::Action("publish"), post(publish)));
+        .route("/publish", guarded(Access::Action("publish"), post(publish)))
+        .route("/groups/pause", guarded(Access::Action("groups/pause"), post(groups_pause)))
+        .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)));
     finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
 }
 
@@ -268,6 +274,11 @@ impl Admin {
 
     fn groups(&self) -> Vec<Arc<GroupStatus>> {
         self.live.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.groups.clone()).unwrap_or_default()
+    }
+
+    fn control(&self) -> std::result::Result<Control, ApiError> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref().map(|l| l.control.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
     }
 
     fn dead_letters(&self) -> std::result::Result<DeadLetterQueue, ApiError> {
@@ -379,10 +390,12 @@ async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
     let members = tokio::task::spawn_blocking(move || crate::kafka::describe_groups(&config, &ids, Duration::from_secs(5)))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let control = admin.control().ok();
     let out: Vec<Value> = groups
         .iter()
         .map(|g| {
             let s = g.snapshot();
+            let holds = control.as_ref().map(|c| c.holds(&g.group).list()).unwrap_or_default();
             let (state, members) = match &members {
                 Ok(m) => m.get(&*g.group).map(|(state, members)| (json!(state), json!(members))).unwrap_or((Value::Null, json!([]))),
                 Err(e) => (Value::Null, json!({ "error": e.to_string() })),
@@ -397,6 +410,7 @@ async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
                 "buffered_records": s.buffered_records,
                 "buffered_bytes": s.buffered_bytes,
                 "loop_silent_s": s.loop_silent_s,
+                "holds": holds,
                 "partitions": s.partitions,
             })
         })
@@ -567,6 +581,109 @@ async fn publish_body(admin: &Admin, b: PublishBody) -> ApiResult {
     Ok((StatusCode::CREATED, Json(json!({ "published": out }))).into_response())
 }
 
+/// The body of `POST /groups/pause` and `POST /groups/resume`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    /// The group: its name in the code (without the group prefix) or its id.
+    group: String,
+    /// One topic of it (as events declare it, or on the wire); none: the whole group.
+    topic: Option<String>,
+    /// One partition of that topic; none: the whole topic.
+    partition: Option<i32>,
+    /// Who asks, recorded with the command (the caller's address is added).
+    by: Option<String>,
+}
+
+async fn groups_pause(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    hold(admin, request, Action::Pause).await
+}
+
+async fn groups_resume(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    hold(admin, request, Action::Resume).await
+}
+
+async fn hold(admin: Arc<Admin>, request: Request, action: Action) -> ApiResult {
+    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let endpoint = match action {
+        Action::Pause => "groups/pause",
+        Action::Resume => "groups/resume",
+    };
+    let b: HoldBody = access::json_body(&admin, endpoint, request).await?;
+    let audited = Audited(format!("group={:?} topic={:?} partition={:?}", b.group, b.topic, b.partition));
+    let mut response = hold_body(&admin, b, action, &client).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(audited);
+    Ok(response)
+}
+
+async fn hold_body(admin: &Admin, b: HoldBody, action: Action, client: &str) -> ApiResult {
+    let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
+    let control = admin.control()?;
+    let config = &admin.config;
+    // Any group of the service (an instance that runs only some still steers them all).
+    let plans = admin.registry.groups(&Config { groups: None, ..config.clone() });
+    let Some(plan) = plans.iter().find(|p| p.group_id == b.group || p.group_id == config.group_for(Some(&b.group))) else {
+        let known: Vec<&str> = plans.iter().map(|p| p.group_id.as_str()).collect();
+        return Err(invalid("group", format!("unknown group `{}`; this app runs: {}", b.group, known.join(", "))));
+    };
+    let topic = match &b.topic {
+        None => None,
+        Some(t) => {
+            let wire = [t.clone(), config.topic_name(t)].into_iter().find(|w| plan.topics.contains(w));
+            let Some(wire) = wire else {
+                let known: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
+                return Err(invalid("topic", format!("group `{}` does not read topic `{t}`; it reads: {}", plan.group_id, known.join(", "))));
+            };
+            Some(wire)
+        }
+    };
+    if let Some(partition) = b.partition {
+        let Some(topic) = &topic else {
+            return Err(invalid("partition", "a partition needs its `topic`".into()));
+        };
+        let _turn = admin.slow_turn()?;
+        let count = crate::flows::control::partition_count(config, topic).await?;
+        if partition < 0 || count.is_some_and(|n| partition as usize >= n) {
+            return Err(invalid("partition", format!("topic `{topic}` has no partition {partition} (it has {})", count.map_or("none".to_owned(), |n| n.to_string()))));
+        }
+    }
+    let by = match b.by {
+        Some(by) if by.is_empty() || by.chars().count() > 100 || by.chars().any(char::is_control) => {
+            return Err(invalid("by", "`by` names who asks: 1 to 100 characters, no control characters".into()));
+        }
+        Some(by) => format!("{by} (admin API, {client})"),
+        None => format!("admin API, {client}"),
+    };
+    let scope = Scope { topic, partition: b.partition };
+    if action == Action::Resume {
+        if let Some(wider) = control.holds(&plan.group_id).held_by_wider(&scope) {
+            let field = if wider.scope.topic.is_none() { "group" } else { "topic" };
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{scope} stays paused by the pause of {} (by {}, at {}): resume that instead", wider.scope, wider.by, wider.at),
+            )
+            .field(field));
+        }
+    }
+    let _turn = admin.slow_turn()?;
+    let command = ControlCommand::new(action, plan.group_id.clone(), scope, by);
+    let id = command.id.clone();
+    let outcome = control.send(command).await?;
+    let status = if outcome.applied { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((
+        status,
+        Json(json!({
+            "id": id,
+            "action": action,
+            "group": plan.group_id,
+            "applied": outcome.applied,
+            "changed": outcome.changed,
+            "holds": outcome.holds.list(),
+        })),
+    )
+        .into_response())
+}
+
 /// The admin API as a surface: up before the app waits for its cluster (the probes answer),
 /// live once the app runs, stopped within the shutdown budget.
 struct Surface;
@@ -583,8 +700,8 @@ impl crate::app::surface::Surface for Surface {
 }
 
 impl crate::app::surface::Attached for AdminServer {
-    fn live(&self, publisher: &Publisher, groups: &[Arc<GroupStatus>]) {
-        self.set_live(Live { publisher: publisher.clone(), groups: groups.to_vec() });
+    fn live(&self, publisher: &Publisher, groups: &[Arc<GroupStatus>], control: &Control) {
+        self.set_live(Live { publisher: publisher.clone(), groups: groups.to_vec(), control: control.clone() });
     }
 
     fn admin_addr(&self) -> Option<SocketAddr> {

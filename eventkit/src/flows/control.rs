@@ -1,0 +1,528 @@
+//! Operators steering running consumers: pause and resume a group, one topic of it, or one
+//! partition, on every instance of the service at once.
+//!
+//! Commands travel on the control topic (`eventkit.control` under the topic prefix,
+//! `EVENTKIT_CONTROL_TOPIC`): one partition, compacted, each record keyed by what it acts on.
+//! The admin API (`POST /groups/pause`, `/groups/resume`) and the command line (`PROGRAM
+//! groups pause|resume|holds`) write them; nothing acts on a command until it is in the log.
+//! Every instance reads the topic from its beginning when it starts, before its groups start
+//! (a restarted or new instance keeps the pause), then follows it while it runs, folding the
+//! commands in log order into each group's holds. So every instance applies the same commands
+//! in the same order, a pause outlives rebalances and restarts, and commands are idempotent
+//! (pausing what is paused changes nothing). The same design as Karafka's commands topic,
+//! with the state kept by compaction instead of a database.
+//!
+//! A held partition stays assigned (the member stays in its group and heartbeats): fetching
+//! stops, records already fetched wait, and nothing of it starts until it is resumed; it goes on
+//! from where it stopped. Health shows it held, never stuck. Resuming a group resumes
+//! everything held in it; resuming a topic, its partitions.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::core::config::Config;
+use crate::core::error::{Error, Result};
+use crate::flows::publish::Publisher;
+use crate::kafka::KitContext;
+
+/// The control topic's partition every command goes to: one log, one order.
+const PARTITION: i32 = 0;
+
+/// How long reading the control topic may go without progress before starting goes on without it.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a command's sender waits for this instance to apply it.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What a command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Stop handling (and fetching) what the scope covers.
+    Pause,
+    /// Go on with what the scope covers.
+    Resume,
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+        })
+    }
+}
+
+/// What a command acts on within a group: all of it, one topic (on the wire), or one partition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    /// The topic, on the wire; none: the whole group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The partition of the topic; none: the whole topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+}
+
+impl Scope {
+    /// Whether this scope takes in `other` (all of it).
+    pub fn contains(&self, other: &Scope) -> bool {
+        match (&self.topic, &other.topic) {
+            (None, _) => true,
+            (Some(a), Some(b)) if a == b => self.partition.is_none() || self.partition == other.partition,
+            _ => false,
+        }
+    }
+
+    /// Whether it covers partition `partition` of `topic`.
+    pub fn covers(&self, topic: &str, partition: i32) -> bool {
+        self.contains(&Scope { topic: Some(topic.to_owned()), partition: Some(partition) })
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.topic, self.partition) {
+            (None, _) => f.write_str("the whole group"),
+            (Some(t), None) => write!(f, "topic {t}"),
+            (Some(t), Some(p)) => write!(f, "{t}[{p}]"),
+        }
+    }
+}
+
+/// One operator command, as it is on the control topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Its id (to follow it in logs).
+    pub id: String,
+    /// Pause or resume.
+    pub action: Action,
+    /// The consumer group id (on the wire).
+    pub group: String,
+    /// What within the group.
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Who sent it (the admin API's caller, the command line's user).
+    pub by: String,
+    /// When it was sent (RFC 3339).
+    pub at: String,
+}
+
+impl Command {
+    /// A new command, sent now by `by`.
+    pub fn new(action: Action, group: impl Into<String>, scope: Scope, by: impl Into<String>) -> Self {
+        Command {
+            id: uuid::Uuid::now_v7().to_string(),
+            action,
+            group: group.into(),
+            scope,
+            by: by.into(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    /// Its key on the control topic: what it acts on (compaction keeps the latest per key).
+    fn key(&self) -> String {
+        serde_json::to_string(&(&self.group, &self.scope.topic, self.scope.partition)).expect("strings and numbers")
+    }
+}
+
+/// A pause in force: who set it and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// What is paused.
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Who paused it (the command's `by`).
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What operators hold (paused) in one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holds(BTreeMap<Scope, Hold>);
+
+impl Holds {
+    /// Whether partition `partition` of `topic` is held.
+    pub fn covers(&self, topic: &str, partition: i32) -> bool {
+        self.0.keys().any(|s| s.covers(topic, partition))
+    }
+
+    /// The holds in force, the widest first.
+    pub fn list(&self) -> Vec<Hold> {
+        let mut all: Vec<Hold> = self.0.values().cloned().collect();
+        all.sort_by_key(|h| (h.scope.topic.is_some(), h.scope.partition.is_some(), h.scope.clone()));
+        all
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A wider hold that keeps `scope` held even once `scope` itself is resumed.
+    pub fn held_by_wider(&self, scope: &Scope) -> Option<&Hold> {
+        self.0.iter().find(|(s, _)| *s != scope && s.contains(scope)).map(|(_, h)| h)
+    }
+
+    /// Applies a command of this group; true when it changed what is held.
+    pub(crate) fn apply(&mut self, c: &Command) -> bool {
+        match c.action {
+            Action::Pause => {
+                if self.0.contains_key(&c.scope) {
+                    return false;
+                }
+                self.0.insert(c.scope.clone(), Hold { scope: c.scope.clone(), by: c.by.clone(), at: c.at.clone() });
+                true
+            }
+            Action::Resume => {
+                let before = self.0.len();
+                self.0.retain(|s, _| !c.scope.contains(s));
+                self.0.len() != before
+            }
+        }
+    }
+}
+
+/// The holds of every group, as the control topic says up to some offset.
+#[derive(Debug, Default)]
+struct State {
+    groups: BTreeMap<String, Holds>,
+    /// The offset after the last record applied.
+    next: i64,
+}
+
+impl State {
+    /// Applies one record of the control topic; the command when it was one.
+    fn apply_record(&mut self, offset: i64, payload: Option<&[u8]>) -> Option<(Command, bool)> {
+        self.next = self.next.max(offset + 1);
+        let payload = payload?;
+        match serde_json::from_slice::<Command>(payload) {
+            Ok(c) => {
+                let changed = self.groups.entry(c.group.clone()).or_default().apply(&c);
+                Some((c, changed))
+            }
+            Err(e) => {
+                warn!(offset, error = %e, "a record on the control topic is not a command; skipped");
+                None
+            }
+        }
+    }
+}
+
+/// A consumer of the control topic, outside any group (it reads everything, commits nothing).
+fn reader(config: &Config) -> Result<BaseConsumer<KitContext>> {
+    let mut client = crate::kafka::client_config(config)?;
+    client
+        .set("group.id", "eventkit-control-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", if config.embedded { "10" } else { "100" });
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
+    Ok(client.create_with_context(KitContext)?)
+}
+
+/// Whether the control topic exists (its partition count when it does).
+fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Result<Option<usize>> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()).filter(|&n| n > 0))
+}
+
+/// Reads the control topic from its beginning to its end as of now (blocking).
+fn read_to_end(config: &Config, consumer: &BaseConsumer<KitContext>) -> Result<State> {
+    let topic = config.control_topic();
+    let mut state = State::default();
+    if partitions(consumer, &topic)?.is_none() {
+        return Ok(state);
+    }
+    let (low, high) = consumer.fetch_watermarks(&topic, PARTITION, Duration::from_secs(10))?;
+    state.next = low;
+    if high <= low {
+        state.next = high;
+        return Ok(state);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, PARTITION, Offset::Offset(low))?;
+    consumer.assign(&tpl)?;
+    let mut progress = Instant::now();
+    while state.next < high {
+        match consumer.poll(Duration::from_millis(100)) {
+            None if progress.elapsed() > READ_TIMEOUT => {
+                return Err(Error::msg(format!("no progress reading the control topic `{topic}` for {READ_TIMEOUT:?} (at offset {} of {high})", state.next)));
+            }
+            None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(m)) => {
+                progress = Instant::now();
+                state.apply_record(m.offset(), m.payload());
+            }
+        }
+    }
+    consumer.unassign()?;
+    Ok(state)
+}
+
+/// The holds of every group as the control topic says now, read by a client of its own (what
+/// `PROGRAM groups holds` prints; a running app's view is [`Control::holds`]).
+pub async fn read_holds(config: &Config) -> Result<BTreeMap<String, Holds>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer = reader(&config)?;
+        read_to_end(&config, &consumer).map(|s| s.groups)
+    })
+    .await
+    .map_err(|e| Error::msg(format!("reading the control topic: {e}")))?
+}
+
+/// How many partitions `topic` has (none when it does not exist).
+#[cfg_attr(not(any(feature = "admin", feature = "cli")), allow(dead_code))]
+pub(crate) async fn partition_count(config: &Config, topic: &str) -> Result<Option<usize>> {
+    let (config, topic) = (config.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || partitions(&reader(&config)?, &topic)).await.map_err(|e| Error::msg(format!("reading metadata: {e}")))?
+}
+
+/// Writes `command` to the control topic (creating the topic where it is missing and the
+/// cluster can). Returns its offset.
+pub(crate) async fn write(config: &Config, publisher: &Publisher, command: &Command) -> Result<i64> {
+    let topic = config.control_topic();
+    let value = serde_json::to_vec(command)?;
+    let key = command.key();
+    let config2 = config.clone();
+    let exists = tokio::task::spawn_blocking(move || partitions(&reader(&config2)?, &config2.control_topic()))
+        .await
+        .map_err(|e| Error::msg(format!("reading the control topic's metadata: {e}")))??;
+    if exists.is_none() {
+        crate::kafka::topics::create_compacted_topic(config, &topic, "control").await?;
+    }
+    let (_, offset) = publisher.send_headers(&topic, Some(key.as_bytes()), Some(PARTITION), Some(&value), rdkafka::message::OwnedHeaders::new()).await?;
+    Ok(offset)
+}
+
+/// What a command did, once this instance applied it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Whether this instance applied it within the wait (every instance applies it when it reads it).
+    pub applied: bool,
+    /// Whether it changed what is held (false: it was so already).
+    pub changed: bool,
+    /// The group's holds after it.
+    pub holds: Holds,
+}
+
+struct Shared {
+    /// Set when the app stops: the follower ends.
+    stop: std::sync::atomic::AtomicBool,
+    state: Mutex<State>,
+    /// The offset after the last record applied (for senders waiting on their command).
+    applied: watch::Sender<i64>,
+    /// The groups this process runs, each told its holds.
+    groups: BTreeMap<String, watch::Sender<Holds>>,
+}
+
+/// The control topic, followed by this process: its groups' holds, and sending commands.
+#[derive(Clone)]
+pub struct Control {
+    shared: Arc<Shared>,
+    config: Config,
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("topic", &self.config.control_topic()).finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    /// Reads the control topic to its end (so that groups start with their holds), then follows
+    /// it. `groups`: the group ids this process runs.
+    pub(crate) async fn start(config: &Config, publisher: Publisher, groups: &[String]) -> Result<Self> {
+        let topic = config.control_topic();
+        let config2 = config.clone();
+        let (consumer, state) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let consumer = reader(&config2)?;
+            let state = match read_to_end(&config2, &consumer) {
+                Ok(state) => state,
+                Err(e) => {
+                    warn!(topic = %config2.control_topic(), error = %e, "cannot read the control topic: groups start without operators' pauses, which apply once it can be read");
+                    State::default()
+                }
+            };
+            Ok((consumer, state))
+        })
+        .await
+        .map_err(|e| Error::msg(format!("reading the control topic: {e}")))??;
+        let mut senders = BTreeMap::new();
+        for g in groups {
+            let holds = state.groups.get(g).cloned().unwrap_or_default();
+            if !holds.is_empty() {
+                let held: Vec<String> = holds.list().iter().map(|h| h.scope.to_string()).collect();
+                info!(group = %g, held = ?held, "paused by operators (resume with `groups resume`)");
+            }
+            senders.insert(g.clone(), watch::channel(holds).0);
+        }
+        let (applied, _) = watch::channel(state.next);
+        let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders });
+        debug!(%topic, "following the control topic");
+        let follower = shared.clone();
+        let follow_config = config.clone();
+        // A thread of its own (not the runtime's blocking pool, which a runtime's drop waits for).
+        std::thread::Builder::new().name("eventkit-control".into()).spawn(move || follow(&follow_config, consumer, &follower))?;
+        Ok(Control { shared, config: config.clone(), publisher })
+    }
+
+    /// The holds of `group`, as this process applies them (a group it runs).
+    pub(crate) fn watch(&self, group: &str) -> watch::Receiver<Holds> {
+        match self.shared.groups.get(group) {
+            Some(sender) => sender.subscribe(),
+            None => watch::channel(Holds::default()).1,
+        }
+    }
+
+    /// The holds of `group` as this process knows them now.
+    pub fn holds(&self, group: &str) -> Holds {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).groups.get(group).cloned().unwrap_or_default()
+    }
+
+    /// Sends `command` and waits until this process applied it (all instances apply it as they
+    /// read it).
+    pub async fn send(&self, command: Command) -> Result<Outcome> {
+        let before = self.holds(&command.group);
+        let offset = write(&self.config, &self.publisher, &command).await?;
+        info!(id = %command.id, action = %command.action, group = %command.group, scope = %command.scope, by = %command.by, offset, "operator command sent");
+        let mut applied = self.shared.applied.subscribe();
+        let applied = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|next| *next > offset)).await.is_ok_and(|r| r.is_ok());
+        let holds = self.holds(&command.group);
+        Ok(Outcome { applied, changed: applied && holds != before, holds })
+    }
+
+    /// Stops following the control topic.
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Follows the control topic from where the start read it (on a blocking thread, until the
+/// app's control is dropped). A topic that does not exist yet is looked for again.
+fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shared>) {
+    let topic = config.control_topic();
+    let mut assigned = false;
+    let mut looked = Instant::now() - Duration::from_secs(60);
+    // The only other owners are the app's handles: when they are all gone, stop too.
+    while !shared.stop.load(std::sync::atomic::Ordering::Acquire) && Arc::strong_count(shared) > 1 {
+        if !assigned {
+            if looked.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            looked = Instant::now();
+            match partitions(&consumer, &topic) {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(e) => {
+                    debug!(%topic, error = %e, "control topic metadata");
+                    continue;
+                }
+            }
+            let next = shared.state.lock().unwrap_or_else(|e| e.into_inner()).next;
+            let mut tpl = TopicPartitionList::new();
+            let offset = if next > 0 { Offset::Offset(next) } else { Offset::Beginning };
+            if tpl.add_partition_offset(&topic, PARTITION, offset).is_err() || consumer.assign(&tpl).is_err() {
+                continue;
+            }
+            assigned = true;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None | Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => {
+                if crate::kafka::outage::due(&format!("control {e}")) {
+                    warn!(%topic, error = %e, "reading the control topic (told once a minute while it lasts)");
+                }
+            }
+            Some(Ok(m)) => {
+                let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                if m.offset() < state.next {
+                    continue;
+                }
+                if let Some((command, changed)) = state.apply_record(m.offset(), m.payload()) {
+                    if let Some(sender) = shared.groups.get(&command.group) {
+                        let holds = state.groups.get(&command.group).cloned().unwrap_or_default();
+                        info!(id = %command.id, action = %command.action, group = %command.group, scope = %command.scope, by = %command.by, at = %command.at, changed, "operator command applied");
+                        sender.send_replace(holds);
+                    }
+                }
+                let next = state.next;
+                drop(state);
+                shared.applied.send_replace(next);
+            }
+        }
+    }
+    debug!(%topic, "control topic no longer followed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(topic: Option<&str>, partition: Option<i32>) -> Scope {
+        Scope { topic: topic.map(Into::into), partition }
+    }
+
+    fn command(action: Action, s: Scope) -> Command {
+        Command::new(action, "g", s, "test")
+    }
+
+    #[test]
+    fn commands_fold_in_log_order_and_a_wider_resume_ends_the_narrower_pauses() {
+        let mut holds = Holds::default();
+        assert!(holds.apply(&command(Action::Pause, scope(Some("t"), Some(0)))));
+        assert!(!holds.apply(&command(Action::Pause, scope(Some("t"), Some(0)))), "pausing what is paused changes nothing");
+        assert!(holds.covers("t", 0) && !holds.covers("t", 1) && !holds.covers("u", 0));
+        assert!(holds.apply(&command(Action::Pause, scope(Some("u"), None))));
+        assert!(holds.covers("u", 7));
+        assert!(!holds.apply(&command(Action::Resume, scope(Some("u"), Some(7)))), "a partition of a held topic is not held on its own");
+        assert!(holds.held_by_wider(&scope(Some("u"), Some(7))).is_some());
+        assert!(holds.apply(&command(Action::Pause, scope(None, None))));
+        assert!(holds.covers("v", 3));
+        assert_eq!(holds.list()[0].scope, scope(None, None), "the widest first");
+        assert!(holds.apply(&command(Action::Resume, scope(Some("t"), None))), "resuming a topic ends its partitions' pauses");
+        assert!(holds.covers("t", 0), "the group's pause still holds it");
+        assert!(holds.apply(&command(Action::Resume, scope(None, None))));
+        assert!(holds.is_empty(), "resuming the group ends every pause in it: {holds:?}");
+        assert!(!holds.apply(&command(Action::Resume, scope(None, None))), "resuming what runs changes nothing");
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_command_is_skipped_and_counted_as_read() {
+        let mut state = State::default();
+        assert!(state.apply_record(0, Some(b"{not json")).is_none());
+        assert!(state.apply_record(1, None).is_none(), "a tombstone");
+        let c = command(Action::Pause, scope(Some("t"), None));
+        let (read, changed) = state.apply_record(2, Some(&serde_json::to_vec(&c).unwrap())).unwrap();
+        assert!(changed && read == c);
+        assert_eq!(state.next, 3);
+        assert!(state.groups["g"].covers("t", 5));
+    }
+
+    #[test]
+    fn a_command_is_keyed_by_what_it_acts_on() {
+        let a = command(Action::Pause, scope(Some("t"), Some(1)));
+        let b = command(Action::Resume, scope(Some("t"), Some(1)));
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.key(), r#"["g","t",1]"#);
+        assert_ne!(a.key(), command(Action::Pause, scope(Some("t"), None)).key());
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!((json["action"].as_str(), json["topic"].as_str(), json["partition"].as_i64()), (Some("pause"), Some("t"), Some(1)));
+    }
+}
