@@ -156,7 +156,7 @@ async fn admin_api(target: Target) {
         (json!({ "type": "AdminOrder", "data": { "order_id": "o", "amount": 1, "address": {} } }), "data.address.zip", "missing field `zip`"),
         (json!({ "type": "AdminOrder", "data": { "amount": 1, "address": { "zip": "1" } } }), "data.order_id", "missing field `order_id`"),
         (json!({ "type": "NoSuchEvent", "data": {} }), "type", "unknown event type `NoSuchEvent`"),
-        (json!({ "type": "AdminOrder" }), "", "missing field `data`"),
+        (json!({ "type": "AdminOrder" }), "data", "missing field `data`"),
         (json!({ "type": "AdminOrder", "data": {}, "colour": "red" }), "colour", "unknown field `colour`"),
     ];
     for (body, field, says) in cases {

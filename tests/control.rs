@@ -282,3 +282,92 @@ async fn a_paused_group_stays_paused_across_a_restart_until_resumed(target: Targ
 }
 
 on_both_brokers!(a_paused_group_stays_paused_across_a_restart_until_resumed);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn a_replay_by_time_delivers_a_window_again_to_one_group(target: Target) {
+    let (worked, observed) = (Worked::default(), Observed::default());
+    let running = target
+        .app()
+        .groups(["control-workers", "control-observer"])
+        .state(worked.clone())
+        .state(observed.clone())
+        .admin_addr("127.0.0.1:0")
+        .admin_token(TOKEN)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let api = Api { base: format!("http://{}", running.admin_addr().unwrap()), http: reqwest::Client::new() };
+    let (group, topic) = (target.group("control-workers"), target.topic("control.ticks"));
+    publish(&running, [1, 2]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let from = now_ms();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish(&running, [3, 4, 5]).await;
+    assert!(eventually(Duration::from_secs(60), || worked.0.len() == 5 && observed.0.len() == 5).await, "both groups handle the five");
+    let sorted = |log: &Log<u32>| {
+        let mut all = log.snapshot();
+        all.sort_unstable();
+        all
+    };
+    let committed_before: Vec<Option<i64>> = (0..2).map(|p| target.committed(&group, &topic, p)).collect();
+
+    // Bad requests name their field and replay nothing.
+    let bad = [
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": "yesterday" }), "from"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": from - 1 }), "to"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": true }), "from"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "handler": "control::nope" }), "handler"),
+        (json!({ "group": "control-workers", "topic": "other.topic", "from": from }), "topic"),
+        (json!({ "group": "control-workers", "from": from }), "topic"),
+    ];
+    for (body, field) in bad {
+        let (status, answer) = api.post("/groups/replay", Some(TOKEN), body.clone()).await;
+        assert!(status == StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {status} {answer}");
+        assert_eq!(answer["field"], json!(field), "{body} -> {answer}");
+    }
+    let (status, _) = api.post("/groups/replay", Some(READ_TOKEN), json!({ "group": "control-workers", "topic": "control.ticks", "from": from })).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "no read token is configured here: it is a wrong token");
+
+    // The window from `from` on (the three later events) again, to the workers only.
+    let replay = json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": now_ms() + 1, "by": "erin" });
+    let (status, body) = api.post("/groups/replay", Some(TOKEN), replay.clone()).await;
+    assert_eq!((status, body["replayed"].as_u64()), (StatusCode::OK, Some(3)), "{body}");
+    assert!(
+        eventually(Duration::from_secs(60), || sorted(&worked.0) == vec![1, 2, 3, 3, 4, 4, 5, 5]).await,
+        "the window's events again, once each: {:?}",
+        sorted(&worked.0)
+    );
+    // The same replay again: answered with the first, nothing replayed.
+    let (status, again) = api.post("/groups/replay", Some(TOKEN), replay.clone()).await;
+    assert_eq!((status, again["replayed"].as_u64()), (StatusCode::OK, Some(0)), "{again}");
+    assert!(again["before"]["by"].as_str().unwrap().starts_with("erin (admin API"), "{again}");
+    assert_eq!(again["before"]["replay"]["records"], json!(3), "{again}");
+    // Asked `again`, for one handler, up to now: once more (the copies of the first replay, now
+    // in the window, are not copied).
+    let mut once_more = replay.clone();
+    once_more["again"] = json!(true);
+    once_more["to"] = json!(now_ms() + 1);
+    once_more["handler"] = json!("control::work");
+    let (status, body) = api.post("/groups/replay", Some(TOKEN), once_more).await;
+    assert_eq!((status, body["replayed"].as_u64(), body["skipped_replays"].as_u64()), (StatusCode::OK, Some(3), Some(3)), "{body}");
+    assert!(
+        eventually(Duration::from_secs(60), || sorted(&worked.0) == vec![1, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]).await,
+        "{:?}",
+        sorted(&worked.0)
+    );
+    // The other group handled nothing again; the workers' committed offsets never went back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sorted(&observed.0), vec![1, 2, 3, 4, 5], "the observer skips the copies");
+    for (p, before) in committed_before.iter().enumerate() {
+        let after = target.committed(&group, &topic, p as i32);
+        assert!(after >= *before, "partition {p}: committed {before:?} -> {after:?}");
+    }
+    running.shutdown().await.unwrap();
+}
+
+on_both_brokers!(a_replay_by_time_delivers_a_window_again_to_one_group);

@@ -170,6 +170,7 @@
 //! │   ├── cascade.rs         domain events mapped to integration events, published together
 //! │   ├── command.rs         commands and their mediator
 //! │   ├── control.rs         operators' pauses and resumes, through the control topic
+//! │   ├── replay.rs          replay by time: a window of a topic, again, to one group
 //! │   ├── consume/           the engine: fetch.rs (loop, backpressure), scheduler.rs (ordering
 //! │   │                      lanes), dispatch.rs (handler calls), settle.rs (retry, dead
 //! │   │                      letters), tracker.rs (watermarks), rebalance.rs, record.rs
@@ -204,7 +205,7 @@ mod app;
 mod surfaces;
 
 pub use self::core::envelope;
-pub use flows::{control, dlq, layer};
+pub use flows::{control, dlq, layer, replay};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use surfaces::outbox;
 #[cfg(feature = "asyncapi")]

@@ -328,3 +328,36 @@ async fn groups_pause_list_and_resume() {
         assert!(table.contains("0 paused"), "[{}] {table}", b.kind);
     }
 }
+
+/// `eventkit groups replay`: the records of a time window again, addressed to one group, once
+/// (the same replay asked again is answered with the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_replay_copies_a_window_once() {
+    for b in Broker::both() {
+        b.create("events").await;
+        let topic = b.topic("events");
+        // Times of a minute ago (a broker deletes records older than its retention).
+        let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 60_000;
+        for (i, ts) in [base + 1_000, base + 2_000, base + 5_000].into_iter().enumerate() {
+            let value = format!("{{\"n\":{i}}}");
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(&topic).key("k").payload(value.as_str()).timestamp(ts);
+            b.producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+        }
+        let (from, to) = ((base + 1_500).to_string(), chrono::DateTime::from_timestamp_millis(base + 6_000).unwrap().to_rfc3339());
+        let args = ["groups", "replay", "--group", "workers", "--topic", "events", "--from", &from, "--to", &to, "--by", "frank"];
+        let out = b.ok(&args);
+        assert!(out.contains("replayed 2 records"), "[{}] {out}", b.kind);
+        let records = b.read("events", 5);
+        let copies: Vec<&Read> = records.iter().filter(|(_, _, hs)| hs.iter().any(|(k, v)| k == h::REPLAY_GROUP && v.as_deref() == Some(format!("{}workers", b.prefix).as_bytes()))).collect();
+        assert_eq!(copies.len(), 2, "[{}] {records:?}", b.kind);
+        assert_eq!(copies.iter().map(|c| c.1.clone().unwrap()).collect::<Vec<_>>(), vec![b"{\"n\":1}".to_vec(), b"{\"n\":2}".to_vec()], "in order, values kept");
+        assert!(copies.iter().all(|c| c.0.as_deref() == Some(&b"k"[..])), "keys kept");
+        let out = b.ok(&args);
+        assert!(out.contains("replayed 0") && out.contains("by frank"), "[{}] the same replay again: {out}", b.kind);
+        let (code, _, err) = b.eventkit(&["groups", "replay", "--group", "workers", "--topic", "events", "--from", &to, "--to", &from]);
+        assert_eq!(code, 2, "[{}] {err}", b.kind);
+        let (code, _, err) = b.eventkit(&["groups", "replay", "--group", "workers", "--topic", "events", "--from", "noon"]);
+        assert_eq!(code, 2, "[{}] {err}", b.kind);
+        assert!(err.contains("not a time"), "{err}");
+    }
+}

@@ -80,17 +80,20 @@ pub fn event_from_json<E: IntegrationEvent>(value: serde_json::Value) -> std::re
             let data = serde_json::to_vec(&event).map_err(|e| (String::new(), e.to_string()))?;
             Ok(JsonEvent { info: &E::INFO, data, key: event.partition_key() })
         }
-        Err(e) => {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            let mut path = if path == "." { String::new() } else { path };
-            // A missing field is reported at its parent: name the field itself.
-            if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
-                path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
-            }
-            Err((path, message))
-        }
+        Err(e) => Err(json_error_path(e)),
     }
+}
+
+/// A JSON deserialization error as (the path of the field at fault, empty for the whole value;
+/// the message). serde reports a missing field at its parent: the path names the field itself.
+pub(crate) fn json_error_path(e: serde_path_to_error::Error<serde_json::Error>) -> (String, String) {
+    let path = e.path().to_string();
+    let message = e.into_inner().to_string();
+    let mut path = if path == "." { String::new() } else { path };
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        path = if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") };
+    }
+    (path, message)
 }
 
 impl PartialEq for EventInfo {

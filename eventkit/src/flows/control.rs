@@ -50,6 +50,8 @@ pub enum Action {
     Pause,
     /// Go on with what the scope covers.
     Resume,
+    /// A replay by time was done (a journal entry: see [`crate::flows::replay`]).
+    Replay,
 }
 
 impl std::fmt::Display for Action {
@@ -57,6 +59,7 @@ impl std::fmt::Display for Action {
         f.write_str(match self {
             Action::Pause => "pause",
             Action::Resume => "resume",
+            Action::Replay => "replay",
         })
     }
 }
@@ -114,6 +117,23 @@ pub struct Command {
     pub by: String,
     /// When it was sent (RFC 3339).
     pub at: String,
+    /// A replay's journal entry: what it replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replayed>,
+}
+
+/// What a replay by time did, as journalled on the control topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// Only this handler, if one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handler: Option<String>,
+    /// The window, in milliseconds since the epoch: from (inclusive) to (exclusive).
+    pub from_ms: i64,
+    /// See `from_ms`.
+    pub to_ms: i64,
+    /// Records delivered again.
+    pub records: u64,
 }
 
 impl Command {
@@ -126,12 +146,17 @@ impl Command {
             scope,
             by: by.into(),
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            replay: None,
         }
     }
 
     /// Its key on the control topic: what it acts on (compaction keeps the latest per key).
     fn key(&self) -> String {
-        serde_json::to_string(&(&self.group, &self.scope.topic, self.scope.partition)).expect("strings and numbers")
+        match &self.replay {
+            None => serde_json::to_string(&(&self.group, &self.scope.topic, self.scope.partition)),
+            Some(r) => serde_json::to_string(&("replay", &self.group, &self.scope.topic, &r.handler, r.from_ms, r.to_ms)),
+        }
+        .expect("strings and numbers")
     }
 }
 
@@ -189,14 +214,17 @@ impl Holds {
                 self.0.retain(|s, _| !c.scope.contains(s));
                 self.0.len() != before
             }
+            Action::Replay => false,
         }
     }
 }
 
 /// The holds of every group, as the control topic says up to some offset.
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
     groups: BTreeMap<String, Holds>,
+    /// Replays done, by their key.
+    replays: BTreeMap<String, Command>,
     /// The offset after the last record applied.
     next: i64,
 }
@@ -207,6 +235,10 @@ impl State {
         self.next = self.next.max(offset + 1);
         let payload = payload?;
         match serde_json::from_slice::<Command>(payload) {
+            Ok(c) if c.action == Action::Replay => {
+                let changed = c.replay.is_some() && self.replays.insert(c.key(), c.clone()).is_none();
+                Some((c, changed))
+            }
             Ok(c) => {
                 let changed = self.groups.entry(c.group.clone()).or_default().apply(&c);
                 Some((c, changed))
@@ -221,21 +253,12 @@ impl State {
 
 /// A consumer of the control topic, outside any group (it reads everything, commits nothing).
 fn reader(config: &Config) -> Result<BaseConsumer<KitContext>> {
-    let mut client = crate::kafka::client_config(config)?;
-    client
-        .set("group.id", "eventkit-control-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", if config.embedded { "10" } else { "100" });
-    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
-    Ok(client.create_with_context(KitContext)?)
+    crate::kafka::offsets::reader(config, "control-reader")
 }
 
 /// Whether the control topic exists (its partition count when it does).
 fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Result<Option<usize>> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    Ok(metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()).filter(|&n| n > 0))
+    Ok(crate::kafka::offsets::partitions(consumer, topic)?.map(|p| p.len()))
 }
 
 /// Reads the control topic from its beginning to its end as of now (blocking).
@@ -276,13 +299,58 @@ fn read_to_end(config: &Config, consumer: &BaseConsumer<KitContext>) -> Result<S
 /// The holds of every group as the control topic says now, read by a client of its own (what
 /// `PROGRAM groups holds` prints; a running app's view is [`Control::holds`]).
 pub async fn read_holds(config: &Config) -> Result<BTreeMap<String, Holds>> {
+    read_state(config).await.map(|s| s.groups)
+}
+
+/// The control topic's state now, read by a client of its own.
+async fn read_state(config: &Config) -> Result<State> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
         let consumer = reader(&config)?;
-        read_to_end(&config, &consumer).map(|s| s.groups)
+        read_to_end(&config, &consumer)
     })
     .await
     .map_err(|e| Error::msg(format!("reading the control topic: {e}")))?
+}
+
+/// What a replay by time did: the first replay of that window, when it was done before (and
+/// not asked `again`), or this one.
+#[derive(Debug, Clone)]
+pub enum ReplayOutcome {
+    /// Replayed now; journalled.
+    Done(crate::flows::replay::TimeReplayReport),
+    /// The same replay (group, topic, handler, window) was done before: its journal entry.
+    Before(Command),
+}
+
+/// Replays by time unless the same replay was done before (or `again`), then journals it.
+/// `state`: the control topic's replays as known now.
+async fn replay_once(config: &Config, publisher: &Publisher, known: Option<Command>, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<(ReplayOutcome, Option<i64>)> {
+    if let (Some(before), false) = (known, again) {
+        return Ok((ReplayOutcome::Before(before), None));
+    }
+    let report = crate::flows::replay::replay(config, publisher, r).await?;
+    let mut journal = Command::new(Action::Replay, r.group.clone(), Scope { topic: Some(r.topic.clone()), partition: None }, by);
+    journal.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: report.replayed });
+    let offset = write(config, publisher, &journal).await?;
+    info!(id = %journal.id, group = %r.group, topic = %r.topic, handler = ?r.handler, from_ms = r.from_ms, to_ms = r.to_ms, records = report.replayed, by = %journal.by, "replayed by time");
+    Ok((ReplayOutcome::Done(report), Some(offset)))
+}
+
+/// The journal key of a replay.
+fn replay_key(r: &crate::flows::replay::TimeReplay) -> String {
+    let mut c = Command::new(Action::Replay, r.group.clone(), Scope { topic: Some(r.topic.clone()), partition: None }, "");
+    c.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: 0 });
+    c.key()
+}
+
+/// Replays by time from outside a running app (the command line): see [`crate::flows::replay`].
+pub async fn replay_by_time(config: &Config, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<ReplayOutcome> {
+    let known = read_state(config).await?.replays.remove(&replay_key(r));
+    let publisher = Publisher::with_broker(config, None, Default::default())?;
+    let (outcome, _) = replay_once(config, &publisher, known, r, by, again).await?;
+    publisher.flush(Duration::from_secs(10))?;
+    Ok(outcome)
 }
 
 /// How many partitions `topic` has (none when it does not exist).
@@ -405,6 +473,18 @@ impl Control {
         let applied = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|next| *next > offset)).await.is_ok_and(|r| r.is_ok());
         let holds = self.holds(&command.group);
         Ok(Outcome { applied, changed: applied && holds != before, holds })
+    }
+
+    /// Replays by time (see [`crate::flows::replay`]) unless the same replay was done before
+    /// (or `again`); journals it on the control topic.
+    pub async fn replay(&self, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<ReplayOutcome> {
+        let known = self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replays.get(&replay_key(r)).cloned();
+        let (outcome, offset) = replay_once(&self.config, &self.publisher, known, r, by, again).await?;
+        if let Some(offset) = offset {
+            let mut applied = self.shared.applied.subscribe();
+            let _ = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|next| *next > offset)).await;
+        }
+        Ok(outcome)
     }
 
     /// Stops following the control topic.

@@ -17,4 +17,5 @@ pub mod handler;
 pub mod layer;
 pub mod publish;
 pub mod registry;
+pub mod replay;
 pub(crate) mod status;

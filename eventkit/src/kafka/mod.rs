@@ -9,6 +9,7 @@
 //!   gives one warning, rare reminders, and one line when it ends.
 //! - [`reach`]: the startup check that the cluster answers.
 
+pub(crate) mod offsets;
 pub(crate) mod outage;
 pub(crate) mod reach;
 pub(crate) mod topics;

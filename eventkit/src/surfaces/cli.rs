@@ -43,6 +43,33 @@ enum Groups {
         #[command(flatten)]
         scope: HoldScope,
     },
+    /// Deliver again to one group (or one handler of it) the records a topic received between
+    /// two times. Its committed offsets do not move: copies of the records go to the end of
+    /// their partitions, addressed to it. The same replay asked again is not done twice
+    /// (unless --again).
+    Replay {
+        /// The consumer group (its name in the code, without the group prefix).
+        #[arg(long)]
+        group: String,
+        /// The topic (as events declare it, without prefix).
+        #[arg(long)]
+        topic: String,
+        /// From this time, inclusive: RFC 3339 (2026-12-07T09:00:00Z) or milliseconds since the epoch.
+        #[arg(long, value_parser = crate::flows::replay::parse_time)]
+        from: i64,
+        /// To this time, exclusive (default: now).
+        #[arg(long, value_parser = crate::flows::replay::parse_time)]
+        to: Option<i64>,
+        /// Only this handler of the group (`module::function`).
+        #[arg(long)]
+        handler: Option<String>,
+        /// Replay even if the same replay was done before.
+        #[arg(long)]
+        again: bool,
+        /// Who asks, recorded in the journal (default: the user running this).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// List what is paused, per group.
     Holds {
         /// Only this group (its name in the code, without the group prefix).
@@ -256,9 +283,48 @@ async fn run_with(args: Vec<String>, config: &Config, registry: Option<Registry>
 /// `groups pause|resume|holds`.
 async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -> Result<()> {
     use crate::flows::control::{self, Action, Command as ControlCommand, Scope};
+    let user = || std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown user".into());
     let (action, scope) = match command {
         Groups::Pause { scope } => (Action::Pause, scope),
         Groups::Resume { scope } => (Action::Resume, scope),
+        Groups::Replay { group, topic, from, to, handler, again, by } => {
+            let group = config.group_for(Some(&group));
+            let topic = config.topic_name(&topic);
+            let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            if from >= to {
+                return Err(Error::Usage(format!("--to ({to} ms) must be after --from ({from} ms)")));
+            }
+            if let Some(registry) = registry {
+                let plans = registry.groups(&Config { groups: None, ..config.clone() });
+                let Some(plan) = plans.iter().find(|p| p.group_id == group) else {
+                    let known: Vec<&str> = plans.iter().map(|p| p.group_id.as_str()).collect();
+                    return Err(Error::Usage(format!("--group: unknown group `{group}`; this app runs: {}", known.join(", "))));
+                };
+                if !plan.topics.contains(&topic) {
+                    return Err(Error::Usage(format!("--topic: group `{group}` does not read `{topic}`")));
+                }
+                if let Some(h) = &handler {
+                    if !plan.all_handlers().any(|x| x.name == h.as_str()) {
+                        return Err(Error::Usage(format!("--handler: group `{group}` has no handler `{h}`")));
+                    }
+                }
+            }
+            let by = format!("{} (command line)", by.unwrap_or_else(user));
+            let r = crate::flows::replay::TimeReplay { group: group.clone(), topic: topic.clone(), handler, from_ms: from, to_ms: to };
+            match control::replay_by_time(config, &r, by, again).await? {
+                control::ReplayOutcome::Done(report) => {
+                    for w in &report.partitions {
+                        println!("{topic}[{}] offsets {}..{}", w.partition, w.from_offset, w.to_offset);
+                    }
+                    println!("replayed {} records to group {group} (skipped {} copies of earlier replays)", report.replayed, report.skipped_replays);
+                }
+                control::ReplayOutcome::Before(first) => {
+                    let n = first.replay.as_ref().map_or(0, |r| r.records);
+                    println!("replayed 0: the same replay was done at {} by {} ({n} records); --again replays once more", first.at, first.by);
+                }
+            }
+            return Ok(());
+        }
         Groups::Holds { group, json } => {
             let group = group.map(|g| config.group_for(Some(&g)));
             let holds = control::read_holds(config).await?;
@@ -306,10 +372,7 @@ async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -
             return Err(Error::Usage(format!("--partition: topic `{topic}` has no partition {partition}")));
         }
     }
-    let by = match scope.by {
-        Some(by) => format!("{by} (command line)"),
-        None => format!("{} (command line)", std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown user".into())),
-    };
+    let by = format!("{} (command line)", scope.by.unwrap_or_else(user));
     let scope = Scope { topic, partition: scope.partition };
     if action == Action::Resume {
         let holds = control::read_holds(config).await?;

@@ -18,6 +18,7 @@
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
 //! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
 //! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
+//! | `POST /groups/replay` | action | delivers again to one group (or handler) the records a topic received between two times (see [`crate::flows::replay`]) |
 //!
 //! Read endpoints take `Authorization: Bearer TOKEN` with `EVENTKIT_ADMIN_READ_TOKEN` or
 //! `EVENTKIT_ADMIN_TOKEN` (the scheme in any case), unless `EVENTKIT_ADMIN_OPEN` opens them;
@@ -196,7 +197,8 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/dlq/replay", guarded(Access::Action("dlq/replay"), post(dlq_replay)))
         .route("/publish", guarded(Access::Action("publish"), post(publish)))
         .route("/groups/pause", guarded(Access::Action("groups/pause"), post(groups_pause)))
-        .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)));
+        .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)))
+        .route("/groups/replay", guarded(Access::Action("groups/replay"), post(groups_replay)));
     finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
 }
 
@@ -290,9 +292,9 @@ impl Admin {
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")))?;
     serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.into_inner().to_string());
-        if path == "." {
+        let (path, message) = crate::core::event::json_error_path(e);
+        let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
+        if path.is_empty() {
             error
         } else {
             error.field(path)
@@ -605,10 +607,7 @@ async fn groups_resume(State(admin): State<Arc<Admin>>, request: Request) -> Api
 
 async fn hold(admin: Arc<Admin>, request: Request, action: Action) -> ApiResult {
     let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
-    let endpoint = match action {
-        Action::Pause => "groups/pause",
-        Action::Resume => "groups/resume",
-    };
+    let endpoint = if action == Action::Pause { "groups/pause" } else { "groups/resume" };
     let b: HoldBody = access::json_body(&admin, endpoint, request).await?;
     let audited = Audited(format!("group={:?} topic={:?} partition={:?}", b.group, b.topic, b.partition));
     let mut response = hold_body(&admin, b, action, &client).await.unwrap_or_else(IntoResponse::into_response);
@@ -620,23 +619,7 @@ async fn hold_body(admin: &Admin, b: HoldBody, action: Action, client: &str) -> 
     let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
     let control = admin.control()?;
     let config = &admin.config;
-    // Any group of the service (an instance that runs only some still steers them all).
-    let plans = admin.registry.groups(&Config { groups: None, ..config.clone() });
-    let Some(plan) = plans.iter().find(|p| p.group_id == b.group || p.group_id == config.group_for(Some(&b.group))) else {
-        let known: Vec<&str> = plans.iter().map(|p| p.group_id.as_str()).collect();
-        return Err(invalid("group", format!("unknown group `{}`; this app runs: {}", b.group, known.join(", "))));
-    };
-    let topic = match &b.topic {
-        None => None,
-        Some(t) => {
-            let wire = [t.clone(), config.topic_name(t)].into_iter().find(|w| plan.topics.contains(w));
-            let Some(wire) = wire else {
-                let known: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
-                return Err(invalid("topic", format!("group `{}` does not read topic `{t}`; it reads: {}", plan.group_id, known.join(", "))));
-            };
-            Some(wire)
-        }
-    };
+    let (plan, topic) = group_and_topic(admin, &b.group, b.topic.as_deref())?;
     if let Some(partition) = b.partition {
         let Some(topic) = &topic else {
             return Err(invalid("partition", "a partition needs its `topic`".into()));
@@ -647,13 +630,7 @@ async fn hold_body(admin: &Admin, b: HoldBody, action: Action, client: &str) -> 
             return Err(invalid("partition", format!("topic `{topic}` has no partition {partition} (it has {})", count.map_or("none".to_owned(), |n| n.to_string()))));
         }
     }
-    let by = match b.by {
-        Some(by) if by.is_empty() || by.chars().count() > 100 || by.chars().any(char::is_control) => {
-            return Err(invalid("by", "`by` names who asks: 1 to 100 characters, no control characters".into()));
-        }
-        Some(by) => format!("{by} (admin API, {client})"),
-        None => format!("admin API, {client}"),
-    };
+    let by = who(b.by, client)?;
     let scope = Scope { topic, partition: b.partition };
     if action == Action::Resume {
         if let Some(wider) = control.holds(&plan.group_id).held_by_wider(&scope) {
@@ -682,6 +659,105 @@ async fn hold_body(admin: &Admin, b: HoldBody, action: Action, client: &str) -> 
         })),
     )
         .into_response())
+}
+
+/// The group a request names (its name in the code or its id; any group of the service: an
+/// instance that runs only some still steers them all), and the topic of it, on the wire.
+fn group_and_topic(admin: &Admin, group: &str, topic: Option<&str>) -> std::result::Result<(crate::flows::registry::GroupPlan, Option<String>), ApiError> {
+    let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
+    let config = &admin.config;
+    let plans = admin.registry.groups(&Config { groups: None, ..config.clone() });
+    let Some(plan) = plans.into_iter().find(|p| p.group_id == group || p.group_id == config.group_for(Some(group))) else {
+        let known: Vec<String> = admin.registry.groups(&Config { groups: None, ..config.clone() }).into_iter().map(|p| p.group_id).collect();
+        return Err(invalid("group", format!("unknown group `{group}`; this app runs: {}", known.join(", "))));
+    };
+    let topic = match topic {
+        None => None,
+        Some(t) => {
+            let wire = [t.to_owned(), config.topic_name(t)].into_iter().find(|w| plan.topics.contains(w));
+            let Some(wire) = wire else {
+                let known: Vec<&str> = plan.topics.iter().map(String::as_str).collect();
+                return Err(invalid("topic", format!("group `{}` does not read topic `{t}`; it reads: {}", plan.group_id, known.join(", "))));
+            };
+            Some(wire)
+        }
+    };
+    Ok((plan, topic))
+}
+
+/// Who asks: the body's `by` (checked) with the caller's address.
+fn who(by: Option<String>, client: &str) -> std::result::Result<String, ApiError> {
+    match by {
+        Some(by) if by.is_empty() || by.chars().count() > 100 || by.chars().any(char::is_control) => {
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "`by` names who asks: 1 to 100 characters, no control characters").field("by"))
+        }
+        Some(by) => Ok(format!("{by} (admin API, {client})")),
+        None => Ok(format!("admin API, {client}")),
+    }
+}
+
+/// The body of `POST /groups/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayTimeBody {
+    group: String,
+    topic: String,
+    /// From this time (RFC 3339 or milliseconds since the epoch), inclusive.
+    from: Value,
+    /// To this time, exclusive (default: now).
+    to: Option<Value>,
+    /// Only this handler of the group.
+    handler: Option<String>,
+    by: Option<String>,
+    /// Replay even if the same replay was done before.
+    #[serde(default)]
+    again: bool,
+}
+
+async fn groups_replay(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let b: ReplayTimeBody = access::json_body(&admin, "groups/replay", request).await?;
+    let audited = Audited(format!("group={:?} topic={:?} from={} to={:?} handler={:?}", b.group, b.topic, b.from, b.to, b.handler));
+    let mut response = replay_time_body(&admin, b, &client).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(audited);
+    Ok(response)
+}
+
+async fn replay_time_body(admin: &Admin, b: ReplayTimeBody, client: &str) -> ApiResult {
+    let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
+    let time = |field: &str, v: &Value| -> std::result::Result<i64, ApiError> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => return Err(invalid(field, format!("`{field}` is a time (RFC 3339 or milliseconds since the epoch), not {other}"))),
+        };
+        crate::flows::replay::parse_time(&text).map_err(|e| invalid(field, e))
+    };
+    let control = admin.control()?;
+    let (plan, topic) = group_and_topic(admin, &b.group, Some(&b.topic))?;
+    let from_ms = time("from", &b.from)?;
+    let to_ms = match &b.to {
+        Some(v) => time("to", v)?,
+        None => chrono::Utc::now().timestamp_millis(),
+    };
+    if from_ms >= to_ms {
+        return Err(invalid("to", format!("`to` ({to_ms} ms) must be after `from` ({from_ms} ms)")));
+    }
+    if let Some(handler) = &b.handler {
+        if !plan.all_handlers().any(|h| h.name == handler) {
+            let known: Vec<&str> = plan.all_handlers().map(|h| h.name).collect();
+            return Err(invalid("handler", format!("group `{}` has no handler `{handler}`; it has: {}", plan.group_id, known.join(", "))));
+        }
+    }
+    let by = who(b.by, client)?;
+    let _turn = admin.slow_turn()?;
+    let r = crate::flows::replay::TimeReplay { group: plan.group_id.clone(), topic: topic.expect("asked for"), handler: b.handler, from_ms, to_ms };
+    Ok(match control.replay(&r, by, b.again).await? {
+        crate::flows::control::ReplayOutcome::Done(report) => (StatusCode::OK, Json(json!({ "replayed": report.replayed, "skipped_replays": report.skipped_replays, "partitions": report.partitions, "before": Value::Null }))).into_response(),
+        crate::flows::control::ReplayOutcome::Before(first) => {
+            (StatusCode::OK, Json(json!({ "replayed": 0, "before": first, "note": "the same replay was done before (send \"again\": true to replay once more)" }))).into_response()
+        }
+    })
 }
 
 /// The admin API as a surface: up before the app waits for its cluster (the probes answer),
