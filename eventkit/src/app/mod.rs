@@ -622,7 +622,7 @@ impl App {
         let control = Control::start(&config, publisher.clone(), &group_ids).await?;
         for plan in plans {
             let group_layers = group_layers(&plan, &config, &layers);
-            let signals = Signals { shutdown: shutdown_rx.clone(), holds: control.watch(&plan.group_id) };
+            let signals = Signals { shutdown: shutdown_rx.clone(), holds: control.watch(&plan.group_id), resets: control.resets(&plan.group_id) };
             let runner = GroupRunner::new(plan, &config, registry.clone(), publisher.clone(), state.clone(), signals, group_layers)?;
             let status = runner.status();
             statuses.push(status.clone());

@@ -527,7 +527,7 @@ impl AdminSettings {
     /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
     pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "dlq"];
     /// The endpoints that take a body.
-    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume", "groups/replay"];
+    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume", "groups/replay", "groups/reset"];
 
     /// The body limit of `endpoint` (`publish`, `dlq/replay`).
     pub fn body_limit(&self, endpoint: &str) -> usize {

@@ -52,6 +52,10 @@ pub enum Action {
     Resume,
     /// A replay by time was done (a journal entry: see [`crate::flows::replay`]).
     Replay,
+    /// Move the group's partitions to other offsets (the owners do it).
+    Reset,
+    /// What one instance did with a reset.
+    ResetDone,
 }
 
 impl std::fmt::Display for Action {
@@ -60,6 +64,8 @@ impl std::fmt::Display for Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Replay => "replay",
+            Action::Reset => "reset",
+            Action::ResetDone => "reset-done",
         })
     }
 }
@@ -120,6 +126,79 @@ pub struct Command {
     /// A replay's journal entry: what it replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<Replayed>,
+    /// A reset: where each partition goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetSpec>,
+    /// What an instance did with a reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_done: Option<ResetDone>,
+}
+
+/// Where a reset moves partitions, as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetTo {
+    /// The first record still in the log.
+    Earliest,
+    /// After the last record (skipping what is there).
+    Latest,
+    /// This offset (in each partition in scope).
+    Offset(i64),
+    /// The first record at or after this time (milliseconds since the epoch).
+    Time(i64),
+}
+
+/// One partition's new offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionOffset {
+    /// The topic, on the wire.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Its new offset.
+    pub offset: i64,
+}
+
+/// A reset: what was asked, and each partition's offset (resolved once, by its sender, so
+/// that every instance applies the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetSpec {
+    /// What was asked.
+    pub to: ResetTo,
+    /// Whether it may skip records fetched and not settled yet.
+    pub force: bool,
+    /// Each partition's new offset.
+    pub offsets: Vec<PartitionOffset>,
+}
+
+/// What an instance (or the sender, for a group without members) did with a reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResetDone {
+    /// The reset's command id.
+    pub of: String,
+    /// Who did it (host and process).
+    pub member: String,
+    /// Each partition it owned.
+    pub partitions: Vec<PartitionResult>,
+}
+
+/// One partition's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionResult {
+    /// The topic, on the wire.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Its new offset.
+    pub offset: i64,
+    /// `reset`, `refused` or `not-applied` (no instance had it while the sender waited).
+    pub status: String,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who did it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// What a replay by time did, as journalled on the control topic.
@@ -147,14 +226,18 @@ impl Command {
             by: by.into(),
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             replay: None,
+            reset: None,
+            reset_done: None,
         }
     }
 
     /// Its key on the control topic: what it acts on (compaction keeps the latest per key).
     fn key(&self) -> String {
-        match &self.replay {
-            None => serde_json::to_string(&(&self.group, &self.scope.topic, self.scope.partition)),
-            Some(r) => serde_json::to_string(&("replay", &self.group, &self.scope.topic, &r.handler, r.from_ms, r.to_ms)),
+        match (&self.replay, &self.reset_done) {
+            (Some(r), _) => serde_json::to_string(&("replay", &self.group, &self.scope.topic, &r.handler, r.from_ms, r.to_ms)),
+            (_, Some(d)) => serde_json::to_string(&("reset-done", &d.of, &d.member)),
+            _ if self.reset.is_some() => serde_json::to_string(&("reset", &self.group, &self.id)),
+            _ => serde_json::to_string(&(&self.group, &self.scope.topic, self.scope.partition)),
         }
         .expect("strings and numbers")
     }
@@ -214,7 +297,7 @@ impl Holds {
                 self.0.retain(|s, _| !c.scope.contains(s));
                 self.0.len() != before
             }
-            Action::Replay => false,
+            Action::Replay | Action::Reset | Action::ResetDone => false,
         }
     }
 }
@@ -225,6 +308,8 @@ pub(crate) struct State {
     groups: BTreeMap<String, Holds>,
     /// Replays done, by their key.
     replays: BTreeMap<String, Command>,
+    /// What instances did with each reset, by its id.
+    reset_results: BTreeMap<String, Vec<PartitionResult>>,
     /// The offset after the last record applied.
     next: i64,
 }
@@ -239,6 +324,14 @@ impl State {
                 let changed = c.replay.is_some() && self.replays.insert(c.key(), c.clone()).is_none();
                 Some((c, changed))
             }
+            Ok(c) if c.action == Action::ResetDone => {
+                if let Some(done) = &c.reset_done {
+                    let results = self.reset_results.entry(done.of.clone()).or_default();
+                    results.extend(done.partitions.iter().map(|p| PartitionResult { member: Some(done.member.clone()), ..p.clone() }));
+                }
+                Some((c, false))
+            }
+            Ok(c) if c.action == Action::Reset => Some((c, false)),
             Ok(c) => {
                 let changed = self.groups.entry(c.group.clone()).or_default().apply(&c);
                 Some((c, changed))
@@ -320,14 +413,14 @@ pub enum ReplayOutcome {
     /// Replayed now; journalled.
     Done(crate::flows::replay::TimeReplayReport),
     /// The same replay (group, topic, handler, window) was done before: its journal entry.
-    Before(Command),
+    Before(Box<Command>),
 }
 
 /// Replays by time unless the same replay was done before (or `again`), then journals it.
 /// `state`: the control topic's replays as known now.
 async fn replay_once(config: &Config, publisher: &Publisher, known: Option<Command>, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<(ReplayOutcome, Option<i64>)> {
     if let (Some(before), false) = (known, again) {
-        return Ok((ReplayOutcome::Before(before), None));
+        return Ok((ReplayOutcome::Before(Box::new(before)), None));
     }
     let report = crate::flows::replay::replay(config, publisher, r).await?;
     let mut journal = Command::new(Action::Replay, r.group.clone(), Scope { topic: Some(r.topic.clone()), partition: None }, by);
@@ -377,6 +470,165 @@ pub(crate) async fn write(config: &Config, publisher: &Publisher, command: &Comm
     Ok(offset)
 }
 
+/// An operator's reset of a group's offsets, as asked.
+#[derive(Debug, Clone)]
+pub struct ResetRequest {
+    /// The consumer group id (on the wire).
+    pub group: String,
+    /// The topics in scope (on the wire): one, or every topic the group reads.
+    pub topics: Vec<String>,
+    /// One partition (of the one topic), or all.
+    pub partition: Option<i32>,
+    /// Where to.
+    pub to: ResetTo,
+    /// Whether it may skip records fetched and not settled yet.
+    pub force: bool,
+}
+
+/// What a reset did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResetReport {
+    /// The reset's command id (none when committed directly).
+    pub id: Option<String>,
+    /// The group had no members: the offsets were committed directly.
+    pub direct: bool,
+    /// Each partition's outcome.
+    pub partitions: Vec<PartitionResult>,
+}
+
+/// How long a reset's sender waits for the owners' outcomes.
+const RESET_WAIT: Duration = Duration::from_secs(20);
+
+/// Where the cluster cannot list a group's members: how long without any member's answer
+/// before the group is taken to have none.
+const NO_MEMBER_WAIT: Duration = Duration::from_secs(5);
+
+/// Each partition's new offset (blocking). A partition or offset that does not exist is a
+/// usage error naming it.
+fn resolve(config: &Config, r: &ResetRequest) -> Result<Vec<PartitionOffset>> {
+    use crate::kafka::offsets;
+    let consumer = offsets::reader(config, "reset")?;
+    let mut out = Vec::new();
+    for topic in &r.topics {
+        let mut partitions = offsets::partitions(&consumer, topic)?.ok_or_else(|| Error::NotFound(format!("topic `{topic}` does not exist")))?;
+        if let Some(p) = r.partition {
+            if !partitions.contains(&p) {
+                return Err(Error::Usage(format!("partition: topic `{topic}` has no partition {p} (it has {})", partitions.len())));
+            }
+            partitions = vec![p];
+        }
+        let resolved: Vec<(i32, i64)> = match r.to {
+            ResetTo::Time(at) => offsets::offsets_for_time(&consumer, topic, &partitions, at)?,
+            to => {
+                let mut each = Vec::new();
+                for &p in &partitions {
+                    let (low, high) = offsets::watermarks(&consumer, topic, p)?;
+                    each.push((p, match to {
+                        ResetTo::Earliest => low,
+                        ResetTo::Latest => high,
+                        ResetTo::Offset(n) if (low..=high).contains(&n) => n,
+                        ResetTo::Offset(n) => return Err(Error::Usage(format!("offset: {n} is not in {topic}[{p}], which holds {low}..{high}"))),
+                        ResetTo::Time(_) => unreachable!("resolved above"),
+                    }));
+                }
+                each
+            }
+        };
+        out.extend(resolved.into_iter().map(|(partition, offset)| PartitionOffset { topic: topic.clone(), partition, offset }));
+    }
+    Ok(out)
+}
+
+/// Commits `offsets` for `group`, which has no members (blocking).
+fn commit_directly(config: &Config, group: &str, offsets: &[PartitionOffset]) -> Result<()> {
+    use rdkafka::consumer::CommitMode;
+    let mut client = crate::kafka::client_config(config)?;
+    client.set("group.id", group).set("enable.auto.commit", "false");
+    crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
+    let consumer: BaseConsumer<KitContext> = client.create_with_context(KitContext)?;
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        tpl.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset))?;
+    }
+    Ok(consumer.commit(&tpl, CommitMode::Sync)?)
+}
+
+/// Resets a group's offsets: directly when it has no members, otherwise through the control
+/// topic, its owners moving their partitions; `results` gives the owners' outcomes so far.
+async fn reset_offsets_with(
+    config: &Config,
+    publisher: &Publisher,
+    r: &ResetRequest,
+    by: String,
+    results: &(dyn Fn(String) -> futures::future::BoxFuture<'static, Vec<PartitionResult>> + Sync),
+) -> Result<ResetReport> {
+    let (config2, r2) = (config.clone(), r.clone());
+    let (offsets, members) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let offsets = resolve(&config2, &r2)?;
+        // `None`: the cluster cannot say (the mock cluster has no group listing).
+        let members = match crate::kafka::describe_groups(&config2, std::slice::from_ref(&r2.group), Duration::from_secs(10)) {
+            Ok(groups) => Some(groups.get(&r2.group).map_or(0, |(_, m)| m.len())),
+            Err(e) if e.to_string().contains("UnsupportedFeature") => None,
+            Err(e) => return Err(e),
+        };
+        Ok((offsets, members))
+    })
+    .await
+    .map_err(|e| Error::msg(format!("resolving a reset: {e}")))??;
+    let outcome = |o: &PartitionOffset, status: &str| PartitionResult { topic: o.topic.clone(), partition: o.partition, offset: o.offset, status: status.into(), reason: None, member: None };
+    let offsets_ref = &offsets;
+    let direct = |by: String| async move {
+        let offsets = offsets_ref;
+        let (config2, group, offsets2) = (config.clone(), r.group.clone(), offsets.clone());
+        tokio::task::spawn_blocking(move || commit_directly(&config2, &group, &offsets2)).await.map_err(|e| Error::msg(format!("committing a reset: {e}")))??;
+        info!(group = %r.group, to = ?r.to, by = %by, partitions = offsets.len(), "operator reset committed directly (the group has no members)");
+        Ok::<_, Error>(ResetReport { id: None, direct: true, partitions: offsets.iter().map(|o| outcome(o, "reset")).collect() })
+    };
+    if members == Some(0) {
+        return direct(by).await;
+    }
+    let mut command = Command::new(Action::Reset, r.group.clone(), Scope { topic: (r.topics.len() == 1).then(|| r.topics[0].clone()), partition: r.partition }, by);
+    command.reset = Some(ResetSpec { to: r.to, force: r.force, offsets: offsets.clone() });
+    let id = command.id.clone();
+    write(config, publisher, &command).await?;
+    info!(%id, group = %r.group, to = ?r.to, force = r.force, by = %command.by, partitions = offsets.len(), "operator reset sent to the group's members");
+    let started = tokio::time::Instant::now();
+    let seen = loop {
+        let seen = results(id.clone()).await;
+        let covered = offsets.iter().all(|o| seen.iter().any(|s| s.topic == o.topic && s.partition == o.partition));
+        if covered || started.elapsed() >= RESET_WAIT {
+            break seen;
+        }
+        // A cluster that cannot list members, and no member answered: it has none (a member
+        // reads the command within a fetch wait).
+        if members.is_none() && seen.is_empty() && started.elapsed() >= NO_MEMBER_WAIT {
+            return direct(command.by).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let partitions = offsets
+        .iter()
+        .map(|o| match seen.iter().find(|s| s.topic == o.topic && s.partition == o.partition) {
+            Some(s) => s.clone(),
+            None => PartitionResult { reason: Some("no member reported it while the sender waited (a rebalance?): ask again".into()), ..outcome(o, "not-applied") },
+        })
+        .collect();
+    Ok(ResetReport { id: Some(id), direct: false, partitions })
+}
+
+/// Resets a group's offsets from outside a running app (the command line).
+pub async fn reset_offsets(config: &Config, r: &ResetRequest, by: String) -> Result<ResetReport> {
+    let publisher = Publisher::with_broker(config, None, Default::default())?;
+    let config2 = config.clone();
+    let results = move |id: String| -> futures::future::BoxFuture<'static, Vec<PartitionResult>> {
+        let config = config2.clone();
+        Box::pin(async move { read_state(&config).await.map(|mut s| s.reset_results.remove(&id).unwrap_or_default()).unwrap_or_default() })
+    };
+    let report = reset_offsets_with(config, &publisher, r, by, &results).await;
+    publisher.flush(Duration::from_secs(10))?;
+    report
+}
+
 /// What a command did, once this instance applied it.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -396,6 +648,51 @@ struct Shared {
     applied: watch::Sender<i64>,
     /// The groups this process runs, each told its holds.
     groups: BTreeMap<String, watch::Sender<Holds>>,
+    /// The groups this process runs, each sent the resets it must apply.
+    resets: BTreeMap<String, tokio::sync::mpsc::UnboundedSender<ResetOrder>>,
+    /// Their receiving ends, until each group's loop takes its own.
+    reset_receivers: Mutex<BTreeMap<String, tokio::sync::mpsc::UnboundedReceiver<ResetOrder>>>,
+    /// What replies to a reset need: the runtime, the app's config and publisher.
+    reply: Replier,
+}
+
+/// Writes what this instance did with a reset to the control topic.
+#[derive(Clone)]
+struct Replier {
+    runtime: tokio::runtime::Handle,
+    config: Config,
+    publisher: Publisher,
+    /// This instance, as results name it.
+    member: String,
+}
+
+/// A reset for one group's loop to apply to the partitions it owns.
+pub(crate) struct ResetOrder {
+    /// The reset command.
+    pub id: String,
+    /// Where each partition goes.
+    pub offsets: Vec<PartitionOffset>,
+    /// Whether it may skip records fetched and not settled yet.
+    pub force: bool,
+    reply: Replier,
+    group: String,
+}
+
+impl ResetOrder {
+    /// Reports what this instance did (the partitions it owned) on the control topic.
+    pub(crate) fn done(self, partitions: Vec<PartitionResult>) {
+        if partitions.is_empty() {
+            return;
+        }
+        let Replier { runtime, config, publisher, member } = self.reply;
+        let mut c = Command::new(Action::ResetDone, self.group, Scope { topic: None, partition: None }, member.clone());
+        c.reset_done = Some(ResetDone { of: self.id, member, partitions });
+        runtime.spawn(async move {
+            if let Err(e) = write(&config, &publisher, &c).await {
+                warn!(error = %e, reset = %c.reset_done.as_ref().map_or("", |d| d.of.as_str()), "cannot report a reset's outcome on the control topic (its sender reports the partitions as not applied)");
+            }
+        });
+    }
 }
 
 /// The control topic, followed by this process: its groups' holds, and sending commands.
@@ -441,7 +738,15 @@ impl Control {
             senders.insert(g.clone(), watch::channel(holds).0);
         }
         let (applied, _) = watch::channel(state.next);
-        let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders });
+        let (mut resets, mut reset_receivers) = (BTreeMap::new(), BTreeMap::new());
+        for g in groups {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            resets.insert(g.clone(), tx);
+            reset_receivers.insert(g.clone(), rx);
+        }
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let reply = Replier { runtime: tokio::runtime::Handle::current(), config: config.clone(), publisher: publisher.clone(), member: format!("{}@{host}:{}", config.service_name, std::process::id()) };
+        let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders, resets, reset_receivers: Mutex::new(reset_receivers), reply });
         debug!(%topic, "following the control topic");
         let follower = shared.clone();
         let follow_config = config.clone();
@@ -456,6 +761,12 @@ impl Control {
             Some(sender) => sender.subscribe(),
             None => watch::channel(Holds::default()).1,
         }
+    }
+
+    /// The resets `group`'s loop applies (its own receiving end; taken once).
+    pub(crate) fn resets(&self, group: &str) -> tokio::sync::mpsc::UnboundedReceiver<ResetOrder> {
+        let taken = self.shared.reset_receivers.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+        taken.unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1)
     }
 
     /// The holds of `group` as this process knows them now.
@@ -473,6 +784,17 @@ impl Control {
         let applied = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|next| *next > offset)).await.is_ok_and(|r| r.is_ok());
         let holds = self.holds(&command.group);
         Ok(Outcome { applied, changed: applied && holds != before, holds })
+    }
+
+    /// Resets a group's offsets (see [`ResetRequest`]): directly when it has no members,
+    /// otherwise through the control topic, each member moving the partitions it owns.
+    pub async fn reset(&self, r: &ResetRequest, by: String) -> Result<ResetReport> {
+        let shared = self.shared.clone();
+        let results = move |id: String| -> futures::future::BoxFuture<'static, Vec<PartitionResult>> {
+            let found = shared.state.lock().unwrap_or_else(|e| e.into_inner()).reset_results.get(&id).cloned().unwrap_or_default();
+            Box::pin(async move { found })
+        };
+        reset_offsets_with(&self.config, &self.publisher, r, by, &results).await
     }
 
     /// Replays by time (see [`crate::flows::replay`]) unless the same replay was done before
@@ -536,7 +858,13 @@ fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shar
                     continue;
                 }
                 if let Some((command, changed)) = state.apply_record(m.offset(), m.payload()) {
-                    if let Some(sender) = shared.groups.get(&command.group) {
+                    if let (Some(sender), Some(spec)) = (shared.resets.get(&command.group), &command.reset) {
+                        info!(id = %command.id, group = %command.group, to = ?spec.to, force = spec.force, by = %command.by, "operator reset: moving the partitions this instance has");
+                        let order = ResetOrder { id: command.id.clone(), offsets: spec.offsets.clone(), force: spec.force, reply: shared.reply.clone(), group: command.group.clone() };
+                        let _ = sender.send(order);
+                    } else if command.action == Action::ResetDone {
+                        debug!(group = %command.group, by = %command.by, "a reset's outcome");
+                    } else if let Some(sender) = shared.groups.get(&command.group) {
                         let holds = state.groups.get(&command.group).cloned().unwrap_or_default();
                         info!(id = %command.id, action = %command.action, group = %command.group, scope = %command.scope, by = %command.by, at = %command.at, changed, "operator command applied");
                         sender.send_replace(holds);

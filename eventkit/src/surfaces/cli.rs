@@ -70,6 +70,38 @@ enum Groups {
         #[arg(long)]
         by: Option<String>,
     },
+    /// Move a group's offsets (every topic it reads, one, or one partition): running members
+    /// move the partitions they own (refused where records fetched are not settled yet, unless
+    /// --force); a group without members gets them committed directly.
+    Reset {
+        /// The consumer group (its name in the code, without the group prefix).
+        #[arg(long)]
+        group: String,
+        /// One topic of the group (as events declare it, without prefix).
+        #[arg(long)]
+        topic: Option<String>,
+        /// One partition of that topic.
+        #[arg(long, requires = "topic")]
+        partition: Option<i32>,
+        /// To the first record still in the log.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// To after the last record.
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// To this offset.
+        #[arg(long, group = "target")]
+        to_offset: Option<i64>,
+        /// To the first record at or after this time (RFC 3339 or milliseconds since the epoch).
+        #[arg(long, group = "target", value_parser = crate::flows::replay::parse_time)]
+        to_time: Option<i64>,
+        /// Even if it skips records fetched and not settled yet.
+        #[arg(long)]
+        force: bool,
+        /// Who asks, recorded with the command (default: the user running this).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// List what is paused, per group.
     Holds {
         /// Only this group (its name in the code, without the group prefix).
@@ -287,6 +319,43 @@ async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -
     let (action, scope) = match command {
         Groups::Pause { scope } => (Action::Pause, scope),
         Groups::Resume { scope } => (Action::Resume, scope),
+        Groups::Reset { group, topic, partition, to_earliest, to_latest, to_offset, to_time, force, by } => {
+            use control::ResetTo;
+            let to = match (to_earliest, to_latest, to_offset, to_time) {
+                (true, ..) => ResetTo::Earliest,
+                (_, true, ..) => ResetTo::Latest,
+                (_, _, Some(n), _) => ResetTo::Offset(n),
+                (_, _, _, Some(t)) => ResetTo::Time(t),
+                _ => return Err(Error::Usage("choose where to: --to-earliest, --to-latest, --to-offset N or --to-time TIME".into())),
+            };
+            let group = config.group_for(Some(&group));
+            let topics = match (topic, registry) {
+                (Some(t), _) => vec![config.topic_name(&t)],
+                (None, Some(registry)) => {
+                    let plans = registry.groups(&Config { groups: None, ..config.clone() });
+                    let Some(plan) = plans.into_iter().find(|p| p.group_id == group) else {
+                        return Err(Error::Usage(format!("--group: unknown group `{group}`")));
+                    };
+                    plan.topics.into_iter().collect()
+                }
+                (None, None) => return Err(Error::Usage("--topic: name the topic (this tool does not know the group's topics; `PROGRAM groups reset` run by the service does)".into())),
+            };
+            let by = format!("{} (command line)", by.unwrap_or_else(user));
+            let request = control::ResetRequest { group: group.clone(), topics, partition, to, force };
+            let report = control::reset_offsets(config, &request, by).await.map_err(|e| match e {
+                Error::Usage(m) => Error::Usage(format!("--{m}")),
+                other => other,
+            })?;
+            for p in &report.partitions {
+                println!("{}[{}] -> {}  {}{}", p.topic, p.partition, p.offset, p.status, p.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default());
+            }
+            let how = if report.direct { "committed directly: the group has no members" } else { "moved by the group's members" };
+            println!("reset of group {group}: {how}");
+            if report.partitions.iter().any(|p| p.status != "reset") {
+                return Err(Error::msg("some partitions were not reset"));
+            }
+            return Ok(());
+        }
         Groups::Replay { group, topic, from, to, handler, again, by } => {
             let group = config.group_for(Some(&group));
             let topic = config.topic_name(&topic);

@@ -148,6 +148,17 @@ struct Partition {
     progress: crate::flows::status::Progress,
 }
 
+/// What an operator's reset did to one partition of this member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ResetOutcome {
+    /// This member does not have the partition.
+    NotOwned,
+    /// Not done, and why.
+    Refused(String),
+    /// Done; the offset it would have committed before.
+    Reset { from: Option<i64> },
+}
+
 /// The group's bookkeeping.
 pub(crate) struct Engine {
     partitions: Vec<Partition>,
@@ -254,6 +265,38 @@ impl Engine {
             self.apply_hold(slot as Slot);
         }
         self.pause_dirty = true;
+    }
+
+    /// An operator moves this partition to `offset` (see [`crate::flows::control`]): as if it
+    /// were revoked and assigned again from there. Refused, unless `force`, when it would move
+    /// past records fetched and not settled yet (running, queued or waiting for a retry).
+    pub(crate) fn reset(&mut self, topic: &str, partition: i32, offset: i64, force: bool) -> ResetOutcome {
+        let Some(slot) = self.slot(topic, partition) else { return ResetOutcome::NotOwned };
+        let p = &self.partitions[slot as usize];
+        if p.epoch == 0 {
+            return ResetOutcome::NotOwned;
+        }
+        let from = p.tracker.watermark();
+        if let Some(oldest) = p.tracker.oldest_unsettled() {
+            if offset > oldest && !force {
+                return ResetOutcome::Refused(format!(
+                    "records from offset {oldest} on are not settled yet (running, queued or waiting for a retry): moving to {offset} would skip them; wait for them, or force it"
+                ));
+            }
+        }
+        let (n, bytes) = self.scheduler.drop_slot(slot);
+        self.release_buffer(n, bytes);
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let p = &mut self.partitions[slot as usize];
+        p.epoch = epoch;
+        p.tracker = OffsetTracker::default();
+        p.in_flight = 0;
+        p.started = None;
+        p.lagging = false;
+        p.progress = Default::default();
+        self.pause_dirty = true;
+        ResetOutcome::Reset { from }
     }
 
     fn apply_hold(&mut self, slot: Slot) {
@@ -767,5 +810,27 @@ mod tests {
         assert_eq!(e.buffered(), (0, 0));
         let commits = e.commits(None, true);
         assert!(commits.elements().iter().all(|c| c.offset() == Offset::Offset(0)), "nothing settled: the offset stays at the parked record");
+    }
+
+    #[test]
+    fn a_reset_starts_the_partition_afresh_and_refuses_to_skip_unsettled_records_unless_forced() {
+        let mut e = engine(100);
+        e.assign(&partition(0));
+        fetched(&mut e, 0, 5, "a");
+        fetched(&mut e, 0, 6, "b");
+        let running = e.next_work().unwrap();
+        assert_eq!(e.reset(TOPIC, 1, 0, false), ResetOutcome::NotOwned);
+        assert!(matches!(e.reset(TOPIC, 0, 9, false), ResetOutcome::Refused(why) if why.contains("from offset 5")));
+        assert_eq!(e.buffered().0, 2, "a refused reset changes nothing");
+        // Back in time: allowed (nothing is skipped); what was queued goes, what runs no longer counts.
+        assert_eq!(e.reset(TOPIC, 0, 2, false), ResetOutcome::Reset { from: Some(5) });
+        assert!(e.next_work().is_none(), "the queued record of before the reset is dropped");
+        let now = Instant::now();
+        e.apply(Completion { lane: running.lane, slot: running.slot, epoch: running.epoch, settled: Settled::One { offset: 5, bytes: 0 }, retry: None }, now);
+        assert_eq!(e.commits(None, true).count(), 0, "the old record's completion moves nothing");
+        fetched(&mut e, 0, 2, "a");
+        assert_eq!(offset_of(&e.next_work().unwrap()), 2, "fetched again from the reset offset");
+        // Forced past an unsettled record.
+        assert!(matches!(e.reset(TOPIC, 0, 50, true), ResetOutcome::Reset { from: Some(2) }));
     }
 }

@@ -81,6 +81,8 @@ pub(crate) struct FetchLoop {
     pub env: Arc<WorkerEnv>,
     /// What operators hold in this group (see [`crate::flows::control`]).
     pub holds: watch::Receiver<crate::flows::control::Holds>,
+    /// Operators' resets of this group's offsets (taken by the loop when it starts).
+    pub resets: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::flows::control::ResetOrder>>>,
 }
 
 impl FetchLoop {
@@ -92,6 +94,8 @@ impl FetchLoop {
         // Before the first poll: partitions are assigned inside it, and start held.
         self.shared.engine().set_holds(holds.borrow_and_update().clone());
         let mut holds_open = true;
+        let mut resets = self.resets.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_else(|| tokio::sync::mpsc::unbounded_channel().1);
+        let mut resets_open = true;
         {
             let mut stream = self.consumer.stream();
             let mut commit_tick = tokio::time::interval(config.commit_interval);
@@ -129,6 +133,10 @@ impl FetchLoop {
                             self.refresh(std::time::Instant::now());
                         }
                         Err(_) => holds_open = false,
+                    },
+                    order = resets.recv(), if resets_open => match order {
+                        Some(order) => self.reset(order),
+                        None => resets_open = false,
                     },
                     () = &mut timer, if timer_at.is_some() => {
                         self.shared.engine().on_timer(Instant::now());
@@ -262,6 +270,49 @@ impl FetchLoop {
             }
         }
         (engine.next_deadline(), !engine.throttled(), more)
+    }
+
+    /// Applies an operator's reset to the partitions this member owns: each starts afresh from
+    /// its new offset (fetching goes there, the offset is committed), unless that would skip
+    /// records not settled yet and the reset is not forced. Reports what it did.
+    fn reset(&self, order: crate::flows::control::ResetOrder) {
+        use super::engine::ResetOutcome;
+        use crate::flows::control::PartitionResult;
+        let mut results = Vec::new();
+        let mut moved = rdkafka::TopicPartitionList::new();
+        {
+            let mut engine = self.shared.engine();
+            for o in &order.offsets {
+                let result = |status: &str, reason: Option<String>| PartitionResult { topic: o.topic.clone(), partition: o.partition, offset: o.offset, status: status.into(), reason, member: None };
+                match engine.reset(&o.topic, o.partition, o.offset, order.force) {
+                    ResetOutcome::NotOwned => {}
+                    ResetOutcome::Refused(why) => {
+                        warn!(group = %self.env.group, partition = %format!("{}[{}]", o.topic, o.partition), to = o.offset, reason = %why, "operator reset refused");
+                        results.push(result("refused", Some(why)));
+                    }
+                    ResetOutcome::Reset { from } => {
+                        info!(group = %self.env.group, partition = %format!("{}[{}]", o.topic, o.partition), from = ?from, to = o.offset, "operator reset: the partition goes on from its new offset");
+                        let _ = moved.add_partition_offset(&o.topic, o.partition, rdkafka::Offset::Offset(o.offset));
+                        results.push(result("reset", None));
+                    }
+                }
+            }
+        }
+        if moved.count() > 0 {
+            // Without waiting (librdkafka drops what it fetched before the seek).
+            if let Err(e) = self.consumer.seek_partitions(moved.clone(), Duration::ZERO) {
+                warn!(group = %self.env.group, error = %e, "seeking for a reset failed");
+                for r in results.iter_mut().filter(|r| r.status == "reset") {
+                    r.status = "refused".into();
+                    r.reason = Some(format!("seeking failed: {e}"));
+                }
+            } else if self.env.transactions.is_none() {
+                if let Err(e) = commit_async(&self.consumer, &moved) {
+                    warn!(group = %self.env.group, error = %e, "committing a reset's offsets failed; they are committed with the next records handled");
+                }
+            }
+        }
+        order.done(results);
     }
 
     /// Refreshes the group's status and gauges.

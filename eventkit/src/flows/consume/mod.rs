@@ -63,6 +63,7 @@ pub(crate) struct GroupLayers {
 pub(crate) struct Signals {
     pub shutdown: watch::Receiver<Option<tokio::time::Instant>>,
     pub holds: watch::Receiver<crate::flows::control::Holds>,
+    pub resets: tokio::sync::mpsc::UnboundedReceiver<crate::flows::control::ResetOrder>,
 }
 
 /// A consumer group, ready to run.
@@ -81,7 +82,7 @@ impl GroupRunner {
         signals: Signals,
         layers: GroupLayers,
     ) -> Result<Self> {
-        let Signals { shutdown, holds } = signals;
+        let Signals { shutdown, holds, resets } = signals;
         let policy = match plan.batch.map(|h| h.kind) {
             Some(HandlerKind::Batch { max_size, max_wait_ms, .. }) => Policy::Batches { max_size, max_wait: Duration::from_millis(max_wait_ms) },
             _ => Policy::Records(plan.ordering),
@@ -179,7 +180,7 @@ impl GroupRunner {
             retry_policy: config.retry_policy(),
             config: config.clone(),
         };
-        Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env), holds } })
+        Ok(GroupRunner { fetch: FetchLoop { consumer, shared, env: Arc::new(env), holds, resets: std::sync::Mutex::new(Some(resets)) } })
     }
 
     /// The group's live status (for health and the admin API).

@@ -18,6 +18,7 @@
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
 //! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
 //! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
+//! | `POST /groups/reset` | action | moves a group's offsets (all its topics, one, or one partition) to `earliest`, `latest`, an `offset` or a `time`, on the running members (refused where it would skip unsettled records, unless `force`) or directly when it has none |
 //! | `POST /groups/replay` | action | delivers again to one group (or handler) the records a topic received between two times (see [`crate::flows::replay`]) |
 //!
 //! Read endpoints take `Authorization: Bearer TOKEN` with `EVENTKIT_ADMIN_READ_TOKEN` or
@@ -198,7 +199,8 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/publish", guarded(Access::Action("publish"), post(publish)))
         .route("/groups/pause", guarded(Access::Action("groups/pause"), post(groups_pause)))
         .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)))
-        .route("/groups/replay", guarded(Access::Action("groups/replay"), post(groups_replay)));
+        .route("/groups/replay", guarded(Access::Action("groups/replay"), post(groups_replay)))
+        .route("/groups/reset", guarded(Access::Action("groups/reset"), post(groups_reset)));
     finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
 }
 
@@ -694,6 +696,79 @@ fn who(by: Option<String>, client: &str) -> std::result::Result<String, ApiError
         Some(by) => Ok(format!("{by} (admin API, {client})")),
         None => Ok(format!("admin API, {client}")),
     }
+}
+
+/// The body of `POST /groups/reset`: exactly one of `to` (`earliest`, `latest`), `offset`, `time`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    group: String,
+    topic: Option<String>,
+    partition: Option<i32>,
+    to: Option<String>,
+    offset: Option<i64>,
+    time: Option<Value>,
+    #[serde(default)]
+    force: bool,
+    by: Option<String>,
+}
+
+async fn groups_reset(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
+    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let b: ResetBody = access::json_body(&admin, "groups/reset", request).await?;
+    let audited = Audited(format!("group={:?} topic={:?} partition={:?} to={:?} offset={:?} time={:?} force={}", b.group, b.topic, b.partition, b.to, b.offset, b.time, b.force));
+    let mut response = reset_body(&admin, b, &client).await.unwrap_or_else(IntoResponse::into_response);
+    response.extensions_mut().insert(audited);
+    Ok(response)
+}
+
+async fn reset_body(admin: &Admin, b: ResetBody, client: &str) -> ApiResult {
+    use crate::flows::control::{ResetRequest, ResetTo};
+    let invalid = |field: &str, e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e).field(field);
+    let control = admin.control()?;
+    let (plan, topic) = group_and_topic(admin, &b.group, b.topic.as_deref())?;
+    if b.partition.is_some() && topic.is_none() {
+        return Err(invalid("partition", "a partition needs its `topic`".into()));
+    }
+    let to = match (b.to.as_deref(), b.offset, &b.time) {
+        (Some("earliest"), None, None) => ResetTo::Earliest,
+        (Some("latest"), None, None) => ResetTo::Latest,
+        (Some(other), None, None) => return Err(invalid("to", format!("`to` is `earliest` or `latest`, not `{other}` (or give `offset` or `time`)"))),
+        (None, Some(n), None) => ResetTo::Offset(n),
+        (None, None, Some(t)) => {
+            let text = match t {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                other => return Err(invalid("time", format!("`time` is a time (RFC 3339 or milliseconds since the epoch), not {other}"))),
+            };
+            ResetTo::Time(crate::flows::replay::parse_time(&text).map_err(|e| invalid("time", e))?)
+        }
+        _ => return Err(invalid("to", "give exactly one of `to` (\"earliest\" or \"latest\"), `offset` or `time`".into())),
+    };
+    let by = who(b.by, client)?;
+    let _turn = admin.slow_turn()?;
+    let topics = match topic {
+        Some(t) => vec![t],
+        None => plan.topics.iter().cloned().collect(),
+    };
+    let request = ResetRequest { group: plan.group_id.clone(), topics, partition: b.partition, to, force: b.force };
+    let report = match control.reset(&request, by).await {
+        Ok(report) => report,
+        // What it names is at fault: `partition: ...` or `offset: ...`.
+        Err(Error::Usage(message)) => {
+            let field = message.split(':').next().unwrap_or_default().to_owned();
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(field));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = if report.partitions.iter().any(|p| p.status == "refused") {
+        StatusCode::CONFLICT
+    } else if report.partitions.iter().all(|p| p.status == "reset") {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(json!({ "group": plan.group_id, "to": to, "force": b.force, "id": report.id, "direct": report.direct, "partitions": report.partitions }))).into_response())
 }
 
 /// The body of `POST /groups/replay`.
