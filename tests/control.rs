@@ -259,6 +259,7 @@ async fn a_paused_group_stays_paused_across_a_restart_until_resumed(target: Targ
     // Restarted: the new instance starts paused, before handling anything.
     running.shutdown().await.unwrap();
     let running = start().await;
+    assert!(!running.control().holds(&group).is_empty(), "held as the app starts");
     publish(&running, [3, 4, 5]).await;
     assert!(eventually(Duration::from_secs(60), || observed.0.len() == 5).await, "the other group handles: {:?}", observed.0.snapshot());
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -91,6 +91,14 @@ impl Scope {
         }
     }
 
+    /// A partition means nothing without its topic: such a scope is the whole group.
+    pub fn normalized(self) -> Scope {
+        match self.topic {
+            None => Scope { topic: None, partition: None },
+            Some(_) => self,
+        }
+    }
+
     /// Whether it covers partition `partition` of `topic`.
     pub fn covers(&self, topic: &str, partition: i32) -> bool {
         self.contains(&Scope { topic: Some(topic.to_owned()), partition: Some(partition) })
@@ -232,7 +240,7 @@ impl Command {
     }
 
     /// Its key on the control topic: what it acts on (compaction keeps the latest per key).
-    fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match (&self.replay, &self.reset_done) {
             (Some(r), _) => serde_json::to_string(&("replay", &self.group, &self.scope.topic, &r.handler, r.from_ms, r.to_ms)),
             (_, Some(d)) => serde_json::to_string(&("reset-done", &d.of, &d.member)),
@@ -282,8 +290,16 @@ impl Holds {
         self.0.iter().find(|(s, _)| *s != scope && s.contains(scope)).map(|(_, h)| h)
     }
 
-    /// Applies a command of this group; true when it changed what is held.
+    /// Applies a command of this group; true when it changed what is held. (A scope with a
+    /// partition and no topic is taken as the whole group: see [`Scope::normalized`].)
     pub(crate) fn apply(&mut self, c: &Command) -> bool {
+        let normalized;
+        let c = if c.scope.topic.is_none() && c.scope.partition.is_some() {
+            normalized = Command { scope: c.scope.clone().normalized(), ..c.clone() };
+            &normalized
+        } else {
+            c
+        };
         match c.action {
             Action::Pause => {
                 if self.0.contains_key(&c.scope) {
@@ -310,6 +326,9 @@ pub(crate) struct State {
     replays: BTreeMap<String, Command>,
     /// What instances did with each reset, by its id.
     reset_results: BTreeMap<String, Vec<PartitionResult>>,
+    /// The latest commands read: offset -> (command id, whether it changed its group's holds).
+    /// A sender finds its own command's outcome here (and that it is its own).
+    outcomes: BTreeMap<i64, (String, bool)>,
     /// The offset after the last record applied.
     next: i64,
 }
@@ -317,9 +336,23 @@ pub(crate) struct State {
 impl State {
     /// Applies one record of the control topic; the command when it was one.
     fn apply_record(&mut self, offset: i64, payload: Option<&[u8]>) -> Option<(Command, bool)> {
+        let applied = self.apply_payload(offset, payload);
+        if let Some((c, changed)) = &applied {
+            self.outcomes.insert(offset, (c.id.clone(), *changed));
+            while self.outcomes.len() > 1024 {
+                self.outcomes.pop_first();
+            }
+        }
+        applied
+    }
+
+    fn apply_payload(&mut self, offset: i64, payload: Option<&[u8]>) -> Option<(Command, bool)> {
         self.next = self.next.max(offset + 1);
         let payload = payload?;
-        match serde_json::from_slice::<Command>(payload) {
+        match serde_json::from_slice::<Command>(payload).map(|mut c| {
+            c.scope = c.scope.normalized();
+            c
+        }) {
             Ok(c) if c.action == Action::Replay => {
                 let changed = c.replay.is_some() && self.replays.insert(c.key(), c.clone()).is_none();
                 Some((c, changed))
@@ -378,7 +411,9 @@ fn read_to_end(config: &Config, consumer: &BaseConsumer<KitContext>) -> Result<S
             }
             None => {}
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => return Err(e.into()),
+            // Transient (a broker restarting, a leader moving): librdkafka retries; only a
+            // read that makes no progress for long fails.
+            Some(Err(e)) => debug!(%topic, error = %e, "reading the control topic"),
             Some(Ok(m)) => {
                 progress = Instant::now();
                 state.apply_record(m.offset(), m.payload());
@@ -718,16 +753,27 @@ impl Control {
         let (consumer, state) = tokio::task::spawn_blocking(move || -> Result<_> {
             let consumer = reader(&config2)?;
             let state = match read_to_end(&config2, &consumer) {
-                Ok(state) => state,
+                Ok(state) => Some(state),
                 Err(e) => {
-                    warn!(topic = %config2.control_topic(), error = %e, "cannot read the control topic: groups start without operators' pauses, which apply once it can be read");
-                    State::default()
+                    warn!(topic = %config2.control_topic(), error = %e, "cannot read the control topic: the groups start paused as a whole until it can be read (an operator's pause must hold however the app starts)");
+                    None
                 }
             };
             Ok((consumer, state))
         })
         .await
         .map_err(|e| Error::msg(format!("reading the control topic: {e}")))??;
+        // Unread: every group held until the follower has read it (fail closed).
+        let unread = state.is_none();
+        let state = state.unwrap_or_else(|| {
+            let mut state = State::default();
+            for g in groups {
+                let mut holds = Holds::default();
+                holds.apply(&Command::new(Action::Pause, g.clone(), Scope { topic: None, partition: None }, "eventkit (the control topic could not be read yet)"));
+                state.groups.insert(g.clone(), holds);
+            }
+            state
+        });
         let mut senders = BTreeMap::new();
         for g in groups {
             let holds = state.groups.get(g).cloned().unwrap_or_default();
@@ -751,7 +797,7 @@ impl Control {
         let follower = shared.clone();
         let follow_config = config.clone();
         // A thread of its own (not the runtime's blocking pool, which a runtime's drop waits for).
-        std::thread::Builder::new().name("eventkit-control".into()).spawn(move || follow(&follow_config, consumer, &follower))?;
+        std::thread::Builder::new().name("eventkit-control".into()).spawn(move || follow(&follow_config, consumer, &follower, unread))?;
         Ok(Control { shared, config: config.clone(), publisher })
     }
 
@@ -776,14 +822,35 @@ impl Control {
 
     /// Sends `command` and waits until this process applied it (all instances apply it as they
     /// read it).
-    pub async fn send(&self, command: Command) -> Result<Outcome> {
-        let before = self.holds(&command.group);
+    pub async fn send(&self, mut command: Command) -> Result<Outcome> {
+        if command.scope.topic.is_none() && command.scope.partition.is_some() {
+            return Err(Error::Usage("partition: a partition needs its topic".into()));
+        }
+        command.scope = command.scope.normalized();
         let offset = write(&self.config, &self.publisher, &command).await?;
         info!(id = %command.id, action = %command.action, group = %command.group, scope = %command.scope, by = %command.by, offset, "operator command sent");
+        // Its own outcome, at its own offset (another command may have followed it already;
+        // a log that went back is read anew first).
+        let own = || {
+            let state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.outcomes.get(&offset).filter(|(id, _)| *id == command.id).map(|(_, changed)| *changed)
+        };
         let mut applied = self.shared.applied.subscribe();
-        let applied = tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|next| *next > offset)).await.is_ok_and(|r| r.is_ok());
+        let changed = tokio::time::timeout(APPLY_TIMEOUT, async {
+            loop {
+                if let Some(changed) = own() {
+                    return Some(changed);
+                }
+                if applied.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
         let holds = self.holds(&command.group);
-        Ok(Outcome { applied, changed: applied && holds != before, holds })
+        Ok(Outcome { applied: changed.is_some(), changed: changed.unwrap_or(false), holds })
     }
 
     /// Resets a group's offsets (see [`ResetRequest`]): directly when it has no members,
@@ -817,12 +884,31 @@ impl Control {
 
 /// Follows the control topic from where the start read it (on a blocking thread, until the
 /// app's control is dropped). A topic that does not exist yet is looked for again.
-fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shared>) {
+fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shared>, mut unread: bool) {
     let topic = config.control_topic();
     let mut assigned = false;
     let mut looked = Instant::now() - Duration::from_secs(60);
     // The only other owners are the app's handles: when they are all gone, stop too.
     while !shared.stop.load(std::sync::atomic::Ordering::Acquire) && Arc::strong_count(shared) > 1 {
+        if unread {
+            // The state is not known yet (the start could not read it), or the log went back
+            // (truncated, recreated): fold it again from its beginning, then swap it in whole.
+            assigned = false;
+            match read_to_end(config, &consumer) {
+                Ok(state) => {
+                    swap_state(shared, state);
+                    unread = false;
+                    info!(%topic, "the control topic was read: operators' pauses apply as it says");
+                }
+                Err(e) => {
+                    if crate::kafka::outage::due(&format!("control read {e}")) {
+                        warn!(%topic, error = %e, "cannot read the control topic; the groups stay held until it can be read (told once a minute while it lasts)");
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+            continue;
+        }
         if !assigned {
             if looked.elapsed() < Duration::from_secs(2) {
                 std::thread::sleep(Duration::from_millis(200));
@@ -855,10 +941,16 @@ fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shar
             Some(Ok(m)) => {
                 let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
                 if m.offset() < state.next {
+                    warn!(%topic, offset = m.offset(), expected = state.next, "the control topic went back (truncated or recreated): reading it again from its beginning");
+                    unread = true;
                     continue;
                 }
                 if let Some((command, changed)) = state.apply_record(m.offset(), m.payload()) {
                     if let (Some(sender), Some(spec)) = (shared.resets.get(&command.group), &command.reset) {
+                        if !recent(&command.at) {
+                            // An old reset read again (the log was read anew): history, not an order.
+                            continue;
+                        }
                         info!(id = %command.id, group = %command.group, to = ?spec.to, force = spec.force, by = %command.by, "operator reset: moving the partitions this instance has");
                         let order = ResetOrder { id: command.id.clone(), offsets: spec.offsets.clone(), force: spec.force, reply: shared.reply.clone(), group: command.group.clone() };
                         let _ = sender.send(order);
@@ -877,6 +969,24 @@ fn follow(config: &Config, consumer: BaseConsumer<KitContext>, shared: &Arc<Shar
         }
     }
     debug!(%topic, "control topic no longer followed");
+}
+
+/// Replaces the whole state with `state` (read anew) and tells each group its holds.
+fn swap_state(shared: &Shared, state: State) {
+    let next = state.next;
+    let mut current = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    *current = state;
+    for (group, sender) in &shared.groups {
+        sender.send_replace(current.groups.get(group).cloned().unwrap_or_default());
+    }
+    drop(current);
+    shared.applied.send_replace(next);
+}
+
+/// Whether a command sent at `at` (RFC 3339) is recent enough to act on (a reset is acted on
+/// when it is read as it is sent, never when old commands are read again).
+fn recent(at: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|t| (chrono::Utc::now().timestamp_millis() - t.timestamp_millis()) < RESET_WAIT.as_millis() as i64 * 3)
 }
 
 #[cfg(test)]
@@ -909,6 +1019,10 @@ mod tests {
         assert!(holds.apply(&command(Action::Resume, scope(None, None))));
         assert!(holds.is_empty(), "resuming the group ends every pause in it: {holds:?}");
         assert!(!holds.apply(&command(Action::Resume, scope(None, None))), "resuming what runs changes nothing");
+        // A partition without its topic means the whole group, and the group's resume ends it.
+        assert!(holds.apply(&command(Action::Pause, scope(None, Some(3)))));
+        assert!(holds.covers("any", 0) && holds.held_by_wider(&scope(None, None)).is_none());
+        assert!(holds.apply(&command(Action::Resume, scope(None, None))) && holds.is_empty());
     }
 
     #[test]

@@ -549,8 +549,16 @@ impl Engine {
     /// stays in its group.
     pub(crate) fn pause_changes(&mut self, now: Instant) -> Option<(TopicPartitionList, TopicPartitionList)> {
         let Limits { max_records, max_bytes, .. } = self.limits;
-        let over = self.buffered >= max_records || self.buffered_bytes >= max_bytes;
-        let under = self.buffered <= max_records / 2 && self.buffered_bytes <= max_bytes / 2;
+        let (mut records, mut bytes) = (self.buffered, self.buffered_bytes);
+        if records >= max_records / 2 || bytes >= max_bytes / 2 {
+            // What held partitions keep waiting does not count: their fetching stopped, and
+            // counting it would pause (or never resume) the partitions that go on.
+            let (held_records, held_bytes) = self.scheduler.held_buffered();
+            records = records.saturating_sub(held_records);
+            bytes = bytes.saturating_sub(held_bytes);
+        }
+        let over = records >= max_records || bytes >= max_bytes;
+        let under = records <= max_records / 2 && bytes <= max_bytes / 2;
         match self.full_since {
             None if over => self.full_since = Some(now),
             Some(_) if under => {
@@ -832,5 +840,30 @@ mod tests {
         assert_eq!(offset_of(&e.next_work().unwrap()), 2, "fetched again from the reset offset");
         // Forced past an unsettled record.
         assert!(matches!(e.reset(TOPIC, 0, 50, true), ResetOutcome::Reset { from: Some(2) }));
+    }
+
+    #[test]
+    fn what_a_held_partition_keeps_never_stops_the_others() {
+        use crate::flows::control::Action;
+        let mut e = engine(10);
+        e.assign(&partition(0));
+        e.assign(&partition(1));
+        let now = Instant::now();
+        let _ = e.pause_changes(now);
+        for o in 0..10 {
+            fetched(&mut e, 0, o, "a");
+        }
+        let running = e.next_work().unwrap();
+        let _ = e.pause_changes(now);
+        let (pause, _) = e.pause_changes(now + PAUSE_AFTER).expect("full for long");
+        assert_eq!(pause.count(), 2, "a full buffer pauses every partition");
+        // Partition 0 held; its running record completes: what it keeps waiting does not count.
+        e.set_holds(holds(Action::Pause, Some(0), Default::default()));
+        e.apply(Completion { lane: running.lane, slot: running.slot, epoch: running.epoch, settled: Settled::One { offset: 0, bytes: 0 }, retry: None }, now);
+        let (pause, resume) = e.pause_changes(now + PAUSE_AFTER).expect("changes");
+        assert_eq!((pause.count(), resume.count()), (0, 1), "partition 1 resumes, partition 0 stays paused");
+        assert!(!e.throttled(), "and fetched records are taken again");
+        fetched(&mut e, 1, 0, "b");
+        assert_eq!(e.next_work().map(|w| w.slot), e.slot(TOPIC, 1), "partition 1's record starts");
     }
 }

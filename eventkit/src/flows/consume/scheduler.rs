@@ -229,6 +229,28 @@ impl Scheduler {
         }
     }
 
+    /// Records and bytes of held partitions waiting here (queued, ready, parked, or waiting for
+    /// a retry): they count against no bound, since their partitions fetch nothing more. Walks
+    /// them: called only near the bounds, while something is held.
+    pub(crate) fn held_buffered(&self) -> (usize, usize) {
+        if self.held.is_empty() {
+            return (0, 0);
+        }
+        let held = |slot: Slot| self.held.contains(&slot);
+        let (mut records, mut bytes) = (0, 0);
+        for l in self.lanes.values().filter(|l| held(l.slot)) {
+            records += l.queue.len();
+            bytes += l.queue.iter().map(Record::size).sum::<usize>();
+        }
+        let works = self.ready.iter().chain(&self.parked).chain(self.delayed.iter().map(|d| &d.work));
+        for w in works.filter(|w| held(w.slot)) {
+            let (n, b) = w.held();
+            records += n;
+            bytes += b;
+        }
+        (records, bytes)
+    }
+
     /// An operator paused the partition in `slot`: none of its work starts until [`Scheduler::release_hold`].
     pub(crate) fn hold(&mut self, slot: Slot) {
         self.held.insert(slot);
