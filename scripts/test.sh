@@ -12,6 +12,9 @@ fi
 if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
   (cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# promtool checks and unit-tests the shipped alert rules (tests/dashboards.rs).
+EVENTKIT_TEST_PROMTOOL="$(scripts/promtool.sh)"
+export EVENTKIT_TEST_PROMTOOL
 cargo test --workspace --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
   # Each optional part alone, and the leanest build's own tests: eventkit works without any of

@@ -119,7 +119,9 @@ fn describe() {
     describe_gauge!("eventkit_records_in_flight", "Records (or batches) being handled");
     describe_gauge!("eventkit_records_buffered", "Records held in memory: queued, in flight or waiting for a retry");
     describe_gauge!("eventkit_partitions_assigned", "Partitions assigned to this member");
-    describe_gauge!("eventkit_partitions_paused", "Assigned partitions whose fetching is paused (backpressure)");
+    describe_gauge!("eventkit_partitions_paused", "Assigned partitions whose fetching is paused (backpressure, or an operator's pause)");
+    describe_gauge!("eventkit_partitions_held", "Assigned partitions an operator paused (`groups pause`)");
+    describe_gauge!("eventkit_oldest_unsettled_seconds", Unit::Seconds, "How long the partition waiting longest on one record has waited (operator-paused partitions aside): a stuck handler or retries");
     describe_gauge!("eventkit_consumer_lag", "Records between the committed offset and the end of the partition");
     describe_counter!("eventkit_published_total", "Records the broker acknowledged");
     describe_counter!("eventkit_publish_errors_total", "Records that could not be published");
@@ -185,6 +187,8 @@ pub(crate) struct GroupMetrics {
     buffered: Gauge,
     assigned: Gauge,
     paused: Gauge,
+    held: Gauge,
+    waiting: Gauge,
     lags: LagGauges,
 }
 
@@ -207,6 +211,8 @@ impl GroupMetrics {
             buffered: metrics::gauge!("eventkit_records_buffered", &labels),
             assigned: metrics::gauge!("eventkit_partitions_assigned", &labels),
             paused: metrics::gauge!("eventkit_partitions_paused", &labels),
+            held: metrics::gauge!("eventkit_partitions_held", &labels),
+            waiting: metrics::gauge!("eventkit_oldest_unsettled_seconds", &labels),
             lags: LagGauges::default(),
         }
     }
@@ -242,11 +248,13 @@ impl crate::flows::layer::HandleLayer for GroupMetrics {
 }
 
 impl crate::flows::layer::Watch for GroupMetrics {
-    fn group_status(&self, _group: &str, in_flight: usize, buffered: usize, assigned: usize, paused: usize) {
-        self.in_flight.set(in_flight as f64);
-        self.buffered.set(buffered as f64);
-        self.assigned.set(assigned as f64);
-        self.paused.set(paused as f64);
+    fn group_status(&self, _group: &str, counts: &crate::flows::layer::GroupCounts) {
+        self.in_flight.set(counts.in_flight as f64);
+        self.buffered.set(counts.buffered as f64);
+        self.assigned.set(counts.assigned as f64);
+        self.paused.set(counts.paused as f64);
+        self.held.set(counts.held as f64);
+        self.waiting.set(counts.waiting_s);
     }
 
     fn statistics(&self, group: &str, statistics: &rdkafka::Statistics) {

@@ -610,7 +610,8 @@ impl Engine {
     pub(crate) fn status(&mut self, now: std::time::Instant) -> Vec<crate::flows::status::PartitionStatus> {
         let mut out = Vec::new();
         for p in self.partitions.iter_mut().filter(|p| p.epoch != 0) {
-            let oldest = if p.held { None } else { p.tracker.oldest_unsettled() };
+            // Held, what waits is paused, not stuck; a record still running is watched all the same.
+            let oldest = if p.held && p.in_flight == 0 { None } else { p.tracker.oldest_unsettled() };
             let waiting = p.progress.observe(oldest, now).filter(|(_, d)| d.as_secs() >= 1);
             out.push(crate::flows::status::PartitionStatus {
                 topic: p.topic.to_string(),

@@ -177,7 +177,7 @@ impl FetchLoop {
         }
         self.env.status.update(Vec::new(), 0, (0, 0));
         for watch in &self.env.watches {
-            watch.group_status(&self.env.group, 0, 0, 0, 0);
+            watch.group_status(&self.env.group, &Default::default());
         }
         let abandoned = self.shared.abandon_running();
         if abandoned > 0 {
@@ -321,9 +321,16 @@ impl FetchLoop {
             let mut engine = self.shared.engine();
             (engine.status(now), engine.in_flight(), engine.buffered())
         };
-        let paused = partitions.iter().filter(|p| p.paused).count();
+        let counts = crate::flows::layer::GroupCounts {
+            in_flight,
+            buffered: buffered.0,
+            assigned: partitions.len(),
+            paused: partitions.iter().filter(|p| p.paused).count(),
+            held: partitions.iter().filter(|p| p.held).count(),
+            waiting_s: partitions.iter().filter_map(|p| p.waiting_for_s).fold(0.0, f64::max),
+        };
         for watch in &self.env.watches {
-            watch.group_status(&self.env.group, in_flight, buffered.0, partitions.len(), paused);
+            watch.group_status(&self.env.group, &counts);
         }
         self.env.status.update(partitions, in_flight, buffered);
     }

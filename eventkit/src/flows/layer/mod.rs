@@ -263,11 +263,29 @@ where
     }
 }
 
+/// A consumer group's counts at a status refresh.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct GroupCounts {
+    /// Records (or batches) being handled.
+    pub in_flight: usize,
+    /// Records held in memory.
+    pub buffered: usize,
+    /// Partitions assigned to this member.
+    pub assigned: usize,
+    /// Of those, partitions whose fetching is paused (backpressure or an operator's pause).
+    pub paused: usize,
+    /// Of those, partitions an operator paused.
+    pub held: usize,
+    /// How long the partition waiting longest on its oldest unsettled record has waited, in
+    /// seconds (held partitions aside).
+    pub waiting_s: f64,
+}
+
 /// What a consumer group's engine tells about itself (gauges): implemented by eventkit's
 /// metrics, fed by the fetch loop at each status refresh and by librdkafka's statistics.
 pub(crate) trait Watch: Send + Sync + 'static {
     /// The group's counts at a status refresh (all zero once it stopped).
-    fn group_status(&self, _group: &str, _in_flight: usize, _buffered: usize, _assigned: usize, _paused: usize) {}
+    fn group_status(&self, _group: &str, _counts: &GroupCounts) {}
     /// librdkafka's statistics of the group's consumer.
     fn statistics(&self, _group: &str, _statistics: &rdkafka::Statistics) {}
 }
