@@ -318,13 +318,17 @@ async fn a_replay_by_time_delivers_a_window_again_to_one_group(target: Target) {
     let committed_before: Vec<Option<i64>> = (0..2).map(|p| target.committed(&group, &topic, p)).collect();
 
     // Bad requests name their field and replay nothing.
+    let now = now_ms();
     let bad = [
-        (json!({ "group": "control-workers", "topic": "control.ticks", "from": "yesterday" }), "from"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": "yesterday", "to": now }), "from"),
         (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": from - 1 }), "to"),
-        (json!({ "group": "control-workers", "topic": "control.ticks", "from": true }), "from"),
-        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "handler": "control::nope" }), "handler"),
-        (json!({ "group": "control-workers", "topic": "other.topic", "from": from }), "topic"),
-        (json!({ "group": "control-workers", "from": from }), "topic"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": true, "to": now }), "from"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": now, "handler": "control::nope" }), "handler"),
+        (json!({ "group": "control-workers", "topic": "other.topic", "from": from, "to": now }), "topic"),
+        (json!({ "group": "control-workers", "from": from, "to": now }), "topic"),
+        // The window must have closed, so that the same replay asked again is the same.
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from }), "to"),
+        (json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": now + 60_000 }), "to"),
     ];
     for (body, field) in bad {
         let (status, answer) = api.post("/groups/replay", Some(TOKEN), body.clone()).await;
@@ -335,7 +339,7 @@ async fn a_replay_by_time_delivers_a_window_again_to_one_group(target: Target) {
     assert_eq!(status, StatusCode::UNAUTHORIZED, "no read token is configured here: it is a wrong token");
 
     // The window from `from` on (the three later events) again, to the workers only.
-    let replay = json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": now_ms() + 1, "by": "erin" });
+    let replay = json!({ "group": "control-workers", "topic": "control.ticks", "from": from, "to": now_ms(), "by": "erin" });
     let (status, body) = api.post("/groups/replay", Some(TOKEN), replay.clone()).await;
     assert_eq!((status, body["replayed"].as_u64()), (StatusCode::OK, Some(3)), "{body}");
     assert!(
@@ -352,7 +356,7 @@ async fn a_replay_by_time_delivers_a_window_again_to_one_group(target: Target) {
     // in the window, are not copied).
     let mut once_more = replay.clone();
     once_more["again"] = json!(true);
-    once_more["to"] = json!(now_ms() + 1);
+    once_more["to"] = json!(now_ms());
     once_more["handler"] = json!("control::work");
     let (status, body) = api.post("/groups/replay", Some(TOKEN), once_more).await;
     assert_eq!((status, body["replayed"].as_u64(), body["skipped_replays"].as_u64()), (StatusCode::OK, Some(3), Some(3)), "{body}");
@@ -477,6 +481,10 @@ async fn a_reset_moves_a_running_group_and_refuses_to_skip_unsettled_records(tar
     forced["force"] = json!(true);
     let (status, body) = api.post("/groups/reset", Some(TOKEN), forced).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // The new offset is committed (no record handled since), past the record still running.
+    let topic = target.topic("control.ticks");
+    let end = body["partitions"][0]["offset"].as_i64().unwrap();
+    assert!(eventually(Duration::from_secs(30), || target.committed(&group, &topic, p99) == Some(end)).await, "committed {:?}, want {end}", target.committed(&group, &topic, p99));
     resets.released.store(true, std::sync::atomic::Ordering::Release);
     publish(&running, [5]).await;
     assert!(eventually(Duration::from_secs(60), || resets.seen.snapshot().contains(&5)).await);

@@ -41,6 +41,9 @@ pub enum Error {
     /// What was asked for does not exist (a topic, a dead letter entry).
     #[error("{0}")]
     NotFound(String),
+    /// What was asked for conflicts with what is under way (the same replay running).
+    #[error("{0}")]
+    Conflict(String),
     /// The cluster did not answer within the startup timeout.
     #[error("{0}")]
     Unreachable(String),

@@ -221,6 +221,13 @@ pub struct Replayed {
     pub to_ms: i64,
     /// Records delivered again.
     pub records: u64,
+    /// False on the entry written before copying (the replay is under way, or was interrupted).
+    #[serde(default = "yes")]
+    pub done: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Command {
@@ -454,12 +461,26 @@ pub enum ReplayOutcome {
 /// Replays by time unless the same replay was done before (or `again`), then journals it.
 /// `state`: the control topic's replays as known now.
 async fn replay_once(config: &Config, publisher: &Publisher, known: Option<Command>, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<(ReplayOutcome, Option<i64>)> {
-    if let (Some(before), false) = (known, again) {
-        return Ok((ReplayOutcome::Before(Box::new(before)), None));
+    if r.to_ms > chrono::Utc::now().timestamp_millis() {
+        return Err(Error::Usage("to: the window must have closed (`to` not later than now): a window still open cannot be replayed once".into()));
     }
-    let report = crate::flows::replay::replay(config, publisher, r).await?;
+    match known {
+        Some(before) if !again && before.replay.as_ref().is_some_and(|r| r.done) => return Ok((ReplayOutcome::Before(Box::new(before)), None)),
+        Some(before) if !again => {
+            return Err(Error::Conflict(format!(
+                "the same replay was started at {} by {} and has not finished (it runs, or was interrupted): ask again with `again` to copy the window once more",
+                before.at, before.by
+            )))
+        }
+        _ => {}
+    }
+    // The intent first (the same key as the entry that ends it): a second request meanwhile,
+    // on any instance, is refused instead of copying the window twice.
     let mut journal = Command::new(Action::Replay, r.group.clone(), Scope { topic: Some(r.topic.clone()), partition: None }, by);
-    journal.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: report.replayed });
+    journal.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: 0, done: false });
+    write(config, publisher, &journal).await?;
+    let report = crate::flows::replay::replay(config, publisher, r).await?;
+    journal.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: report.replayed, done: true });
     let offset = write(config, publisher, &journal).await?;
     info!(id = %journal.id, group = %r.group, topic = %r.topic, handler = ?r.handler, from_ms = r.from_ms, to_ms = r.to_ms, records = report.replayed, by = %journal.by, "replayed by time");
     Ok((ReplayOutcome::Done(report), Some(offset)))
@@ -468,7 +489,7 @@ async fn replay_once(config: &Config, publisher: &Publisher, known: Option<Comma
 /// The journal key of a replay.
 fn replay_key(r: &crate::flows::replay::TimeReplay) -> String {
     let mut c = Command::new(Action::Replay, r.group.clone(), Scope { topic: Some(r.topic.clone()), partition: None }, "");
-    c.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: 0 });
+    c.replay = Some(Replayed { handler: r.handler.clone(), from_ms: r.from_ms, to_ms: r.to_ms, records: 0, done: true });
     c.key()
 }
 
@@ -689,6 +710,17 @@ struct Shared {
     reset_receivers: Mutex<BTreeMap<String, tokio::sync::mpsc::UnboundedReceiver<ResetOrder>>>,
     /// What replies to a reset need: the runtime, the app's config and publisher.
     reply: Replier,
+    /// Replays under way in this instance, by their journal key.
+    replays_running: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A replay under way (its key is freed when it ends).
+struct RunningReplay(Arc<Shared>, String);
+
+impl Drop for RunningReplay {
+    fn drop(&mut self) {
+        self.0.replays_running.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+    }
 }
 
 /// Writes what this instance did with a reset to the control topic.
@@ -792,7 +824,7 @@ impl Control {
         }
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         let reply = Replier { runtime: tokio::runtime::Handle::current(), config: config.clone(), publisher: publisher.clone(), member: format!("{}@{host}:{}", config.service_name, std::process::id()) };
-        let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders, resets, reset_receivers: Mutex::new(reset_receivers), reply });
+        let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders, resets, reset_receivers: Mutex::new(reset_receivers), reply, replays_running: Default::default() });
         debug!(%topic, "following the control topic");
         let follower = shared.clone();
         let follow_config = config.clone();
@@ -867,7 +899,16 @@ impl Control {
     /// Replays by time (see [`crate::flows::replay`]) unless the same replay was done before
     /// (or `again`); journals it on the control topic.
     pub async fn replay(&self, r: &crate::flows::replay::TimeReplay, by: String, again: bool) -> Result<ReplayOutcome> {
-        let known = self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replays.get(&replay_key(r)).cloned();
+        let key = replay_key(r);
+        // One at a time per window in this instance (the journal's intent covers the others).
+        let _running = {
+            let mut running = self.shared.replays_running.lock().unwrap_or_else(|e| e.into_inner());
+            if !running.insert(key.clone()) {
+                return Err(Error::Conflict("the same replay is under way on this instance".into()));
+            }
+            RunningReplay(self.shared.clone(), key.clone())
+        };
+        let known = self.shared.state.lock().unwrap_or_else(|e| e.into_inner()).replays.get(&key).cloned();
         let (outcome, offset) = replay_once(&self.config, &self.publisher, known, r, by, again).await?;
         if let Some(offset) = offset {
             let mut applied = self.shared.applied.subscribe();

@@ -57,9 +57,10 @@ enum Groups {
         /// From this time, inclusive: RFC 3339 (2026-12-07T09:00:00Z) or milliseconds since the epoch.
         #[arg(long, value_parser = crate::flows::replay::parse_time)]
         from: i64,
-        /// To this time, exclusive (default: now).
+        /// To this time, exclusive: a time that has passed (so that the same replay asked again
+        /// is the same window).
         #[arg(long, value_parser = crate::flows::replay::parse_time)]
-        to: Option<i64>,
+        to: i64,
         /// Only this handler of the group (`module::function`).
         #[arg(long)]
         handler: Option<String>,
@@ -359,7 +360,6 @@ async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -
         Groups::Replay { group, topic, from, to, handler, again, by } => {
             let group = config.group_for(Some(&group));
             let topic = config.topic_name(&topic);
-            let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             if from >= to {
                 return Err(Error::Usage(format!("--to ({to} ms) must be after --from ({from} ms)")));
             }

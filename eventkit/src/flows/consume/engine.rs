@@ -267,6 +267,11 @@ impl Engine {
         self.pause_dirty = true;
     }
 
+    /// Whether this member has the partition now.
+    pub(crate) fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.slot(topic, partition).is_some_and(|slot| self.partitions[slot as usize].epoch != 0)
+    }
+
     /// An operator moves this partition to `offset` (see [`crate::flows::control`]): as if it
     /// were revoked and assigned again from there. Refused, unless `force`, when it would move
     /// past records fetched and not settled yet (running, queued or waiting for a retry).
@@ -290,7 +295,8 @@ impl Engine {
         self.next_epoch += 1;
         let p = &mut self.partitions[slot as usize];
         p.epoch = epoch;
-        p.tracker = OffsetTracker::default();
+        // Committed with the next commit (and again if that fails), records or not.
+        p.tracker = OffsetTracker::starting_at(offset);
         p.in_flight = 0;
         p.started = None;
         p.lagging = false;
@@ -836,7 +842,8 @@ mod tests {
         assert!(e.next_work().is_none(), "the queued record of before the reset is dropped");
         let now = Instant::now();
         e.apply(Completion { lane: running.lane, slot: running.slot, epoch: running.epoch, settled: Settled::One { offset: 5, bytes: 0 }, retry: None }, now);
-        assert_eq!(e.commits(None, true).count(), 0, "the old record's completion moves nothing");
+        let commits = e.commits(None, false);
+        assert_eq!(commits.elements().iter().map(|c| c.offset()).collect::<Vec<_>>(), vec![Offset::Offset(2)], "the reset offset goes out with the next commit; the old record's completion moves nothing");
         fetched(&mut e, 0, 2, "a");
         assert_eq!(offset_of(&e.next_work().unwrap()), 2, "fetched again from the reset offset");
         // Forced past an unsettled record.

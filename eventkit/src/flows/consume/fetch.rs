@@ -284,6 +284,13 @@ impl FetchLoop {
             let mut engine = self.shared.engine();
             for o in &order.offsets {
                 let result = |status: &str, reason: Option<String>| PartitionResult { topic: o.topic.clone(), partition: o.partition, offset: o.offset, status: status.into(), reason, member: None };
+                if self.env.transactions.is_some() {
+                    if engine.owns(&o.topic, o.partition) {
+                        let why = "a transactional group moves its offsets only in its transactions: stop the group, then reset it (its offsets are committed directly)";
+                        results.push(result("refused", Some(why.into())));
+                    }
+                    continue;
+                }
                 match engine.reset(&o.topic, o.partition, o.offset, order.force) {
                     ResetOutcome::NotOwned => {}
                     ResetOutcome::Refused(why) => {
@@ -299,16 +306,13 @@ impl FetchLoop {
             }
         }
         if moved.count() > 0 {
-            // Without waiting (librdkafka drops what it fetched before the seek).
+            // Without waiting (librdkafka drops what it fetched before the seek). The new
+            // offsets are committed with the next commit (the trackers start there).
             if let Err(e) = self.consumer.seek_partitions(moved.clone(), Duration::ZERO) {
                 warn!(group = %self.env.group, error = %e, "seeking for a reset failed");
                 for r in results.iter_mut().filter(|r| r.status == "reset") {
                     r.status = "refused".into();
                     r.reason = Some(format!("seeking failed: {e}"));
-                }
-            } else if self.env.transactions.is_none() {
-                if let Err(e) = commit_async(&self.consumer, &moved) {
-                    warn!(group = %self.env.group, error = %e, "committing a reset's offsets failed; they are committed with the next records handled");
                 }
             }
         }

@@ -21,6 +21,12 @@ pub(crate) struct OffsetTracker {
 }
 
 impl OffsetTracker {
+    /// A tracker whose watermark is `offset` until records arrive (an operator's reset): the
+    /// next commit carries it, and carries it again when it fails.
+    pub(crate) fn starting_at(offset: i64) -> Self {
+        OffsetTracker { entries: VecDeque::new(), end: Some(offset), committed: None }
+    }
+
     /// Starts tracking a fetched record. False when the offset is not past the last tracked
     /// one (a duplicate delivery): such a record is not handled again.
     pub(crate) fn track(&mut self, offset: i64) -> bool {

@@ -254,6 +254,7 @@ impl From<Error> for ApiError {
         let status = match &e {
             Error::Usage(_) | Error::Config(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unreachable(_) | Error::Kafka(_) | Error::Publish { .. } => StatusCode::BAD_GATEWAY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -779,8 +780,8 @@ struct ReplayTimeBody {
     topic: String,
     /// From this time (RFC 3339 or milliseconds since the epoch), inclusive.
     from: Value,
-    /// To this time, exclusive (default: now).
-    to: Option<Value>,
+    /// To this time, exclusive: a time that has passed.
+    to: Value,
     /// Only this handler of the group.
     handler: Option<String>,
     by: Option<String>,
@@ -792,7 +793,7 @@ struct ReplayTimeBody {
 async fn groups_replay(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
     let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
     let b: ReplayTimeBody = access::json_body(&admin, "groups/replay", request).await?;
-    let audited = Audited(format!("group={:?} topic={:?} from={} to={:?} handler={:?}", b.group, b.topic, b.from, b.to, b.handler));
+    let audited = Audited(format!("group={:?} topic={:?} from={} to={} handler={:?}", b.group, b.topic, b.from, b.to, b.handler));
     let mut response = replay_time_body(&admin, b, &client).await.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(audited);
     Ok(response)
@@ -811,12 +812,13 @@ async fn replay_time_body(admin: &Admin, b: ReplayTimeBody, client: &str) -> Api
     let control = admin.control()?;
     let (plan, topic) = group_and_topic(admin, &b.group, Some(&b.topic))?;
     let from_ms = time("from", &b.from)?;
-    let to_ms = match &b.to {
-        Some(v) => time("to", v)?,
-        None => chrono::Utc::now().timestamp_millis(),
-    };
+    // A closed window (`to` not in the future): the same replay asked again is then the same.
+    let to_ms = time("to", &b.to)?;
     if from_ms >= to_ms {
         return Err(invalid("to", format!("`to` ({to_ms} ms) must be after `from` ({from_ms} ms)")));
+    }
+    if to_ms > chrono::Utc::now().timestamp_millis() {
+        return Err(invalid("to", "`to` is in the future: a window still open cannot be replayed once (give a time that has passed)".into()));
     }
     if let Some(handler) = &b.handler {
         if !plan.all_handlers().any(|h| h.name == handler) {

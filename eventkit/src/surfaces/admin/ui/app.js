@@ -1,0 +1,213 @@
+// The eventkit console: a page over the admin API. No framework, no network beyond this
+// service: every value comes from the JSON and metrics endpoints, with the token the operator
+// gives (kept in this tab's session storage only).
+"use strict";
+
+const TOKEN_KEY = "eventkit-console-token";
+let timer = null;
+let previous = null; // the last overview sample, for rates
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    node.append(c instanceof Node ? c : document.createTextNode(c === null || c === undefined ? "" : String(c)));
+  }
+  return node;
+}
+
+function say(text, error) {
+  const m = document.getElementById("message");
+  m.textContent = text || "";
+  m.className = error ? "error" : "";
+}
+
+async function api(path, options) {
+  const headers = Object.assign({}, (options || {}).headers);
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  const text = await response.text();
+  let body = text;
+  try { body = JSON.parse(text); } catch (_) { /* metrics are text */ }
+  if (!response.ok) {
+    const why = body && body.error ? body.error : text;
+    throw new Error(response.status + ": " + why);
+  }
+  return body;
+}
+
+// Sums of each metric's samples per group label, from the Prometheus text format.
+function metricsByGroup(text) {
+  const out = {};
+  for (const line of text.split("\n")) {
+    if (line.startsWith("#") || !line.startsWith("eventkit_")) continue;
+    const m = line.match(/^(eventkit_[a-z_]+)(\{(.*)\})? ([0-9.eE+-]+|NaN)$/);
+    if (!m) continue;
+    const g = /(?:^|,)group="((?:[^"\\]|\\.)*)"/.exec(m[3] || "");
+    const group = g ? g[1] : "";
+    out[group] = out[group] || {};
+    out[group][m[1]] = (out[group][m[1]] || 0) + Number(m[4]);
+  }
+  return out;
+}
+
+function cell(value, cls) {
+  return el("td", { class: cls || (typeof value === "number" ? "num" : "") }, value === null || value === undefined ? "–" : value);
+}
+
+async function overview(page) {
+  const ready = await fetch("/health/ready").then((r) => r.json());
+  const groups = await api("/groups");
+  let metrics = {};
+  try { metrics = metricsByGroup(await api("/metrics")); } catch (e) { /* metrics off or not readable */ }
+  const now = Date.now();
+  const rate = (group, name) => {
+    if (!previous || !previous.metrics[group]) return null;
+    const dt = (now - previous.at) / 1000;
+    return dt > 0 ? Math.max(0, ((metrics[group] || {})[name] || 0) - (previous.metrics[group][name] || 0)) / dt : null;
+  };
+  const status = el("span", { class: ready.status === "up" ? "up" : "down", "data-testid": "health" }, ready.status === "up" ? "ready" : "not ready");
+  page.replaceChildren(
+    el("h2", {}, "Overview"),
+    el("div", { class: "cards" },
+      el("div", { class: "card" }, el("div", {}, "Health"), el("div", { class: "value" }, status)),
+      el("div", { class: "card" }, el("div", {}, "Groups"), el("div", { class: "value" }, groups.groups.length))),
+    (ready.reasons || []).length ? el("ul", {}, ready.reasons.map((r) => el("li", { class: "down" }, r))) : "",
+    el("table", { "data-testid": "overview" },
+      el("tr", {}, ["group", "handled", "handled/s", "failed/s", "dead-lettered/s", "lag", "in flight", "partitions", "held"].map((h) => el("th", {}, h))),
+      groups.groups.map((g) => {
+        const m = metrics[g.group] || {};
+        const lag = g.partitions.reduce((sum, p) => sum + (p.lag || 0), 0);
+        const fix = (v) => (v === null ? null : Number(v.toFixed(1)));
+        return el("tr", { "data-group": g.group },
+          cell(g.group),
+          el("td", { class: "num", "data-testid": "handled" }, m.eventkit_records_handled_total || 0),
+          cell(fix(rate(g.group, "eventkit_records_handled_total"))),
+          cell(fix(rate(g.group, "eventkit_records_failed_total"))),
+          cell(fix(rate(g.group, "eventkit_records_dead_lettered_total"))),
+          cell(lag),
+          cell(g.in_flight),
+          cell(g.partitions.length),
+          cell(g.partitions.filter((p) => p.held).length));
+      })));
+  previous = { at: now, metrics };
+}
+
+async function hold(action, body) {
+  try {
+    const answer = await api("/groups/" + action, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(Object.assign({ by: "console" }, body)),
+    });
+    say(action + (answer.changed ? " applied" : ": nothing to change") + " (" + body.group + (body.topic ? " " + body.topic : "") + (body.partition !== undefined ? "[" + body.partition + "]" : "") + ")");
+  } catch (e) {
+    say(action + " failed: " + e.message, true);
+  }
+  await render();
+}
+
+async function groupsPage(page) {
+  const groups = await api("/groups");
+  page.replaceChildren(el("h2", {}, "Consumer groups"), groups.groups.map((g) => {
+    const members = Array.isArray(g.members) ? g.members : [];
+    return el("div", { "data-group": g.group },
+      el("h3", {}, g.group, " ", el("small", {}, (g.state || "") + " · " + members.length + " member(s)")),
+      el("div", {},
+        el("button", { "data-testid": "pause-group", onclick: () => hold("pause", { group: g.group }) }, "Pause group"), " ",
+        el("button", { "data-testid": "resume-group", onclick: () => hold("resume", { group: g.group }) }, "Resume group")),
+      (g.holds || []).length ? el("p", { class: "held" }, "Paused: " + g.holds.map((h) => (h.topic ? h.topic + (h.partition !== undefined ? "[" + h.partition + "]" : "") : "the whole group") + " by " + h.by + " at " + h.at).join("; ")) : "",
+      el("table", {},
+        el("tr", {}, ["topic", "partition", "position", "committed", "end", "lag", "in flight", "state", "waiting on", ""].map((h) => el("th", {}, h))),
+        g.partitions.map((p) => el("tr", { "data-partition": p.topic + ":" + p.partition },
+          cell(p.topic), cell(p.partition), cell(p.position), cell(p.committed), cell(p.high_watermark), cell(p.lag), cell(p.in_flight),
+          el("td", { "data-testid": "state", class: p.held ? "held" : "" }, p.held ? "paused by operator" : p.paused ? "paused (backpressure)" : "running"),
+          cell(p.waiting_on === null ? null : p.waiting_on + " for " + Math.round(p.waiting_for_s) + " s"),
+          el("td", {}, p.held
+            ? el("button", { "data-testid": "resume", onclick: () => hold("resume", { group: g.group, topic: p.topic, partition: p.partition }) }, "Resume")
+            : el("button", { "data-testid": "pause", onclick: () => hold("pause", { group: g.group, topic: p.topic, partition: p.partition }) }, "Pause"))))));
+  }));
+}
+
+async function topologyPage(page) {
+  const t = await api("/topology");
+  const events = t.events || [];
+  const groups = t.groups || [];
+  page.replaceChildren(
+    el("h2", {}, "Topology"),
+    el("h3", {}, "Events"),
+    el("table", { "data-testid": "events" },
+      el("tr", {}, ["type", "topic", "key", "version", "format"].map((h) => el("th", {}, h))),
+      events.map((e) => el("tr", {}, cell(e.event_type || e.type), cell(e.topic), cell(e.key), cell(e.version), cell(e.format)))),
+    el("h3", {}, "Groups and handlers"),
+    el("table", { "data-testid": "handlers" },
+      el("tr", {}, ["group", "topics", "handlers"].map((h) => el("th", {}, h))),
+      groups.map((g) => el("tr", {}, cell(g.group), cell((g.topics || []).join(", ")), cell((g.handlers || []).map((h) => h.name || h.handler || JSON.stringify(h)).join(", "))))),
+    el("p", {}, el("a", { href: "/asyncapi.json" }, "AsyncAPI document")));
+}
+
+async function dlqPage(page) {
+  const t = await api("/topology");
+  const topics = [...new Set((t.groups || []).flatMap((g) => g.topics || []))];
+  const chosen = sessionStorage.getItem("eventkit-console-dlq") || topics[0] || "";
+  const select = el("select", { "data-testid": "dlq-topic", onchange: (e) => { sessionStorage.setItem("eventkit-console-dlq", e.target.value); render(); } },
+    topics.map((topic) => { const o = el("option", { value: topic }, topic); if (topic === chosen) o.selected = true; return o; }));
+  let body = el("p", {}, "No topic.");
+  if (chosen) {
+    try {
+      const d = await api("/dlq?topic=" + encodeURIComponent(chosen));
+      body = el("div", {},
+        el("p", { "data-testid": "dlq-count" }, d.count + " dead letter(s)"),
+        el("table", {},
+          el("tr", {}, ["entry", "kind", "attempts", "group", "handler", "event type", "error"].map((h) => el("th", {}, h))),
+          (d.entries || []).map((e) => el("tr", {}, cell(e.partition + ":" + e.offset), cell(e.kind), cell(e.attempts), cell(e.group), cell(e.handler), cell(e.event_type), cell(e.error)))));
+    } catch (e) {
+      body = el("p", { class: "down" }, e.message);
+    }
+  }
+  page.replaceChildren(el("h2", {}, "Dead letters"), el("label", {}, "Topic ", select), body);
+}
+
+const PAGES = { overview, groups: groupsPage, topology: topologyPage, dlq: dlqPage };
+
+async function render() {
+  const name = (location.hash.replace(/^#\//, "") || "overview").split("?")[0];
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.page === name);
+  const page = document.getElementById("page");
+  try {
+    await (PAGES[name] || overview)(page);
+    if (document.getElementById("message").className === "error" && /^\d{3}:/.test(document.getElementById("message").textContent)) say("");
+  } catch (e) {
+    say(e.message + (token() ? "" : " (give a token above)"), true);
+  }
+}
+
+function schedule() {
+  clearInterval(timer);
+  timer = setInterval(render, 2000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const state = () => { document.getElementById("token-state").textContent = token() ? "token set" : "no token"; };
+  document.getElementById("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value);
+    document.getElementById("token").value = "";
+    state();
+    say("");
+    previous = null;
+    render();
+  });
+  window.addEventListener("hashchange", () => { previous = null; say(""); render(); });
+  state();
+  render();
+  schedule();
+});
