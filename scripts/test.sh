@@ -12,6 +12,14 @@ fi
 if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
   (cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+# The console's browser test (tests/console.rs): Debian's Chromium, and Playwright (pinned in
+# tests/ui-browser/package-lock.json; it drives that Chromium, it downloads no browser).
+if ! command -v chromium >/dev/null; then
+  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
+fi
+if [ ! -d tests/ui-browser/node_modules/playwright-core ]; then
+  (cd tests/ui-browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
 # promtool checks and unit-tests the shipped alert rules (tests/dashboards.rs).
 EVENTKIT_TEST_PROMTOOL="$(scripts/promtool.sh)"
 export EVENTKIT_TEST_PROMTOOL

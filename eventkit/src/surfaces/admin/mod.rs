@@ -16,6 +16,7 @@
 //! | `GET /dlq?topic=T` | read | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count |
 //! | `POST /dlq/replay` | action | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`) |
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
+//! | `GET /ui` | open (no data) | the console: overview, groups with pause/resume, topology, dead letters, over this API with the operator's token (see [`ui`]) |
 //! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
 //! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
 //! | `POST /groups/reset` | action | moves a group's offsets (all its topics, one, or one partition) to `earliest`, `latest`, an `offset` or a `time`, on the running members (refused where it would skip unsettled records, unless `force`) or directly when it has none |
@@ -29,6 +30,7 @@
 
 mod access;
 mod server;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -200,7 +202,8 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/groups/pause", guarded(Access::Action("groups/pause"), post(groups_pause)))
         .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)))
         .route("/groups/replay", guarded(Access::Action("groups/replay"), post(groups_replay)))
-        .route("/groups/reset", guarded(Access::Action("groups/reset"), post(groups_reset)));
+        .route("/groups/reset", guarded(Access::Action("groups/reset"), post(groups_reset)))
+        .merge(ui::routes());
     finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
 }
 
@@ -279,6 +282,16 @@ impl Admin {
 
     fn groups(&self) -> Vec<Arc<GroupStatus>> {
         self.live.read().unwrap_or_else(|e| e.into_inner()).as_ref().map(|l| l.groups.clone()).unwrap_or_default()
+    }
+
+    /// A topic as events declare it: the name given, or (given one of the app's topics on the
+    /// wire, as the listing and the console show them) that name without the topic prefix.
+    fn declared_topic(&self, topic: &str) -> String {
+        let prefix = &self.config.topic_prefix;
+        match topic.strip_prefix(prefix.as_str()) {
+            Some(bare) if !prefix.is_empty() && self.registry.topics(&self.config).contains(topic) => bare.to_owned(),
+            _ => topic.to_owned(),
+        }
     }
 
     fn control(&self) -> std::result::Result<Control, ApiError> {
@@ -463,7 +476,7 @@ impl DlqQuery {
 
 async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Query<DlqQuery>, axum::extract::rejection::QueryRejection>) -> ApiResult {
     let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let topic = query.topic(&admin.config)?.to_owned();
+    let topic = admin.declared_topic(query.topic(&admin.config)?);
     let _turn = admin.slow_turn()?;
     let filter = query.filter(&admin.config)?;
     let limit = query.limit.unwrap_or(100).min(10_000);

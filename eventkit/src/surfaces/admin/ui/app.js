@@ -117,7 +117,7 @@ async function hold(action, body) {
 
 async function groupsPage(page) {
   const groups = await api("/groups");
-  page.replaceChildren(el("h2", {}, "Consumer groups"), groups.groups.map((g) => {
+  page.replaceChildren(el("h2", {}, "Consumer groups"), ...groups.groups.map((g) => {
     const members = Array.isArray(g.members) ? g.members : [];
     return el("div", { "data-group": g.group },
       el("h3", {}, g.group, " ", el("small", {}, (g.state || "") + " · " + members.length + " member(s)")),
@@ -170,7 +170,9 @@ async function dlqPage(page) {
           el("tr", {}, ["entry", "kind", "attempts", "group", "handler", "event type", "error"].map((h) => el("th", {}, h))),
           (d.entries || []).map((e) => el("tr", {}, cell(e.partition + ":" + e.offset), cell(e.kind), cell(e.attempts), cell(e.group), cell(e.handler), cell(e.event_type), cell(e.error)))));
     } catch (e) {
-      body = el("p", { class: "down" }, e.message);
+      body = /^404:/.test(e.message)
+        ? el("p", { "data-testid": "dlq-count" }, "0 dead letter(s): the queue does not exist yet")
+        : el("p", { class: "down" }, e.message);
     }
   }
   page.replaceChildren(el("h2", {}, "Dead letters"), el("label", {}, "Topic ", select), body);

@@ -1,0 +1,141 @@
+// Drives the eventkit console in Chromium (Debian's, through Playwright), as an operator would:
+// tests/console.rs starts a service and runs this with its address and tokens.
+//
+//   BASE, TOKEN, READ_TOKEN, GROUP (the group id), TOPIC (on the wire), EVENT_TYPE,
+//   CHROMIUM (default /usr/bin/chromium), SHOTS (a directory for screenshots; optional)
+//
+// Exits 0 when every step held; otherwise prints the step that failed and exits 1.
+import { chromium } from "playwright-core";
+
+const env = process.env;
+const { BASE, TOKEN, READ_TOKEN, GROUP, TOPIC, EVENT_TYPE, SHOTS } = env;
+const TIMEOUT = 30000;
+
+let step = "start";
+let current = null; // the page, to show what it showed when a step fails
+const browser = await chromium.launch({ executablePath: env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage"] });
+const errors = [];
+
+async function shot(page, name) {
+  if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
+}
+
+async function until(what, check) {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+// Publishes through the admin API (as the console's future Publish page would).
+async function publish(n) {
+  const response = await fetch(`${BASE}/publish`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ type: EVENT_TYPE, data: { id: `job-${n}`, n } }),
+  });
+  const body = await response.json();
+  if (response.status !== 201) throw new Error(`publish ${n}: ${response.status} ${JSON.stringify(body)}`);
+  return body.published[0].partition;
+}
+
+async function useToken(page, token) {
+  await page.fill("#token", token);
+  await page.click("#token-form button");
+  await page.waitForSelector("#token-state:has-text('token set')");
+}
+
+async function handled(page) {
+  await page.click("nav a[data-page=overview]");
+  const cell = page.locator(`[data-testid=overview] tr[data-group="${GROUP}"] [data-testid=handled]`);
+  await cell.waitFor({ timeout: TIMEOUT });
+  return Number(await cell.textContent());
+}
+
+async function partitionState(page, partition) {
+  return page.locator(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:${partition}"] [data-testid=state]`).textContent();
+}
+
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  current = page;
+  page.setDefaultTimeout(TIMEOUT);
+  page.on("pageerror", (e) => errors.push(e.message));
+  // The refusals the steps provoke show as failed loads; anything else is an error.
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of 40[134]/.test(m.text())) errors.push(m.text());
+  });
+
+  step = "without a token, the page says what it needs";
+  await page.goto(`${BASE}/ui`);
+  await page.waitForSelector("#message.error:has-text('401')");
+
+  step = "a read token: the overview shows the group";
+  await useToken(page, READ_TOKEN);
+  await page.waitForSelector(`[data-testid=overview] tr[data-group="${GROUP}"]`);
+  await page.waitForSelector("[data-testid=health]:has-text('ready')");
+
+  step = "a read token cannot pause";
+  await page.click("nav a[data-page=groups]");
+  await page.waitForSelector(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
+  await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
+  await page.waitForSelector("#message.error:has-text('403')");
+  if ((await partitionState(page, 0)) !== "running") throw new Error("a refused pause paused");
+
+  step = "the admin token pauses partition 0";
+  await useToken(page, TOKEN);
+  await page.click("nav a[data-page=groups]");
+  await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
+  await until("partition 0 shown paused", async () => (await partitionState(page, 0)) === "paused by operator");
+  await page.waitForSelector(`div[data-group="${GROUP}"] .held:has-text('by console')`);
+  await shot(page, "groups");
+
+  step = "events stop being handled on the paused partition only";
+  const before = await handled(page);
+  const sent = [];
+  for (let n = 1; sent.filter((p) => p === 0).length < 2 || sent.filter((p) => p === 1).length < 2; n++) {
+    sent.push(await publish(n));
+    if (n > 60) throw new Error("keys never reached both partitions");
+  }
+  const on0 = sent.filter((p) => p === 0).length;
+  const on1 = sent.length - on0;
+  await until(`partition 1's ${on1} events handled`, async () => (await handled(page)) >= before + on1);
+  await new Promise((r) => setTimeout(r, 2000));
+  const paused = await handled(page);
+  if (paused !== before + on1) throw new Error(`handled ${paused - before} while partition 0 was paused; want ${on1}`);
+  await shot(page, "overview");
+
+  step = "resume: the waiting events are handled";
+  await page.click("nav a[data-page=groups]");
+  await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=resume]`);
+  await until("partition 0 shown running", async () => (await partitionState(page, 0)) === "running");
+  await until(`all ${sent.length} events handled`, async () => (await handled(page)) === before + sent.length);
+
+  step = "the topology page lists the event and the handler";
+  await page.click("nav a[data-page=topology]");
+  await page.waitForSelector(`[data-testid=events] td:has-text('${EVENT_TYPE}')`);
+  await page.waitForSelector(`[data-testid=handlers] td:has-text('${GROUP}')`);
+  await shot(page, "topology");
+
+  step = "the dead letters page reads the topic's queue";
+  await page.click("nav a[data-page=dlq]");
+  await page.waitForSelector("[data-testid=dlq-count]");
+  await shot(page, "dead-letters");
+
+  step = "no script error";
+  if (errors.length) throw new Error(errors.join("; "));
+  console.log(`ok: ${sent.length} events (${on0} on the paused partition)`);
+} catch (e) {
+  console.error(`FAIL at "${step}": ${e.message}`);
+  if (current) {
+    const shown = await current.evaluate(() => `message: ${document.getElementById("message").textContent}\npage: ${document.getElementById("page").innerText.slice(0, 2000)}`).catch(() => "");
+    console.error(shown);
+    if (errors.length) console.error(`script errors: ${errors.join("; ")}`);
+  }
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
