@@ -52,11 +52,7 @@ async fn the_console_in_a_browser(target: Target) {
         .admin_addr("127.0.0.1:0")
         .admin_token(TOKEN)
         .admin_read_token(READ_TOKEN)
-        .readiness({
-            let mut checks = eventkit::ReadinessChecks::default();
-            checks.kafka = false;
-            checks
-        })
+        .readiness(eventkit_tests::groups_only_readiness())
         .build()
         .unwrap()
         .start()

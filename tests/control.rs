@@ -65,6 +65,20 @@ impl Api {
         (status, response.json().await.expect("JSON"))
     }
 
+    /// Waits until this member has both partitions of the group.
+    async fn wait_assigned(&self, group: &str) {
+        let assigned = |g: &Value| g["partitions"].as_array().is_some_and(|p| p.len() == 2);
+        let mut g = Value::Null;
+        for _ in 0..300 {
+            g = self.group(group).await;
+            if assigned(&g) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("both partitions assigned: {g}");
+    }
+
     /// The group's entry in `GET /groups`.
     async fn group(&self, group: &str) -> Value {
         let (_, body) = self.get("/groups").await;
@@ -93,13 +107,7 @@ async fn pause_and_resume_a_partition_from_the_admin_api(target: Target) {
         .admin_token(TOKEN)
         .admin_read_token(READ_TOKEN)
         .stuck_after(Duration::from_secs(2))
-        // The groups' checks only: the process-wide account of cluster outages also hears the
-        // embedded brokers of the tests beside this one going away.
-        .readiness({
-            let mut checks = eventkit::ReadinessChecks::default();
-            checks.kafka = false;
-            checks
-        })
+        .readiness(eventkit_tests::groups_only_readiness())
         .build()
         .unwrap()
         .start()
@@ -109,16 +117,7 @@ async fn pause_and_resume_a_partition_from_the_admin_api(target: Target) {
     let group = target.group("control-workers");
     let topic = target.topic("control.ticks");
     assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await, "the group joins");
-    let assigned = |g: &Value| g["partitions"].as_array().is_some_and(|p| p.len() == 2);
-    let mut g = Value::Null;
-    for _ in 0..300 {
-        g = api.group(&group).await;
-        if assigned(&g) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(assigned(&g), "both partitions assigned: {g}");
+    api.wait_assigned(&group).await;
 
     // Every action needs the admin token; a read token cannot act. Nothing is paused by these.
     let pause = json!({ "group": "control-workers", "topic": "control.ticks", "partition": 0, "by": "alice" });
@@ -428,16 +427,7 @@ async fn a_reset_moves_a_running_group_and_refuses_to_skip_unsettled_records(tar
     tokio::time::sleep(Duration::from_millis(100)).await;
     publish(&running, [3, 4]).await;
     assert!(eventually(Duration::from_secs(60), || resets.seen.len() == 4).await, "{:?}", resets.seen.snapshot());
-    let assigned = |g: &Value| g["partitions"].as_array().is_some_and(|p| p.len() == 2);
-    let mut g = Value::Null;
-    for _ in 0..300 {
-        g = api.group(&group).await;
-        if assigned(&g) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(assigned(&g), "{g}");
+    api.wait_assigned(&group).await;
 
     // Bad requests name their field and move nothing.
     let bad = [

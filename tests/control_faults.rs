@@ -66,9 +66,7 @@ async fn get(base: &str, path: &str) -> Value {
 }
 
 fn no_kafka_check() -> eventkit::ReadinessChecks {
-    let mut checks = eventkit::ReadinessChecks::default();
-    checks.kafka = false;
-    checks
+    eventkit_tests::groups_only_readiness()
 }
 
 /// Finds a lane key that lands on `partition` (publishing probes n = 0..).
@@ -156,14 +154,19 @@ async fn hostile_control_records() {
     running.shutdown().await.unwrap();
 }
 
+/// An app running the stalling group, as it is.
+async fn plain(target: &Target) -> (eventkit::Running, Seen, Gate) {
+    let (seen, gate) = (Seen::default(), Gate::default());
+    let running = target.app().groups(["rv-stall"]).state(seen.clone()).state(gate.clone()).build().unwrap().start().await.unwrap();
+    (running, seen, gate)
+}
+
 /// `changed` of a command is that command's effect, not the difference with a stale snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_reports_the_command_itself() {
     let target = Target::embedded("changed");
     let group = target.group("rv-stall");
-    let (seen, gate) = (Seen::default(), Gate::default());
-    let running = target.app().groups(["rv-stall"]).state(seen.clone()).state(gate.clone())
-        .build().unwrap().start().await.unwrap();
+    let (running, _seen, _gate) = plain(&target).await;
     let control = running.control();
     let mut wrong = 0;
     for i in 0..5 {
@@ -260,9 +263,7 @@ async fn shutdown_while_held_then_restart() {
 async fn concurrent_sends_report_their_own_effect() {
     let target = Target::embedded("concurrent");
     let group = target.group("rv-stall");
-    let (seen, gate) = (Seen::default(), Gate::default());
-    let running = target.app().groups(["rv-stall"]).state(seen.clone()).state(gate.clone())
-        .build().unwrap().start().await.unwrap();
+    let (running, _seen, _gate) = plain(&target).await;
     let control = running.control();
     let mut wrong = 0;
     for i in 0..10 {

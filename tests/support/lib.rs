@@ -224,6 +224,14 @@ macro_rules! on_both_brokers {
     };
 }
 
+/// Readiness by the groups alone: the process-wide account of cluster outages also hears the
+/// embedded brokers of the tests beside one going away.
+pub fn groups_only_readiness() -> eventkit::ReadinessChecks {
+    let mut checks = eventkit::ReadinessChecks::default();
+    checks.kafka = false;
+    checks
+}
+
 /// Runs a future with a deadline, failing the test when it passes.
 pub async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f).await.unwrap_or_else(|_| panic!("timed out: {what}"))
