@@ -19,8 +19,8 @@ use crate::kafka::KitContext;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a read may go without progress before it fails.
-const PROGRESS_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a read may go without any record or end-of-partition before it fails.
+pub(crate) const PROGRESS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A consumer outside any group (it commits nothing), for metadata, offsets and range reads.
 pub(crate) fn reader(config: &Config, name: &str) -> Result<BaseConsumer<KitContext>> {
@@ -97,8 +97,10 @@ fn scan_for_time(consumer: &BaseConsumer<KitContext>, topic: &str, partition: i3
     Ok(found)
 }
 
-/// Reads each `(partition, from, to)` (`to` exclusive), calling `visit` on each record in
-/// offset order per partition until it returns false. Fails when nothing arrives for a while.
+/// Reads each `(partition, from, to)` (`to` exclusive, or the partition's end, whichever comes
+/// first: librdkafka's end-of-partition ends it, so a transaction marker as the last offset does
+/// not leave the read waiting), calling `visit` on each record in offset order per partition
+/// until it returns false. Fails when nothing arrives for [`PROGRESS_TIMEOUT`].
 pub(crate) fn read_range(consumer: &BaseConsumer<KitContext>, topic: &str, ranges: &[(i32, i64, i64)], mut visit: impl FnMut(&BorrowedMessage<'_>) -> Result<bool>) -> Result<()> {
     let mut tpl = TopicPartitionList::new();
     let mut remaining: std::collections::HashMap<i32, i64> = Default::default();
@@ -117,11 +119,14 @@ pub(crate) fn read_range(consumer: &BaseConsumer<KitContext>, topic: &str, range
         }
         match consumer.poll(Duration::from_millis(100)) {
             None if progress.elapsed() > PROGRESS_TIMEOUT => {
-                break Err(Error::msg(format!("no progress reading `{topic}` for {PROGRESS_TIMEOUT:?}")));
+                let mut left: Vec<i32> = remaining.keys().copied().collect();
+                left.sort_unstable();
+                break Err(Error::msg(format!("no progress reading `{topic}` for {PROGRESS_TIMEOUT:?} (partitions {left:?} unfinished)")));
             }
             None => {}
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 remaining.remove(&p);
+                progress = Instant::now();
             }
             Some(Err(e)) => break Err(e.into()),
             Some(Ok(m)) => {

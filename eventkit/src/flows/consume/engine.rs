@@ -242,19 +242,25 @@ impl Engine {
     pub(crate) fn assign(&mut self, tpl: &TopicPartitionList) {
         for e in tpl.elements() {
             let Some(slot) = self.slot_or_insert(e.topic(), e.partition()) else { continue };
-            let epoch = self.next_epoch;
-            self.next_epoch += 1;
-            let p = &mut self.partitions[slot as usize];
-            p.epoch = epoch;
-            p.tracker = OffsetTracker::default();
-            p.in_flight = 0;
-            p.started = None;
-            p.lagging = false;
-            p.paused = None;
-            p.progress = Default::default();
+            self.start_afresh(slot, OffsetTracker::default());
+            self.partitions[slot as usize].paused = None;
             self.apply_hold(slot);
         }
         self.pause_dirty = true;
+    }
+
+    /// A new epoch for the partition in `slot`, with `tracker`: what the old one started no
+    /// longer counts (an assignment, an operator's reset).
+    fn start_afresh(&mut self, slot: Slot, tracker: OffsetTracker) {
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let p = &mut self.partitions[slot as usize];
+        p.epoch = epoch;
+        p.tracker = tracker;
+        p.in_flight = 0;
+        p.started = None;
+        p.lagging = false;
+        p.progress = Default::default();
     }
 
     /// What operators hold in this group now: partitions it covers stop starting work (and
@@ -291,16 +297,8 @@ impl Engine {
         }
         let (n, bytes) = self.scheduler.drop_slot(slot);
         self.release_buffer(n, bytes);
-        let epoch = self.next_epoch;
-        self.next_epoch += 1;
-        let p = &mut self.partitions[slot as usize];
-        p.epoch = epoch;
         // Committed with the next commit (and again if that fails), records or not.
-        p.tracker = OffsetTracker::starting_at(offset);
-        p.in_flight = 0;
-        p.started = None;
-        p.lagging = false;
-        p.progress = Default::default();
+        self.start_afresh(slot, OffsetTracker::starting_at(offset));
         self.pause_dirty = true;
         ResetOutcome::Reset { from }
     }

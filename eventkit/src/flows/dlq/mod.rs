@@ -14,7 +14,6 @@
 mod reader;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -567,6 +566,3 @@ pub(crate) fn parse(dlq_topic: &str, m: &rdkafka::message::BorrowedMessage<'_>) 
         value_omitted: get(headers::OMITTED).and_then(|o| o.split_once(';').and_then(|(_, size)| size.parse().ok())),
     }))
 }
-
-/// How long reading may go without any record or end-of-partition before it fails.
-pub(crate) const PROGRESS_TIMEOUT: Duration = Duration::from_secs(15);

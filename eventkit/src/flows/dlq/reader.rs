@@ -1,20 +1,19 @@
 //! Reading a dead letter topic as a stream: each partition from a start offset up to its end
 //! as the broker reported it when reading began. A partition ends at its last record or when
 //! librdkafka reports its end (so a transaction marker as the last offset does not leave the
-//! reader waiting). Reading fails when nothing arrives for [`PROGRESS_TIMEOUT`], not after a
-//! fixed time: a large queue takes as long as it takes.
+//! reader waiting). Reading fails when nothing arrives for
+//! [`crate::kafka::offsets::PROGRESS_TIMEOUT`], not after a fixed time: a large queue takes as
+//! long as it takes.
 
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashSet;
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::kafka::KitContext;
-use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{Offset, TopicPartitionList};
 
-use super::{parse, DeadLetter, PROGRESS_TIMEOUT};
+use super::{parse, DeadLetter};
 use crate::core::config::Config;
 use crate::core::error::{Error, Result};
 
@@ -44,14 +43,7 @@ impl Reader {
 
     /// Opens `topic`; `None` when it does not exist.
     fn open(config: &Config, dlq_topic: &str) -> Result<Option<Self>> {
-        let mut client = crate::kafka::client_config(config)?;
-        client
-            .set("group.id", "eventkit-dlq-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest");
-        crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
-        let consumer: BaseConsumer<KitContext> = client.create_with_context(KitContext)?;
+        let consumer = crate::kafka::offsets::reader(config, "dlq-reader")?;
         let metadata = consumer.fetch_metadata(Some(dlq_topic), METADATA_TIMEOUT)?;
         let topic = metadata.topics().iter().find(|t| t.name() == dlq_topic);
         match topic.map(|t| t.error()) {
@@ -161,52 +153,7 @@ impl Reader {
 
     /// [`Reader::scan`] over the raw records.
     fn scan_messages(&self, starts: Vec<(i32, i64, i64)>, mut visit: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<()>) -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        let mut remaining: HashMap<i32, i64> = HashMap::new();
-        for (p, from, end) in starts {
-            if from < end {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(from))?;
-                remaining.insert(p, end);
-            }
-        }
-        if remaining.is_empty() {
-            return Ok(());
-        }
-        self.consumer.assign(&tpl)?;
-        let mut progress = Instant::now();
-        while !remaining.is_empty() {
-            match self.consumer.poll(Duration::from_millis(200)) {
-                None if progress.elapsed() > PROGRESS_TIMEOUT => {
-                    let mut left: Vec<i32> = remaining.keys().copied().collect();
-                    left.sort_unstable();
-                    return Err(Error::msg(format!(
-                        "no progress reading `{}` for {PROGRESS_TIMEOUT:?} (partitions {left:?} unfinished)",
-                        self.topic
-                    )));
-                }
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    remaining.remove(&p);
-                    progress = Instant::now();
-                }
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(m)) => {
-                    use rdkafka::message::Message;
-                    progress = Instant::now();
-                    let p = m.partition();
-                    let Some(&end) = remaining.get(&p) else { continue };
-                    if m.offset() >= end {
-                        remaining.remove(&p);
-                        continue;
-                    }
-                    if m.offset() + 1 >= end {
-                        remaining.remove(&p);
-                    }
-                    visit(&m)?;
-                }
-            }
-        }
-        Ok(())
+        crate::kafka::offsets::read_range(&self.consumer, &self.topic, &starts, |m| visit(m).map(|()| true))
     }
 }
 

@@ -95,10 +95,15 @@ impl Admin {
     }
 }
 
+/// The caller's address, as the audit log and the operators' commands name it.
+pub(super) fn client(request: &Request) -> String {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default()
+}
+
 /// The middleware in front of every guarded endpoint: checks the token on the headers (the
 /// body is not read yet), and writes the audit line of actions and refusals.
 pub(super) async fn guard(State((admin, access)): State<(Arc<Admin>, Access)>, request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let client = client(&request);
     let path = request.uri().path().to_owned();
     let principal = match admin.authorize(access, request.headers()) {
         Ok(p) => p,

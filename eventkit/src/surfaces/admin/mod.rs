@@ -622,7 +622,7 @@ async fn groups_resume(State(admin): State<Arc<Admin>>, request: Request) -> Api
 }
 
 async fn hold(admin: Arc<Admin>, request: Request, action: Action) -> ApiResult {
-    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let client = access::client(&request);
     let endpoint = if action == Action::Pause { "groups/pause" } else { "groups/resume" };
     let b: HoldBody = access::json_body(&admin, endpoint, request).await?;
     let audited = Audited(format!("group={:?} topic={:?} partition={:?}", b.group, b.topic, b.partition));
@@ -728,7 +728,7 @@ struct ResetBody {
 }
 
 async fn groups_reset(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
-    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let client = access::client(&request);
     let b: ResetBody = access::json_body(&admin, "groups/reset", request).await?;
     let audited = Audited(format!("group={:?} topic={:?} partition={:?} to={:?} offset={:?} time={:?} force={}", b.group, b.topic, b.partition, b.to, b.offset, b.time, b.force));
     let mut response = reset_body(&admin, b, &client).await.unwrap_or_else(IntoResponse::into_response);
@@ -804,7 +804,7 @@ struct ReplayTimeBody {
 }
 
 async fn groups_replay(State(admin): State<Arc<Admin>>, request: Request) -> ApiResult {
-    let client = request.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default();
+    let client = access::client(&request);
     let b: ReplayTimeBody = access::json_body(&admin, "groups/replay", request).await?;
     let audited = Audited(format!("group={:?} topic={:?} from={} to={} handler={:?}", b.group, b.topic, b.from, b.to, b.handler));
     let mut response = replay_time_body(&admin, b, &client).await.unwrap_or_else(IntoResponse::into_response);
