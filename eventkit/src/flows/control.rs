@@ -395,29 +395,29 @@ fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Result<Option
 }
 
 /// Reads the control topic from its beginning to its end as of now (blocking).
+///
+/// The end is the end-of-partition event, not the watermarks: librdkafka's watermark query,
+/// answered with a retriable error on one of its two requests, can return the high watermark
+/// as the low one too (seen with `NOT_LEADER_FOR_PARTITION` answers), and a read that starts
+/// there skips every command (an operator's pause dropped at a restart). The beginning is
+/// the consumer's own (`Offset::Beginning`, which librdkafka retries until it has it).
 fn read_to_end(config: &Config, consumer: &BaseConsumer<KitContext>) -> Result<State> {
     let topic = config.control_topic();
     let mut state = State::default();
     if partitions(consumer, &topic)?.is_none() {
         return Ok(state);
     }
-    let (low, high) = consumer.fetch_watermarks(&topic, PARTITION, Duration::from_secs(10))?;
-    state.next = low;
-    if high <= low {
-        state.next = high;
-        return Ok(state);
-    }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, PARTITION, Offset::Offset(low))?;
+    tpl.add_partition_offset(&topic, PARTITION, Offset::Beginning)?;
     consumer.assign(&tpl)?;
     let mut progress = Instant::now();
-    while state.next < high {
+    let ended = loop {
         match consumer.poll(Duration::from_millis(100)) {
             None if progress.elapsed() > READ_TIMEOUT => {
-                return Err(Error::msg(format!("no progress reading the control topic `{topic}` for {READ_TIMEOUT:?} (at offset {} of {high})", state.next)));
+                break Err(Error::msg(format!("no progress reading the control topic `{topic}` for {READ_TIMEOUT:?} (at offset {})", state.next)));
             }
             None => {}
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break Ok(()),
             // Transient (a broker restarting, a leader moving): librdkafka retries; only a
             // read that makes no progress for long fails.
             Some(Err(e)) => debug!(%topic, error = %e, "reading the control topic"),
@@ -426,9 +426,9 @@ fn read_to_end(config: &Config, consumer: &BaseConsumer<KitContext>) -> Result<S
                 state.apply_record(m.offset(), m.payload());
             }
         }
-    }
+    };
     consumer.unassign()?;
-    Ok(state)
+    ended.map(|()| state)
 }
 
 /// The holds of every group as the control topic says now, read by a client of its own (what

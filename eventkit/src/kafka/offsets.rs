@@ -45,8 +45,22 @@ pub(crate) fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Re
 }
 
 /// The first and one-past-last offsets of a partition.
+///
+/// Asked until two answers in a row agree on the low watermark (the high one moves while the
+/// partition is written): librdkafka's query sends two requests and, when one of them is
+/// answered with a retriable error, can return one watermark for both (the high one as the
+/// low one, seen under `NOT_LEADER_FOR_PARTITION` answers), which would make a reader skip
+/// the partition's records.
 pub(crate) fn watermarks(consumer: &BaseConsumer<KitContext>, topic: &str, partition: i32) -> Result<(i64, i64)> {
-    Ok(consumer.fetch_watermarks(topic, partition, TIMEOUT)?)
+    let mut last = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+    for _ in 0..5 {
+        let again = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        if again.0 == last.0 && 0 <= again.0 && again.0 <= again.1 {
+            return Ok(again);
+        }
+        last = again;
+    }
+    Err(Error::msg(format!("the watermarks of {topic}[{partition}] disagree or make no sense ({}, {})", last.0, last.1)))
 }
 
 /// The first offset of each partition whose record's timestamp is at or after `at_ms`; the

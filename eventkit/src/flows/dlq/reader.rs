@@ -53,7 +53,7 @@ impl Reader {
         }
         let mut partitions = Vec::new();
         for p in topic.into_iter().flat_map(|t| t.partitions()) {
-            let (low, high) = consumer.fetch_watermarks(dlq_topic, p.id(), METADATA_TIMEOUT)?;
+            let (low, high) = crate::kafka::offsets::watermarks(&consumer, dlq_topic, p.id())?;
             partitions.push((p.id(), low, high));
         }
         partitions.sort_unstable();
