@@ -225,7 +225,7 @@ pub use self::core::retry::{RetryOverrides, RetryPolicy};
 pub use self::core::state::{Requirements, StateMap};
 pub use self::core::topic_settings::{TopicConfig, TopicSettings};
 pub use app::topology::{CommandEntry, EventEntry, GroupEntry, HandlerEntry, MappingEntry, Topology};
-pub use app::{publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
+pub use app::{fleet, publisher, run, run_with, topology, App, AppBuilder, Readiness, Running};
 #[doc = include_str!("../docs/macros/integration_event.md")]
 pub use eventkit_macros::integration_event;
 #[doc = include_str!("../docs/macros/handler.md")]

@@ -3,6 +3,7 @@
 //! [`topics`], the topics it creates; [`surface`], the seam the surfaces above plug into.
 
 pub(crate) mod announce;
+pub mod fleet;
 pub(crate) mod surface;
 pub(crate) mod topics;
 pub mod topology;
@@ -158,6 +159,9 @@ impl AppBuilder {
         commit_interval(interval: Duration) => |c| c.commit_interval = interval.max(Duration::from_millis(1)));
     setter!(/// How long a revoked partition's in-flight records may take before it is let go.
         revoke_timeout(timeout: Duration) => |c| c.revoke_timeout = timeout);
+    setter!(/// How often this instance reports its status on the status topic, for the console's
+        /// fleet view (default 5 s; zero: never).
+        status_interval(interval: Duration) => |c| c.status_interval = interval);
 
     /// Settings of a topic (its name without prefix), over what its events declare.
     pub fn topic_settings(mut self, topic: impl Into<String>, settings: crate::TopicConfig) -> Self {
@@ -628,8 +632,9 @@ impl App {
             statuses.push(status.clone());
             tasks.push(tokio::spawn(supervised(status, runner.run(shutdown_rx.clone()), stopped_tx.clone())));
         }
+        let fleet = fleet::Fleet::start(&config, &publisher, statuses.clone(), control.clone(), ready.clone());
         for a in &attached {
-            a.live(&publisher, &statuses, &control);
+            a.live(&publisher, &statuses, &control, &fleet);
         }
         *CURRENT_PUBLISHER.write().expect("publisher lock") = Some(publisher.clone());
         let mediator = crate::flows::command::Mediator { registry: registry.clone(), publisher: publisher.clone(), state: state.clone() };
@@ -642,7 +647,7 @@ impl App {
         }
         info!(service = %config.service_name, groups = tasks.len(), "eventkit started");
         ready.set(true);
-        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached, control, _announced: announced })
+        Ok(Running { publisher, shutdown_tx, tasks, stopped, config, ready, mediator, attached, control, fleet, _announced: announced })
     }
 
     /// Starts the app and runs it until SIGINT or SIGTERM, then shuts down gracefully.
@@ -774,6 +779,8 @@ pub struct Running {
     attached: Vec<Box<dyn surface::Attached>>,
     /// The control topic, followed: operators' pauses of its groups.
     control: Control,
+    /// This instance's status reports, and its view of the others'.
+    fleet: fleet::Fleet,
     /// The note of where its embedded broker listens, removed when the app goes.
     _announced: Option<announce::Announced>,
 }
@@ -809,6 +816,12 @@ impl Running {
     /// (what the admin API's `/groups/pause` and `PROGRAM groups pause` do).
     pub fn control(&self) -> Control {
         self.control.clone()
+    }
+
+    /// Every running instance of this service, as each reports itself on the status topic
+    /// (this one as of now; see [`fleet`]).
+    pub async fn fleet(&self) -> fleet::FleetView {
+        self.fleet.view().await
     }
 
     /// The dead letter queues of the app's topics.
@@ -865,6 +878,7 @@ impl Running {
                 warn!("outbox relays did not stop within the shutdown budget");
             }
         }
+        self.fleet.stop(&self.publisher, deadline).await;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100));
         info!(within = ?left, "shutdown: flushing the producer");
         let flushed = self.publisher.flush(left);

@@ -79,7 +79,7 @@ pub(crate) trait Surface: Sync + 'static {
 /// A surface that runs beside a started app (a server).
 pub(crate) trait Attached: Send + Sync {
     /// The app runs: its publisher, groups, and operators' control of them.
-    fn live(&self, _publisher: &Publisher, _groups: &[Arc<GroupStatus>], _control: &crate::flows::control::Control) {}
+    fn live(&self, _publisher: &Publisher, _groups: &[Arc<GroupStatus>], _control: &crate::flows::control::Control, _fleet: &crate::app::fleet::Fleet) {}
 
     /// Where the admin API listens, if this is it.
     fn admin_addr(&self) -> Option<SocketAddr> {

@@ -66,6 +66,13 @@ pub struct Config {
     /// `EVENTKIT_CONTROL_TOPIC`: the topic operators' commands (pause, resume) travel on, under
     /// the topic prefix (default `eventkit.control`; see `flows::control`).
     pub control_topic: String,
+    /// `EVENTKIT_STATUS_TOPIC`: the topic each instance reports its status on, for the
+    /// console's fleet view (default `eventkit.status`, under the topic prefix; see
+    /// `app::fleet`).
+    pub status_topic: String,
+    /// `EVENTKIT_STATUS_INTERVAL_MS`: how often each instance reports its status (default 5 s;
+    /// 0: never, and the fleet view shows this instance alone).
+    pub status_interval: Duration,
     /// `EVENTKIT_UNKNOWN_TYPES`: records of a type no part of this app knows go to the dead
     /// letter queue (`dlq`, default) or are skipped (`skip`, for topics shared with other
     /// services' events).
@@ -166,6 +173,8 @@ impl std::fmt::Debug for Config {
             .field("dlq", &self.dlq)
             .field("dlq_suffix", &self.dlq_suffix)
             .field("control_topic", &self.control_topic)
+            .field("status_topic", &self.status_topic)
+            .field("status_interval", &self.status_interval)
             .field("dead_letter_unknown_types", &self.dead_letter_unknown_types)
             .field("wire_format", &self.wire_format)
             .field("topic_formats", &self.topic_formats)
@@ -213,6 +222,8 @@ impl Default for Config {
             dlq: true,
             dlq_suffix: ".dlq".into(),
             control_topic: "eventkit.control".into(),
+            status_topic: "eventkit.status".into(),
+            status_interval: Duration::from_secs(5),
             dead_letter_unknown_types: true,
             wire_format: WireFormat::Binary,
             topic_formats: BTreeMap::new(),
@@ -324,6 +335,8 @@ impl Config {
                 "EVENTKIT_DLQ" => c.dlq = parse_bool(&name, &value)?,
                 "EVENTKIT_DLQ_SUFFIX" if !value.is_empty() => c.dlq_suffix = value,
                 "EVENTKIT_CONTROL_TOPIC" if !value.is_empty() => c.control_topic = value,
+                "EVENTKIT_STATUS_TOPIC" if !value.is_empty() => c.status_topic = value,
+                "EVENTKIT_STATUS_INTERVAL_MS" => c.status_interval = Duration::from_millis(parse_num(&name, &value)?),
                 "EVENTKIT_UNKNOWN_TYPES" => {
                     c.dead_letter_unknown_types = match value.as_str() {
                         "dlq" => true,
@@ -401,6 +414,11 @@ impl Config {
     /// The control topic on the wire (operators' commands to running consumers).
     pub fn control_topic(&self) -> String {
         self.topic_name(&self.control_topic)
+    }
+
+    /// The status topic on the wire (with the topic prefix).
+    pub fn status_topic(&self) -> String {
+        self.topic_name(&self.status_topic)
     }
 
     /// The dead letter topic of a topic on the wire.
@@ -525,7 +543,7 @@ impl std::fmt::Debug for AdminSettings {
 
 impl AdminSettings {
     /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
-    pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "dlq"];
+    pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "fleet", "dlq"];
     /// The endpoints that take a body.
     pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume", "groups/replay", "groups/reset"];
 

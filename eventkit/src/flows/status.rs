@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How often the fetch loop refreshes its group's status.
 pub(crate) const REFRESH: Duration = Duration::from_secs(1);
 
 /// One partition as its group sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// The topic on the wire.
     pub topic: String,
@@ -49,7 +49,8 @@ pub struct PartitionStatus {
 }
 
 /// A group's state at its last refresh.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GroupSnapshot {
     /// Whether the member has received an assignment (possibly empty) since it started.
     pub joined: bool,

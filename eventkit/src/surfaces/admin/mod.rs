@@ -13,6 +13,7 @@
 //! | `GET /topology` | read | the topic listing as JSON |
 //! | `GET /asyncapi.json` | read | the AsyncAPI 3.0 document (see [`crate::surfaces::asyncapi`]) |
 //! | `GET /groups` | read | per group: members, this member's partitions with position, committed offset, lag, pauses |
+//! | `GET /fleet` | read | every running instance of the service, from their status reports: groups, partitions, in flight, paused, stopped; `up`, `not reporting` (no report for three intervals) or `stopped` (see [`crate::fleet`]) |
 //! | `GET /dlq?topic=T` | read | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count |
 //! | `POST /dlq/replay` | action | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`) |
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
@@ -49,6 +50,7 @@ use tracing::{info, warn};
 
 use access::{Access, Audited};
 
+use crate::app::fleet::Fleet;
 use crate::app::Readiness;
 use crate::core::config::Config;
 use crate::flows::dlq::{DeadLetterQueue, DlqFilter, ReplayOptions, Selection};
@@ -63,6 +65,7 @@ pub(crate) struct Live {
     pub publisher: Publisher,
     pub groups: Vec<Arc<GroupStatus>>,
     pub control: Control,
+    pub fleet: Fleet,
 }
 
 struct Admin {
@@ -196,6 +199,7 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/topology", guarded(Access::Read("topology"), get(topology)))
         .route("/asyncapi.json", guarded(Access::Read("asyncapi.json"), get(asyncapi)))
         .route("/groups", guarded(Access::Read("groups"), get(groups)))
+        .route("/fleet", guarded(Access::Read("fleet"), get(fleet)))
         .route("/dlq", guarded(Access::Read("dlq"), get(dlq_list)))
         .route("/dlq/replay", guarded(Access::Action("dlq/replay"), post(dlq_replay)))
         .route("/publish", guarded(Access::Action("publish"), post(publish)))
@@ -297,6 +301,11 @@ impl Admin {
     fn control(&self) -> std::result::Result<Control, ApiError> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref().map(|l| l.control.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
+    }
+
+    fn fleet(&self) -> std::result::Result<Fleet, ApiError> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref().map(|l| l.fleet.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
     }
 
     fn dead_letters(&self) -> std::result::Result<DeadLetterQueue, ApiError> {
@@ -434,6 +443,12 @@ async fn groups(State(admin): State<Arc<Admin>>) -> ApiResult {
         })
         .collect();
     Ok(Json(json!({ "groups": out })).into_response())
+}
+
+/// Every instance of the service, as each reports itself (see [`crate::fleet`]).
+async fn fleet(State(admin): State<Arc<Admin>>) -> ApiResult {
+    let fleet = admin.fleet()?;
+    Ok(Json(fleet.view().await).into_response())
 }
 
 /// Filters of `GET /dlq` and `POST /dlq/replay`.
@@ -866,8 +881,8 @@ impl crate::app::surface::Surface for Surface {
 }
 
 impl crate::app::surface::Attached for AdminServer {
-    fn live(&self, publisher: &Publisher, groups: &[Arc<GroupStatus>], control: &Control) {
-        self.set_live(Live { publisher: publisher.clone(), groups: groups.to_vec(), control: control.clone() });
+    fn live(&self, publisher: &Publisher, groups: &[Arc<GroupStatus>], control: &Control, fleet: &Fleet) {
+        self.set_live(Live { publisher: publisher.clone(), groups: groups.to_vec(), control: control.clone(), fleet: fleet.clone() });
     }
 
     fn admin_addr(&self) -> Option<SocketAddr> {
