@@ -216,7 +216,7 @@ pub use surfaces::cli;
 pub use surfaces::metrics;
 pub use surfaces::testing;
 
-pub use self::core::config::{AdminSettings, Config, ReadinessChecks};
+pub use self::core::config::{AdminSettings, Config, PayloadVisibility, ReadinessChecks};
 pub use self::core::envelope::{Metadata, RecordInfo};
 pub use self::core::error::{BoxError, Error, Result};
 pub use self::core::event::{EventInfo, IntegrationEvent};

@@ -186,6 +186,9 @@ impl AppBuilder {
     setter!(/// The admin API's read-only endpoints served without a token (`metrics`, `topology`,
         /// `asyncapi.json`, `groups`, `dlq`; default `metrics`).
         admin_open(endpoints: impl IntoIterator<Item = &'static str> + Send + 'static) => |c| c.admin.open = endpoints.into_iter().map(|e| e.trim_start_matches('/').to_owned()).collect());
+    setter!(/// Whether the admin API shows records' values (the record explorer, dead letters) or
+        /// masks them (`EVENTKIT_ADMIN_PAYLOADS`; default visible).
+        admin_payloads(visibility: crate::PayloadVisibility) => |c| c.admin.payloads = visibility);
     /// The admin API's limits and other settings at once.
     pub fn admin_settings(mut self, settings: crate::AdminSettings) -> Self {
         self.edits.push(Box::new(move |c: &mut Config| c.admin = settings));

@@ -366,6 +366,7 @@ impl Config {
                 "EVENTKIT_ADMIN_IDLE_TIMEOUT_MS" => c.admin.idle_timeout = Duration::from_millis(parse_positive(&name, &value)?),
                 "EVENTKIT_ADMIN_BODY_TIMEOUT_MS" => c.admin.body_timeout = Duration::from_millis(parse_positive(&name, &value)?),
                 "EVENTKIT_ADMIN_MAX_BODY" => c.admin.max_body = parse_size(&name, &value)?,
+                "EVENTKIT_ADMIN_PAYLOADS" => c.admin.payloads = PayloadVisibility::parse(&name, &value)?,
                 "EVENTKIT_ADMIN_BODY_LIMITS" => {
                     for (endpoint, size) in pairs(&name, &value)? {
                         let endpoint = AdminSettings::endpoint_name(&name, endpoint)?;
@@ -503,6 +504,31 @@ pub struct AdminSettings {
     pub max_body: usize,
     /// `EVENTKIT_ADMIN_BODY_LIMITS`: per endpoint, over `max_body`: `publish=4MiB,dlq/replay=64KiB`.
     pub body_limits: BTreeMap<String, usize>,
+    /// `EVENTKIT_ADMIN_PAYLOADS`: whether the API shows records' values (`visible`, the
+    /// default) or only their keys, types and headers (`masked`).
+    pub payloads: PayloadVisibility,
+}
+
+/// Whether the admin API shows the values of the records it lists (`EVENTKIT_ADMIN_PAYLOADS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PayloadVisibility {
+    /// Values and payloads are shown (the default).
+    #[default]
+    Visible,
+    /// The record explorer and the dead letter listing leave values and payloads out (each
+    /// record says `"masked": true`) and secret-looking headers too; keys, event types and
+    /// the other headers stay. Republishing still works.
+    Masked,
+}
+
+impl PayloadVisibility {
+    fn parse(name: &str, value: &str) -> Result<Self> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "visible" => Ok(PayloadVisibility::Visible),
+            "masked" => Ok(PayloadVisibility::Masked),
+            _ => Err(Error::Config(format!("{name} = {value:?}: expected `visible` or `masked`"))),
+        }
+    }
 }
 
 impl Default for AdminSettings {
@@ -519,6 +545,7 @@ impl Default for AdminSettings {
             body_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             body_limits: BTreeMap::new(),
+            payloads: PayloadVisibility::Visible,
         }
     }
 }
@@ -537,15 +564,16 @@ impl std::fmt::Debug for AdminSettings {
             .field("body_timeout", &self.body_timeout)
             .field("max_body", &self.max_body)
             .field("body_limits", &self.body_limits)
+            .field("payloads", &self.payloads)
             .finish()
     }
 }
 
 impl AdminSettings {
     /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
-    pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "fleet", "dlq"];
+    pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "fleet", "dlq", "explore"];
     /// The endpoints that take a body.
-    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume", "groups/replay", "groups/reset"];
+    pub const BODY_ENDPOINTS: &'static [&'static str] = &["publish", "dlq/replay", "groups/pause", "groups/resume", "groups/replay", "groups/reset", "explore/republish"];
 
     /// The body limit of `endpoint` (`publish`, `dlq/replay`).
     pub fn body_limit(&self, endpoint: &str) -> usize {
@@ -715,6 +743,8 @@ mod tests {
         assert_eq!((a.max_connections, a.header_timeout), (10, Duration::from_millis(700)));
         assert_eq!((a.body_limit("publish"), a.body_limit("dlq/replay")), (64 << 10, 512));
         assert_eq!(a.max_body, 2 << 20);
+        assert_eq!(a.payloads, PayloadVisibility::Visible, "visible by default");
+        assert_eq!(vars(&[("EVENTKIT_ADMIN_PAYLOADS", "Masked")]).unwrap().admin.payloads, PayloadVisibility::Masked);
         assert_eq!(c.readiness, ReadinessChecks { kafka: false, groups: true });
         assert!(!format!("{c:?}").contains("\"r\""), "tokens are redacted");
         assert!(vars(&[("EVENTKIT_ADMIN_OPEN", "")]).unwrap().admin.open.is_empty(), "nothing open");
@@ -730,6 +760,7 @@ mod tests {
             ("EVENTKIT_ADMIN_MAX_BODY", "0", "at least 1 byte"),
             ("EVENTKIT_ADMIN_MAX_CONNECTIONS", "0", "at least 1"),
             ("EVENTKIT_READINESS", "kafka,disk", "not a readiness check"),
+            ("EVENTKIT_ADMIN_PAYLOADS", "hidden", "expected `visible` or `masked`"),
             ("EVENTKIT_READINESS", ",", "name the checks"),
         ] {
             let e = vars(&[(var, value)]).unwrap_err().to_string();

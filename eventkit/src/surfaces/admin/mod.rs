@@ -17,7 +17,9 @@
 //! | `GET /dlq?topic=T` | read | dead letters of a topic (filters: `group`, `kind`, `handler`, `event_type`, `include_replayed`, `limit`) and their count |
 //! | `POST /dlq/replay` | action | replays dead letters (`offset` `P:O`, `range` `P:FROM-TO` or `all`, filters, `to`) |
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
-//! | `GET /ui` | open (no data) | the console: overview, groups with pause/resume, topology, dead letters, over this API with the operator's token (see [`ui`]) |
+//! | `GET /explore` | read | up to `limit` (20, at most 200) records of one `partition` of a `topic` from an `offset`, a `time` (RFC 3339 or ms), or the last ones: key, headers, event type, and the event decoded when this service knows its type (else the payload as text or base64); the partition's watermarks (see [`explore`]) |
+//! | `POST /explore/republish` | action | publishes `{"topic", "partition", "offset"}`'s record again, as it is (same key, value, headers, so the same event id: the inbox drops the redelivery where installed); answers its new partition and offset |
+//! | `GET /ui` | open (no data) | the console: overview, groups with pause/resume, topology, dead letters, record explorer, publishing, over this API with the operator's token (see [`ui`]) |
 //! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
 //! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
 //! | `POST /groups/reset` | action | moves a group's offsets (all its topics, one, or one partition) to `earliest`, `latest`, an `offset` or a `time`, on the running members (refused where it would skip unsettled records, unless `force`) or directly when it has none |
@@ -28,8 +30,13 @@
 //! actions take `EVENTKIT_ADMIN_TOKEN`. Without a configured token an endpoint is disabled
 //! (403), never open. Errors are JSON: `{"error": "...", "field": ".."}`. Limits, timeouts
 //! and the audit log: [`access`] and [`server`].
+//!
+//! | setting | | default |
+//! |---|---|---|
+//! | `EVENTKIT_ADMIN_PAYLOADS` | `visible`, or `masked`: `/explore` and `/dlq` leave records' values and secret-looking headers out (`"masked": true`), keys, types and other headers stay; republishing still works ([`crate::AppBuilder::admin_payloads`]) | `visible` |
 
 mod access;
+mod explore;
 mod server;
 mod ui;
 
@@ -207,6 +214,8 @@ fn management(admin: Arc<Admin>, with_probes: bool) -> Router {
         .route("/groups/resume", guarded(Access::Action("groups/resume"), post(groups_resume)))
         .route("/groups/replay", guarded(Access::Action("groups/replay"), post(groups_replay)))
         .route("/groups/reset", guarded(Access::Action("groups/reset"), post(groups_reset)))
+        .route("/explore", guarded(Access::Read("explore"), get(explore::explore)))
+        .route("/explore/republish", guarded(Access::Action("explore/republish"), post(explore::republish)))
         .merge(ui::routes());
     finish(if with_probes { routes.merge(probe_routes()) } else { routes }, admin)
 }
@@ -495,6 +504,7 @@ async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Qu
     let _turn = admin.slow_turn()?;
     let filter = query.filter(&admin.config)?;
     let limit = query.limit.unwrap_or(100).min(10_000);
+    let masked = admin.config.admin.payloads == crate::core::config::PayloadVisibility::Masked;
     let dlq = admin.dead_letters()?;
     let entries = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = entries.clone();
@@ -502,7 +512,11 @@ async fn dlq_list(State(admin): State<Arc<Admin>>, query: std::result::Result<Qu
         .for_each(&topic, &filter, move |d| {
             let mut entries = sink.lock().unwrap_or_else(|e| e.into_inner());
             if entries.len() < limit {
-                entries.push(serde_json::to_value(crate::flows::dlq::listing::Listed::from(&d))?);
+                let mut entry = serde_json::to_value(crate::flows::dlq::listing::Listed::from(&d))?;
+                if masked {
+                    explore::mask_listed(&mut entry);
+                }
+                entries.push(entry);
             }
             Ok(())
         })

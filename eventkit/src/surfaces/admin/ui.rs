@@ -11,7 +11,9 @@ use axum::Router;
 
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
+const EXPLORE: &str = include_str!("ui/explore.js");
 const STYLE: &str = include_str!("ui/style.css");
+const EXPLORE_STYLE: &str = include_str!("ui/explore.css");
 
 /// Only this origin's script and style; never framed.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -36,5 +38,7 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/ui/explore.js", get(|| async { asset("text/javascript; charset=utf-8", EXPLORE) }))
         .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
+        .route("/ui/explore.css", get(|| async { asset("text/css; charset=utf-8", EXPLORE_STYLE) }))
 }
