@@ -12,7 +12,7 @@ fi
 if [ ! -d tests/asyncapi/node_modules/@asyncapi/parser ]; then
   (cd tests/asyncapi && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
-# The console's browser test (tests/console.rs): Debian's Chromium, and Playwright (pinned in
+# The console's browser tests (tests/console.rs, tests/explorer.rs): Debian's Chromium, and Playwright (pinned in
 # tests/ui-browser/package-lock.json; it drives that Chromium, it downloads no browser).
 if ! command -v chromium >/dev/null; then
   { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -q chromium >/dev/null; }; }

@@ -184,7 +184,7 @@ impl AppBuilder {
     setter!(/// A bearer token for the admin API's read-only endpoints only.
         admin_read_token(token: impl Into<String> + Send + 'static) => |c| c.admin.read_token = Some(token.into()));
     setter!(/// The admin API's read-only endpoints served without a token (`metrics`, `topology`,
-        /// `asyncapi.json`, `groups`, `dlq`; default `metrics`).
+        /// `asyncapi.json`, `groups`, `dlq`, `explore`; default `metrics`).
         admin_open(endpoints: impl IntoIterator<Item = &'static str> + Send + 'static) => |c| c.admin.open = endpoints.into_iter().map(|e| e.trim_start_matches('/').to_owned()).collect());
     setter!(/// Whether the admin API shows records' values (the record explorer, dead letters) or
         /// masks them (`EVENTKIT_ADMIN_PAYLOADS`; default visible).

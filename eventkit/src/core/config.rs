@@ -485,7 +485,7 @@ pub struct AdminSettings {
     /// `EVENTKIT_ADMIN_READ_TOKEN`: a bearer token for the read-only endpoints only.
     pub read_token: Option<String>,
     /// `EVENTKIT_ADMIN_OPEN`: read-only endpoints served without a token, comma-separated
-    /// among `metrics`, `topology`, `asyncapi.json`, `groups` and `dlq` (default: `metrics`;
+    /// among `metrics`, `topology`, `asyncapi.json`, `groups`, `dlq` and `explore` (default: `metrics`;
     /// empty: none).
     pub open: std::collections::BTreeSet<String>,
     /// `EVENTKIT_ADMIN_MAX_CONNECTIONS`: open connections per listener (default 64, and at
