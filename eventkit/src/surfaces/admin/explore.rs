@@ -219,7 +219,8 @@ fn show(admin: &Admin, topic: &str, hints: &crate::wire::TopicHints, r: &Raw, ma
         why = Some(e.to_string());
     }
     out["decoded"] = json!(known.is_some());
-    if let Some(why) = why {
+    // Why it did not decode may quote the data: not when payloads are masked.
+    if let Some(why) = why.filter(|_| !masked) {
         out["decode_error"] = json!(why);
     }
     if masked {
