@@ -180,7 +180,8 @@
 //! │   ├── registry.rs        the events, handlers and groups of a program
 //! │   └── status.rs          what each group is doing (health)
 //! ├── app/         4  App, AppBuilder, Running, run (mod.rs); topology.rs (the topic listing);
-//! │                   topics.rs (what an app creates); surface.rs (where surfaces plug in)
+//! │                   topics.rs (what an app creates); surface.rs (where surfaces plug in);
+//! │                   fleet.rs (status reports: every instance, seen from any)
 //! └── surfaces/    5  on top of an app, each a layer or a Surface; nothing below names them
 //!     ├── admin/             the admin HTTP API and health probes
 //!     ├── cli.rs             `PROGRAM dlq ...` and the `eventkit` binary

@@ -78,6 +78,10 @@ try {
   await page.waitForSelector(`[data-testid=overview] tr[data-group="${GROUP}"]`);
   await page.waitForSelector("[data-testid=health]:has-text('ready')");
 
+  step = "the fleet table shows this instance up, with the group's two partitions";
+  await page.waitForSelector("[data-testid=fleet] tr[data-instance] [data-testid=instance-state]:has-text('up')");
+  await until("this instance's two partitions", async () => (await page.locator("[data-testid=fleet] tr[data-instance] [data-testid=instance-partitions]").first().textContent()) === "2");
+
   step = "a read token cannot pause";
   await page.click("nav a[data-page=groups]");
   await page.waitForSelector(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
@@ -91,6 +95,7 @@ try {
   await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
   await until("partition 0 shown paused", async () => (await partitionState(page, 0)) === "paused by operator");
   await page.waitForSelector(`div[data-group="${GROUP}"] .held:has-text('by console')`);
+  await page.waitForSelector(`div[data-group="${GROUP}"] [data-testid=group-instances] [data-testid=instance-partitions]:has-text('${TOPIC}[0] paused')`);
   await shot(page, "groups");
 
   step = "events stop being handled on the paused partition only";

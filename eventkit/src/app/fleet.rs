@@ -101,7 +101,7 @@ pub struct Instance {
     pub report: Report,
 }
 
-/// Every instance that reported within the last hour, by instance.
+/// Every instance of the service that reported within the last hour, by instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetView {
     /// This instance's reporting interval, in seconds.
@@ -270,7 +270,7 @@ impl Fleet {
         let mut instances: Vec<Instance> = read
             .reports
             .values()
-            .filter(|r| r.instance != shared.instance)
+            .filter(|r| r.instance != shared.instance && r.service == shared.config.service_name)
             .filter_map(|r| {
                 let age = Duration::from_millis(now.saturating_sub(r.at_ms).max(0) as u64);
                 (age <= FORGET_AFTER).then(|| Instance { state: state_of(r, age), age_s: age.as_secs_f64(), this: false, report: r.clone() })

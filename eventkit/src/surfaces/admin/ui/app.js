@@ -68,6 +68,7 @@ async function overview(page) {
   const groups = await api("/groups");
   let metrics = {};
   try { metrics = metricsByGroup(await api("/metrics")); } catch (e) { /* metrics off or not readable */ }
+  const fleet = await api("/fleet");
   const now = Date.now();
   const rate = (group, name) => {
     if (!previous || !previous.metrics[group]) return null;
@@ -97,8 +98,52 @@ async function overview(page) {
           cell(g.in_flight),
           cell(g.partitions.length),
           cell(g.partitions.filter((p) => p.held).length));
-      })));
+      })),
+    fleetTable(fleet));
   previous = { at: now, metrics };
+}
+
+// Every instance of the service, from their status reports (GET /fleet).
+function fleetTable(fleet) {
+  const count = (i, f) => (i.groups || []).reduce((sum, g) => sum + f(g), 0);
+  return el("div", {},
+    el("h3", {}, "Fleet ", el("small", {}, fleet.instances.length + " instance(s); a report every " + fleet.interval_s + " s, not reporting after " + fleet.stale_after_s + " s")),
+    fleet.note ? el("p", { class: "down", "data-testid": "fleet-note" }, fleet.note) : "",
+    el("table", { "data-testid": "fleet" },
+      el("tr", {}, ["instance", "state", "last report", "ready", "groups", "partitions", "in flight", "held", "errors"].map((h) => el("th", {}, h))),
+      fleet.instances.map((i) => {
+        const errors = (i.groups || []).filter((g) => g.stopped).map((g) => g.group + ": " + g.stopped);
+        return el("tr", { "data-instance": i.instance },
+          cell(i.instance + (i.this ? " (this one)" : "")),
+          el("td", { "data-testid": "instance-state", class: i.state === "up" ? "up" : i.state === "stopped" ? "" : "down" }, i.state),
+          cell(i.this ? "now" : Math.round(i.age_s) + " s ago"),
+          cell(i.stopped ? "–" : i.ready ? "yes" : "no"),
+          cell((i.groups || []).length),
+          el("td", { class: "num", "data-testid": "instance-partitions" }, count(i, (g) => (g.partitions || []).length)),
+          cell(count(i, (g) => g.in_flight || 0)),
+          cell(count(i, (g) => (g.partitions || []).filter((p) => p.held).length)),
+          el("td", { class: errors.length ? "down" : "" }, errors.join("; ")));
+      })));
+}
+
+// One group's members across the fleet: which instance has which partitions.
+function groupInstances(fleet, group) {
+  const rows = [];
+  for (const i of fleet.instances) {
+    for (const g of i.groups || []) {
+      if (g.group !== group) continue;
+      const parts = (g.partitions || []).map((p) => p.topic + "[" + p.partition + "]" + (p.held ? " paused" : ""));
+      rows.push(el("tr", { "data-instance": i.instance },
+        cell(i.instance + (i.this ? " (this one)" : "")),
+        el("td", { class: i.state === "up" ? "up" : "down" }, i.state),
+        el("td", { "data-testid": "instance-partitions" }, parts.join(", ") || "none"),
+        cell(g.in_flight || 0),
+        cell(g.stopped || "")));
+    }
+  }
+  return el("table", { "data-testid": "group-instances" },
+    el("tr", {}, ["instance", "state", "partitions", "in flight", "error"].map((h) => el("th", {}, h))),
+    rows);
 }
 
 async function hold(action, body) {
@@ -117,6 +162,7 @@ async function hold(action, body) {
 
 async function groupsPage(page) {
   const groups = await api("/groups");
+  const fleet = await api("/fleet");
   page.replaceChildren(el("h2", {}, "Consumer groups"), ...groups.groups.map((g) => {
     const members = Array.isArray(g.members) ? g.members : [];
     return el("div", { "data-group": g.group },
@@ -124,6 +170,9 @@ async function groupsPage(page) {
       el("div", {},
         el("button", { "data-testid": "pause-group", onclick: () => hold("pause", { group: g.group }) }, "Pause group"), " ",
         el("button", { "data-testid": "resume-group", onclick: () => hold("resume", { group: g.group }) }, "Resume group")),
+      el("h4", {}, "Instances (the fleet)"),
+      groupInstances(fleet, g.group),
+      el("h4", {}, "Partitions of this instance"),
       (g.holds || []).length ? el("p", { class: "held" }, "Paused: " + g.holds.map((h) => (h.topic ? h.topic + (h.partition !== undefined ? "[" + h.partition + "]" : "") : "the whole group") + " by " + h.by + " at " + h.at).join("; ")) : "",
       el("table", {},
         el("tr", {}, ["topic", "partition", "position", "committed", "end", "lag", "in flight", "state", "waiting on", ""].map((h) => el("th", {}, h))),
