@@ -44,6 +44,9 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 /// Reports older than this are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// How long the shutdown waits for the last report's delivery.
+const LAST_REPORT_WAIT: Duration = Duration::from_secs(1);
+
 /// How long a first look at the fleet waits for the status topic to be read to its end.
 const FIRST_READ: Duration = Duration::from_secs(10);
 
@@ -300,6 +303,8 @@ impl Fleet {
         if let Some(task) = task {
             task.abort();
             let _ = task.await;
+            // Briefly: a cluster that is down must not take the budget the flush needs.
+            let until = until.min(tokio::time::Instant::now() + LAST_REPORT_WAIT);
             if tokio::time::timeout_at(until, send(&self.shared, publisher, true)).await.is_err() {
                 debug!("the last status report was not sent within the shutdown budget");
             }
