@@ -11,6 +11,9 @@
 //! the publish through both services (OpenTelemetry spans linked by the `traceparent` header;
 //! here collected in memory and printed).
 //!
+//! Each service serves the operator console at `/ui` (the example prints the addresses;
+//! `DEBATE_CONSOLE_SECS=600` keeps the services running to look around, with the printed token).
+//!
 //! Runs on the embedded broker: `cargo run --example debate_service`. It exits non-zero when
 //! what it prints did not happen.
 
@@ -185,6 +188,34 @@ async fn main() -> eventkit::Result<()> {
     }
     let (_, groups) = get(format!("http://{}/groups", analytics.admin_addr().expect("admin API"))).await?;
     let metrics = reqwest::get(format!("http://{}/metrics", analytics.admin_addr().expect("admin API"))).await.map_err(Error::msg)?.text().await.map_err(Error::msg)?;
+
+    // The console: each service serves it at /ui (the page needs no token; its data does).
+    println!("\nthe console (give it the token {TOKEN:?}):");
+    for (name, running) in [("debate-api", &api), ("debate-analytics", &analytics)] {
+        let url = format!("http://{}/ui", running.admin_addr().expect("admin API"));
+        let page = reqwest::get(&url).await.map_err(Error::msg)?;
+        let (status, html) = (page.status().as_u16(), page.text().await.map_err(Error::msg)?);
+        if status != 200 || !html.contains("eventkit console") {
+            return Err(Error::msg(format!("{name}: GET /ui answered {status}")));
+        }
+        let (_, fleet) = get(format!("http://{}/fleet", running.admin_addr().expect("admin API"))).await?;
+        let instances: Vec<String> = fleet["instances"]
+            .as_array()
+            .map(|all| all.iter().map(|i| format!("{} {} ({} group(s))", i["instance"].as_str().unwrap_or(""), i["state"].as_str().unwrap_or(""), i["groups"].as_array().map_or(0, Vec::len))).collect())
+            .unwrap_or_default();
+        if instances.is_empty() || fleet["instances"][0]["service"] != name {
+            return Err(Error::msg(format!("{name}: /fleet shows its instances: {fleet}")));
+        }
+        println!("  {name}: {url}  fleet: {}", instances.join("; "));
+    }
+    // DEBATE_CONSOLE_SECS=600 keeps both services running that long, to look around.
+    if let Some(secs) = std::env::var("DEBATE_CONSOLE_SECS").ok().and_then(|s| s.parse::<u64>().ok()) {
+        println!("  running for {secs} s (Ctrl-C ends it)");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(secs)) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
     api.shutdown().await?;
     analytics.shutdown().await?;
 
