@@ -123,6 +123,12 @@ try {
   await page.click("nav a[data-page=topology]");
   await page.waitForSelector(`[data-testid=events] td:has-text('${EVENT_TYPE}')`);
   await page.waitForSelector(`[data-testid=handlers] td:has-text('${GROUP}')`);
+  step = "the topology page renders the AsyncAPI document: the topic, both operations, the event's fields";
+  await page.waitForSelector(`[data-testid=asyncapi-channels] td:has-text('${TOPIC}')`);
+  await page.waitForSelector(`[data-testid=asyncapi-operations] td:text-is('send')`);
+  await page.waitForSelector(`[data-testid=asyncapi-operations] td:text-is('receive')`);
+  const field = page.locator(`[data-testid=asyncapi] [data-message="${EVENT_TYPE}"] tr[data-field=n] td`);
+  await until("the field n shown as a required integer", async () => (await field.count()) >= 3 && /integer/.test(await field.nth(1).textContent()) && (await field.nth(2).textContent()) === "yes");
   await shot(page, "topology");
 
   step = "the dead letters page reads the topic's queue";

@@ -200,7 +200,65 @@ async function topologyPage(page) {
     el("table", { "data-testid": "handlers" },
       el("tr", {}, ["group", "topics", "handlers"].map((h) => el("th", {}, h))),
       groups.map((g) => el("tr", {}, cell(g.group), cell((g.topics || []).join(", ")), cell((g.handlers || []).map((h) => h.name || h.handler || JSON.stringify(h)).join(", "))))),
-    el("p", {}, el("a", { href: "/asyncapi.json" }, "AsyncAPI document")));
+    await asyncapiSection());
+}
+
+// The AsyncAPI document, readable: channels, operations, and each message's fields.
+async function asyncapiSection() {
+  let doc;
+  try {
+    doc = await api("/asyncapi.json");
+  } catch (e) {
+    return el("p", { "data-testid": "asyncapi" }, "AsyncAPI: " + e.message);
+  }
+  const resolve = (node) => {
+    for (let i = 0; node && node.$ref && i < 8; i++) {
+      node = node.$ref.replace(/^#\//, "").split("/").reduce((at, part) => (at ? at[part.replace(/~1/g, "/").replace(/~0/g, "~")] : undefined), doc);
+    }
+    return node || {};
+  };
+  const typeOf = (schema) => {
+    if (!schema) return "";
+    if (schema.$ref) return schema.$ref.split("/").pop();
+    const t = Array.isArray(schema.type) ? schema.type.join(" | ") : schema.type || (schema.anyOf || schema.oneOf ? "one of " + (schema.anyOf || schema.oneOf).map(typeOf).join(" | ") : "");
+    if (t === "array") return "array of " + typeOf(schema.items);
+    return t + (schema.format ? " (" + schema.format + ")" : "") + (schema.enum ? ": " + schema.enum.join(", ") : "");
+  };
+  // The event's own fields, under whatever envelope the wire format puts around them.
+  const dataOf = (payload) => {
+    payload = resolve(payload);
+    const props = payload.properties || {};
+    if (props.data && props.specversion) return resolve(props.data);
+    if (props.payload && props.metadata) return resolve(props.payload);
+    return payload;
+  };
+  const address = (ref) => resolve(ref).address || "";
+  const channels = Object.values(doc.channels || {});
+  const operations = Object.entries(doc.operations || {});
+  const messages = Object.entries((doc.components || {}).messages || {});
+  return el("div", { "data-testid": "asyncapi" },
+    el("h3", {}, "AsyncAPI ", el("small", {}, (doc.info || {}).title + " · AsyncAPI " + doc.asyncapi + " · ", el("a", { href: "/asyncapi.json" }, "JSON"))),
+    el("h4", {}, "Channels"),
+    el("table", { "data-testid": "asyncapi-channels" },
+      el("tr", {}, ["address", "messages"].map((h) => el("th", {}, h))),
+      channels.map((c) => el("tr", {}, cell(c.address), cell(Object.keys(c.messages || {}).map((m) => resolve(c.messages[m]).name || m).join(", "))))),
+    el("h4", {}, "Operations"),
+    el("table", { "data-testid": "asyncapi-operations" },
+      el("tr", {}, ["action", "channel", "summary"].map((h) => el("th", {}, h))),
+      operations.map(([, o]) => el("tr", {}, cell(o.action), cell(address(o.channel)), cell(o.summary)))),
+    el("h4", {}, "Messages"),
+    messages.map(([key, m]) => {
+      const data = dataOf(m.payload);
+      const required = new Set(data.required || []);
+      const kafkaKey = ((m.bindings || {}).kafka || {}).key || {};
+      return el("div", { class: "message", "data-message": m.name || key },
+        el("h5", {}, m.name || key, " ", el("small", {}, (m.summary || "") + " · " + (m.contentType || ""))),
+        kafkaKey.description ? el("p", {}, "Key: " + kafkaKey.description) : "",
+        el("table", {},
+          el("tr", {}, ["field", "type", "required", "description"].map((h) => el("th", {}, h))),
+          Object.entries(data.properties || {}).map(([name, schema]) =>
+            el("tr", { "data-field": name }, cell(name), cell(typeOf(schema)), cell(required.has(name) ? "yes" : ""), cell(resolve(schema).description || schema.description || "")))));
+    }));
 }
 
 async function dlqPage(page) {
