@@ -19,7 +19,7 @@
 //! | `POST /publish` | action | publishes `{"type": .., "data": {..}}` as a registered event; a body that does not fit is a 422 naming the field |
 //! | `GET /explore` | read | up to `limit` (20, at most 200) records of one `partition` of a `topic` from an `offset`, a `time` (RFC 3339 or ms), or the last ones: key, headers, event type, and the event decoded when this service knows its type (else the payload as text or base64); the partition's watermarks (see [`explore`]) |
 //! | `POST /explore/republish` | action | publishes `{"topic", "partition", "offset"}`'s record again, as it is (same key, value, headers, so the same event id: the inbox drops the redelivery where installed); answers its new partition and offset |
-//! | `GET /ui` | open (no data) | the console: overview, groups with pause/resume, topology, dead letters, record explorer, publishing, over this API with the operator's token (see [`ui`]) |
+//! | `GET /ui` | open (no data) | the console: overview, groups with pause/resume, reset and replay by time, topology, dead letters (filters, an entry's detail, replaying one, a selection or all matching), record explorer, publishing, over this API with the operator's token; every replay and reset is confirmed first (see [`ui`]) |
 //! | `POST /groups/pause` | action | pauses `{"group": .., "topic": .., "partition": ..}` (topic and partition optional) on every instance, until resumed (see [`crate::control`]) |
 //! | `POST /groups/resume` | action | resumes what the body names, and everything paused within it |
 //! | `POST /groups/reset` | action | moves a group's offsets (all its topics, one, or one partition) to `earliest`, `latest`, an `offset` or a `time`, on the running members (refused where it would skip unsettled records, unless `force`) or directly when it has none |
@@ -582,7 +582,8 @@ async fn replay_body(admin: &Admin, b: ReplayBody) -> ApiResult {
     let _turn = admin.slow_turn()?;
     let filter = query.filter(&admin.config)?;
     let options = ReplayOptions { to: b.to, create_topic: b.create_topic };
-    let report = admin.dead_letters()?.replay_with(&b.topic, selection, &filter, &options).await?;
+    // As the listing: the declared name, or one of the app's topics on the wire.
+    let report = admin.dead_letters()?.replay_with(&admin.declared_topic(&b.topic), selection, &filter, &options).await?;
     let skipped: Vec<Value> = report.skipped.iter().map(|(entry, why)| json!({ "entry": entry, "reason": why })).collect();
     Ok(Json(json!({ "replayed": report.replayed, "already_replayed": report.already_replayed, "skipped": skipped })).into_response())
 }

@@ -2,7 +2,7 @@
 //! at run time). The page and its script carry no data, so they are served without a token;
 //! every value comes from the API, with the token the operator types in (kept in the browser
 //! tab's session storage), so the API's access rules hold: reads with the read token, pausing
-//! and resuming with the admin token.
+//! and resuming, replaying and resetting with the admin token.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -12,8 +12,10 @@ use axum::Router;
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const EXPLORE: &str = include_str!("ui/explore.js");
+const OPERATE: &str = include_str!("ui/operate.js");
 const STYLE: &str = include_str!("ui/style.css");
 const EXPLORE_STYLE: &str = include_str!("ui/explore.css");
+const OPERATE_STYLE: &str = include_str!("ui/operate.css");
 
 /// Only this origin's script and style; never framed.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
@@ -39,6 +41,8 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/ui/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/ui/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
         .route("/ui/explore.js", get(|| async { asset("text/javascript; charset=utf-8", EXPLORE) }))
+        .route("/ui/operate.js", get(|| async { asset("text/javascript; charset=utf-8", OPERATE) }))
         .route("/ui/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
         .route("/ui/explore.css", get(|| async { asset("text/css; charset=utf-8", EXPLORE_STYLE) }))
+        .route("/ui/operate.css", get(|| async { asset("text/css; charset=utf-8", OPERATE_STYLE) }))
 }

@@ -170,6 +170,7 @@ async function groupsPage(page) {
       el("div", {},
         el("button", { "data-testid": "pause-group", onclick: () => hold("pause", { group: g.group }) }, "Pause group"), " ",
         el("button", { "data-testid": "resume-group", onclick: () => hold("resume", { group: g.group }) }, "Resume group")),
+      typeof groupControls === "function" ? groupControls(g) : "",
       el("h4", {}, "Instances (the fleet)"),
       groupInstances(fleet, g.group),
       el("h4", {}, "Partitions of this instance"),
