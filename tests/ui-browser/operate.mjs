@@ -4,7 +4,7 @@
 // the file GATE exists, publishes the jobs 1 to 6 and runs this.
 //
 //   BASE, TOKEN, GROUP (the group id), TOPIC (on the wire), HANDLER (the failing handler),
-//   GATE (the file that makes the handler succeed), BEFORE (ms: a whole second before job 1),
+//   GATE (the file that makes the handler succeed), RELEASE (the file that lets job 99 end), BEFORE (ms: a whole second before job 1),
 //   FROM and TO (ms: whole seconds around jobs 4 to 6),
 //   CHROMIUM (default /usr/bin/chromium), SHOTS (a directory for screenshots; optional)
 //
@@ -13,7 +13,7 @@ import { writeFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
 const env = process.env;
-const { BASE, TOKEN, GROUP, TOPIC, HANDLER, GATE, SHOTS } = env;
+const { BASE, TOKEN, GROUP, TOPIC, HANDLER, GATE, RELEASE, SHOTS } = env;
 const [BEFORE, FROM, TO] = [env.BEFORE, env.FROM, env.TO].map(Number);
 const TIMEOUT = 30000;
 
@@ -225,6 +225,37 @@ try {
   await page.waitForSelector("#message:has-text('replayed 0: the same replay was done before')");
   await controls.locator("[data-testid=replay-result]:has-text('Done before')").waitFor();
   await stillHandled(18, "after the repeated replay");
+
+  step = "a reset over a record in flight: refused (409) with a hint, then forced";
+  const published = await fetch(`${BASE}/publish`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ type: "OperateJob", data: { id: "job-99", n: 99 } }),
+  });
+  if (published.status !== 201) throw new Error(`publish job 99: ${published.status} ${await published.text()}`);
+  await until("job 99 in flight", async () => {
+    const g = await (await fetch(`${BASE}/groups`, { headers: { Authorization: `Bearer ${TOKEN}` } })).json();
+    return (g.groups || []).some((x) => x.group === GROUP && x.in_flight > 0);
+  });
+  await controls.locator("[data-testid=reset-scope]").selectOption("partition");
+  await controls.locator("[data-testid=reset-topic]").selectOption(TOPIC);
+  await controls.locator("[data-testid=reset-partition]").fill("0");
+  await controls.locator("[data-testid=reset-to]").selectOption("latest");
+  const refused = answerNext(page, true);
+  await controls.locator("[data-testid=reset-go]").click();
+  const refusedAsked = await refused;
+  if (!refusedAsked.includes(`Reset group ${GROUP} on ${TOPIC}[0] to the latest offset`)) throw new Error(`the confirmation said: ${refusedAsked}`);
+  await page.waitForSelector("#message.error:has-text('reset refused (409)')");
+  if (!(await page.locator("#message").textContent()).includes("tick force")) throw new Error("no hint to force");
+  await controls.locator("[data-testid=reset-result] [data-testid=reset-status]:has-text('refused')").waitFor();
+  await controls.locator("[data-testid=reset-force]").check();
+  const forced = answerNext(page, true);
+  await controls.locator("[data-testid=reset-go]").click();
+  if (!(await forced).includes("Forced")) throw new Error("the forced reset's confirmation does not say so");
+  await page.waitForSelector(`#message:not(.error):has-text('reset ${GROUP}: ${TOPIC}[0] →')`);
+  await controls.locator("[data-testid=reset-result] [data-testid=reset-status]:has-text('reset')").waitFor();
+  await shot(page, "reset-refused-then-forced");
+  writeFileSync(RELEASE, "go");
 
   step = "no script error";
   if (errors.length) throw new Error(errors.join("; "));
