@@ -262,31 +262,8 @@ async function asyncapiSection() {
     }));
 }
 
-async function dlqPage(page) {
-  const t = await api("/topology");
-  const topics = [...new Set((t.groups || []).flatMap((g) => g.topics || []))];
-  const chosen = sessionStorage.getItem("eventkit-console-dlq") || topics[0] || "";
-  const select = el("select", { "data-testid": "dlq-topic", onchange: (e) => { sessionStorage.setItem("eventkit-console-dlq", e.target.value); render(); } },
-    topics.map((topic) => { const o = el("option", { value: topic }, topic); if (topic === chosen) o.selected = true; return o; }));
-  let body = el("p", {}, "No topic.");
-  if (chosen) {
-    try {
-      const d = await api("/dlq?topic=" + encodeURIComponent(chosen));
-      body = el("div", {},
-        el("p", { "data-testid": "dlq-count" }, d.count + " dead letter(s)"),
-        el("table", {},
-          el("tr", {}, ["entry", "kind", "attempts", "group", "handler", "event type", "error"].map((h) => el("th", {}, h))),
-          (d.entries || []).map((e) => el("tr", {}, cell(e.partition + ":" + e.offset), cell(e.kind), cell(e.attempts), cell(e.group), cell(e.handler), cell(e.event_type), cell(e.error)))));
-    } catch (e) {
-      body = /^404:/.test(e.message)
-        ? el("p", { "data-testid": "dlq-count" }, "0 dead letter(s): the queue does not exist yet")
-        : el("p", { class: "down" }, e.message);
-    }
-  }
-  page.replaceChildren(el("h2", {}, "Dead letters"), el("label", {}, "Topic ", select), body);
-}
-
-const PAGES = { overview, groups: groupsPage, topology: topologyPage, dlq: dlqPage };
+// The dead letters page is operate.js's (it sets PAGES.dlq).
+const PAGES = { overview, groups: groupsPage, topology: topologyPage };
 
 async function render() {
   const name = (location.hash.replace(/^#\//, "") || "overview").split("?")[0];
