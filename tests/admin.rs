@@ -299,3 +299,71 @@ async fn without_a_token_the_protected_endpoints_are_disabled_and_without_an_add
     assert_eq!(running.admin_addr(), None, "no address, no API");
     running.shutdown().await.unwrap();
 }
+
+/// The token rules, over every endpoint the API lists (so a new endpoint is covered as it is
+/// added): each action refuses no token and a wrong one (401) and the read token (403), and
+/// changes nothing; each read endpoint refuses no token (401) and answers the read token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_action_needs_the_admin_token_and_a_read_token_cannot_act() {
+    const READ: &str = "read-t0ken-for-tests";
+    let target = Target::embedded("admin-token-rules");
+    let gate = Gate::default();
+    let running = target
+        .app()
+        .groups(["admin-billing"])
+        .state(gate.clone())
+        .admin_addr("127.0.0.1:0")
+        .admin_token(TOKEN)
+        .admin_read_token(READ)
+        .readiness(eventkit_tests::groups_only_readiness())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await);
+    let api = Api { base: format!("http://{}", running.admin_addr().unwrap()), http: reqwest::Client::new() };
+    let group = target.group("admin-billing");
+    let topic = target.topic("admin.orders");
+    // Bodies that would act if the token were right.
+    let body = |endpoint: &str| -> String {
+        match endpoint {
+            "publish" => json!({ "type": "AdminOrder", "data": { "order_id": "o-1", "amount": 1, "address": { "zip": "1" } } }),
+            "dlq/replay" => json!({ "topic": "admin.orders", "all": true }),
+            "groups/pause" | "groups/resume" => json!({ "group": "admin-billing" }),
+            "groups/reset" => json!({ "group": "admin-billing", "to": "earliest" }),
+            "groups/replay" => json!({ "group": "admin-billing", "topic": "admin.orders", "from": "2026-01-01T00:00:00Z" }),
+            "explore/republish" => json!({ "topic": topic, "partition": 0, "offset": 0 }),
+            _ => json!({}),
+        }
+        .to_string()
+    };
+    assert!(eventkit::AdminSettings::BODY_ENDPOINTS.len() >= 7, "{:?}", eventkit::AdminSettings::BODY_ENDPOINTS);
+    for endpoint in eventkit::AdminSettings::BODY_ENDPOINTS {
+        let path = format!("/{endpoint}");
+        for (token, want) in [(None, StatusCode::UNAUTHORIZED), (Some("wrong"), StatusCode::UNAUTHORIZED), (Some(READ), StatusCode::FORBIDDEN)] {
+            let (status, answer) = api.post(&path, token, &body(endpoint)).await;
+            assert_eq!(status, want, "POST {path} with {token:?}: {answer}");
+            assert!(answer["error"].is_string(), "POST {path}: a JSON error: {answer}");
+        }
+    }
+    for endpoint in eventkit::AdminSettings::READ_ENDPOINTS.iter().filter(|e| **e != "metrics") {
+        let path = match *endpoint {
+            "dlq" => "/dlq?topic=admin.orders".to_owned(),
+            "explore" => "/explore?topic=admin.orders&partition=0".to_owned(),
+            other => format!("/{other}"),
+        };
+        let (status, answer) = api.get(&path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {path} without a token: {answer}");
+        let (status, answer) = api.get(&path, Some(READ)).await;
+        assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "GET {path} with the read token: {status} {answer}");
+    }
+    // Nothing acted: nothing published or handled, nothing paused.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(gate.seen.is_empty(), "{:?}", gate.seen.snapshot());
+    assert!(running.control().holds(&group).is_empty());
+    let (status, answer) = api.post("/groups/pause", Some(TOKEN), &body("groups/pause")).await;
+    assert_eq!(status, StatusCode::OK, "the admin token acts: {answer}");
+    assert!(!running.control().holds(&group).is_empty());
+    running.shutdown().await.unwrap();
+}
