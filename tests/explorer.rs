@@ -217,7 +217,7 @@ async fn masked_payloads(target: Target) {
     }
     assert_eq!((records[0]["key"].as_str(), records[0]["event_type"].as_str()), (Some("o-1"), Some("ExplorerOrder")));
     let names: Vec<&str> = records[1]["headers"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"x-tenant") && names.contains(&"ce_type") && !names.contains(&"Authorization"), "[{kind}] {names:?}");
+    assert!(names.contains(&"ce_type") && !names.contains(&"Authorization") && !names.contains(&"x-tenant"), "[{kind}] only the headers that name and place an event: {names:?}");
 
     // The dead letters (the order of 13, the record of an unknown type) are listed without their values.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -230,16 +230,35 @@ async fn masked_payloads(target: Target) {
     };
     assert_eq!(listed["count"].as_u64(), Some(2), "[{kind}] {listed}");
     let text = listed.to_string();
-    assert!(!text.contains("hello") && !text.contains("4111") && !text.contains("hunter2") && text.contains("acme"), "[{kind}] {listed}");
+    assert!(!text.contains("hello") && !text.contains("4111") && !text.contains("hunter2") && !text.contains("acme"), "[{kind}] {listed}");
     for entry in listed["entries"].as_array().unwrap() {
-        assert_eq!((entry["masked"].as_bool(), entry.get("value")), (Some(true), None), "[{kind}] {entry}");
+        assert_eq!((entry["masked"].as_bool(), entry.get("value"), entry.get("error")), (Some(true), None, None), "[{kind}] no value, no error text: {entry}");
+        assert!(entry["kind"].is_string(), "[{kind}] the kind stays: {entry}");
     }
+    // The dead letter topic itself, through the explorer: no error text in its headers.
+    let dead_partition = listed["entries"][0]["partition"].as_i64().unwrap();
+    let (status, dead) = api.explore(&format!("topic=explorer.orders.dlq&partition={dead_partition}&offset=0")).await;
+    assert_eq!(status, StatusCode::OK, "[{kind}] {dead}");
+    let text = dead.to_string();
+    assert!(!text.contains("4111") && !text.contains("eventkit-dlq-error") && text.contains("eventkit-dlq-kind"), "[{kind}] {dead}");
     assert!(listed["entries"].as_array().unwrap().iter().any(|e| e["event_type"] == "ExplorerOrder" && e["key"]["text"] == "o-13"), "[{kind}] {listed}");
 
     // Republishing still works.
     let (status, again) = api.post("/explore/republish", TOKEN, json!({ "topic": wire, "partition": 0, "offset": first })).await;
     assert_eq!(status, StatusCode::CREATED, "[{kind}] {again}");
     assert!(eventually(Duration::from_secs(30), || seen.0.snapshot().iter().filter(|&&a| a == 1).count() == 2).await, "[{kind}] {:?}", seen.0.snapshot());
+
+    // The explorer's reach: this service's topics and their dead letter queues; the control
+    // and status topics and other services' topics are not its to read or write, and a dead
+    // letter queue is not one to republish into.
+    for topic in ["eventkit.control", "eventkit.status", &target.topic("eventkit.control"), "someone-else.payments"] {
+        let (status, answer) = api.explore(&format!("topic={topic}&offset=0")).await;
+        assert_eq!((status, answer["field"].as_str()), (StatusCode::NOT_FOUND, Some("topic")), "[{kind}] {topic}: {answer}");
+        let (status, answer) = api.post("/explore/republish", TOKEN, json!({ "topic": topic, "partition": 0, "offset": 0 })).await;
+        assert_eq!((status, answer["field"].as_str()), (StatusCode::NOT_FOUND, Some("topic")), "[{kind}] {topic}: {answer}");
+    }
+    let (status, answer) = api.post("/explore/republish", TOKEN, json!({ "topic": "explorer.orders.dlq", "partition": dead_partition, "offset": 0 })).await;
+    assert_eq!((status, answer["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("topic")), "[{kind}] {answer}");
     running.shutdown().await.unwrap();
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use eventkit::control::{Action, Command, Scope};
 use eventkit::{handler, integration_event, Context};
 use eventkit_tests::{on_both_brokers, process, Target};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[integration_event(topic = "fleet.ticks", key = id, partitions = 2)]
 #[derive(Debug, Clone)]
@@ -75,7 +75,9 @@ async fn the_fleet_from_any_instance(target: Target) {
     let mut child = process::worker(env!("CARGO_BIN_EXE_eventkit-test-worker"), &target, &out, 0);
     child.env("EVENTKIT_STATUS_INTERVAL_MS", INTERVAL.as_millis().to_string());
     let worker = process::Worker(child.spawn().unwrap());
-    let worker_name = format!("worker@{}:{}", std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()), worker.id());
+    // Named as this process's apps are, but for its pid.
+    let this_host = a.fleet().await.instances.iter().find(|i| i.this).unwrap().report.host.clone();
+    let worker_name = format!("worker@{this_host}:{}", worker.id());
     let base = format!("http://{}", a.admin_addr().unwrap());
     let (a_name, b_name) = (a.fleet().await.instances.iter().find(|i| i.this).unwrap().report.instance.clone(), b.fleet().await.instances.iter().find(|i| i.this).unwrap().report.instance.clone());
     assert_ne!(a_name, b_name, "two apps of one process are two instances");
@@ -105,6 +107,25 @@ async fn the_fleet_from_any_instance(target: Target) {
     })
     .await
     .unwrap_or_else(|last| panic!("the paused partition shows held: {last:#}"));
+
+    // Hostile reports: one under another key than its instance's never counts (it would mark
+    // the live app stopped); one dated ten years ahead ages from when it was read.
+    let status_topic = target.topic("eventkit.status");
+    let future = chrono::Utc::now().timestamp_millis() + 10 * 365 * 24 * 3600 * 1000;
+    let report = |instance: &str, stopped: bool| {
+        json!({ "instance": instance, "service": "worker", "host": "ghost", "pid": 1, "version": "0", "started_at": "2026-01-01T00:00:00Z",
+                "at_ms": future, "interval_ms": 300, "stopped": stopped, "ready": true, "groups": [] })
+        .to_string()
+    };
+    // (Partition 0: the one the reporters write and the readers read.)
+    target.produce_raw_to(&status_topic, 0, "not-its-key", report(&b_name, true).as_bytes()).await;
+    target.produce_raw_to(&status_topic, 0, "worker@ghost:1", report("worker@ghost:1", false).as_bytes()).await;
+    until(&base, Duration::from_secs(60), |view| instance(view, "worker@ghost:1").is_some_and(|i| i["state"] == "not reporting"))
+        .await
+        .unwrap_or_else(|last| panic!("a report from the future ages from its reading: {last:#}"));
+    let view = fleet(&base).await;
+    assert_eq!(instance(&view, &a_name).unwrap()["state"], "up", "{view:#}");
+    assert_eq!(instance(&view, &b_name).unwrap()["state"], "up", "a report under a key not its own is ignored: {view:#}");
 
     // Killed without a word: not reporting, once three intervals pass.
     drop(worker);

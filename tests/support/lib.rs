@@ -145,6 +145,12 @@ impl Target {
         (d.partition, d.offset)
     }
 
+    /// Produces `value` under `key` to one partition of `topic`, bypassing eventkit.
+    pub async fn produce_raw_to(&self, topic: &str, partition: i32, key: &str, value: &[u8]) -> i64 {
+        let record = FutureRecord::to(topic).key(key).payload(value).partition(partition);
+        self.raw_producer().send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("raw produce").offset
+    }
+
     /// The offset `group` has committed on `topic[partition]` (`None`: nothing committed).
     pub fn committed(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         let consumer: BaseConsumer = ClientConfig::new()

@@ -2,20 +2,23 @@
 //! database (as Karafka's Web UI does it).
 //!
 //! Each instance publishes a status report to the status topic (`eventkit.status` under the
-//! topic prefix; one partition, compacted, keyed by instance) every
+//! topic prefix; one partition, compacted, keyed by instance, kept a day) every
 //! `EVENTKIT_STATUS_INTERVAL_MS` (5 s by default): its groups, their partitions with position,
 //! lag, in flight, paused and held, a group stopped by an error, and whether it is ready. When
 //! it shuts down it reports once more, as stopped. Whoever asks ([`Running::fleet`], the admin
 //! API's `GET /fleet`, the console) reads the topic from its beginning once, then follows it,
 //! keeping each instance's latest report.
 //!
-//! **Staleness.** A report is at most one interval old when it is sent and reaches a reader
-//! within a fetch (well under a second on a healthy cluster), so what the fleet view shows of
-//! an instance is at most about one interval old. An instance whose latest report is older
-//! than three intervals is shown as `not reporting` (killed, frozen, or cut off from Kafka);
-//! one that said it stopped, as `stopped`. Ages come from the reports' own clocks: hosts with
-//! skewed clocks shift them by the skew. Reports older than an hour are forgotten (and
-//! compacted away with their key's next report).
+//! **Staleness.** A report carries its groups' status as of their last refresh (once a
+//! second), is sent one interval after the last, and reaches a reader within a fetch (well
+//! under a second on a healthy cluster): what the fleet view shows of an instance is at most
+//! about one interval and a second old. An instance whose latest report is older than three
+//! intervals is shown as `not reporting` (killed, frozen, cut off from Kafka, or too slow to
+//! deliver its reports); one that said it stopped, as `stopped`. Ages come from the reports'
+//! own clocks (hosts with skewed clocks shift them by the skew), except that a report dated
+//! in the future ages from when it was read. Reports older than an hour are forgotten; the
+//! topic keeps a day (`cleanup.policy=compact,delete`). A report counts only under its own
+//! instance's key, the latest in the log winning.
 //!
 //! [`Running::fleet`]: crate::Running::fleet
 
@@ -43,6 +46,9 @@ pub const STALE_AFTER_INTERVALS: u32 = 3;
 
 /// Reports older than this are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// The largest report read (a record beyond it is not one of eventkit's).
+const MAX_REPORT: usize = 1 << 20;
 
 /// How long the shutdown waits for the last report's delivery.
 const LAST_REPORT_WAIT: Duration = Duration::from_secs(1);
@@ -141,7 +147,8 @@ pub(crate) fn state_of(report: &Report, age: Duration) -> &'static str {
 /// The reports read so far, and whether the topic was read to its end once.
 #[derive(Default)]
 struct Read {
-    reports: BTreeMap<String, Report>,
+    /// By instance: the latest report and when this process read it (ms since the epoch).
+    reports: BTreeMap<String, (Report, i64)>,
     caught_up: bool,
     error: Option<String>,
 }
@@ -184,8 +191,19 @@ fn instance_name(service: &str) -> String {
     }
 }
 
+/// `HOSTNAME`, else the kernel's host name, else `localhost`.
 fn host() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into())
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
+    .clone()
 }
 
 fn now_ms() -> i64 {
@@ -268,15 +286,19 @@ impl Fleet {
             }
         })
         .await;
-        let read = shared.read.lock().unwrap_or_else(|e| e.into_inner());
+        let mut read = shared.read.lock().unwrap_or_else(|e| e.into_inner());
         let now = now_ms();
+        // A report's age by its own clock, but never younger than since it was read here: a
+        // report dated in the future (a skewed or hostile clock) ages from its reading.
+        let age_of = |r: &Report, received: i64| Duration::from_millis(now.saturating_sub(r.at_ms.min(received)).max(0) as u64);
+        read.reports.retain(|_, (r, received)| age_of(r, *received) <= FORGET_AFTER);
         let mut instances: Vec<Instance> = read
             .reports
             .values()
-            .filter(|r| r.instance != shared.instance && r.service == shared.config.service_name)
-            .filter_map(|r| {
-                let age = Duration::from_millis(now.saturating_sub(r.at_ms).max(0) as u64);
-                (age <= FORGET_AFTER).then(|| Instance { state: state_of(r, age), age_s: age.as_secs_f64(), this: false, report: r.clone() })
+            .filter(|(r, _)| r.instance != shared.instance && r.service == shared.config.service_name)
+            .map(|(r, received)| {
+                let age = age_of(r, *received);
+                Instance { state: state_of(r, age), age_s: age.as_secs_f64(), this: false, report: r.clone() }
             })
             .collect();
         own.report.at_ms = now;
@@ -359,7 +381,7 @@ async fn ensure_topic(config: &Config, topic: &str) -> Result<()> {
         .await
         .map_err(|e| Error::msg(format!("reading the status topic's metadata: {e}")))??;
     if exists.is_none() {
-        crate::kafka::topics::create_compacted_topic(config, topic, "status").await?;
+        crate::kafka::topics::create_status_topic(config, topic).await?;
     }
     Ok(())
 }
@@ -415,16 +437,16 @@ fn follow(config: &Config, shared: &std::sync::Weak<Shared>) {
                     (Some(key), None) => {
                         read.reports.remove(&key);
                     }
-                    (_, Some(payload)) => match serde_json::from_slice::<Report>(payload) {
-                        Ok(r) => {
-                            let newer = read.reports.get(&r.instance).is_none_or(|old| old.at_ms <= r.at_ms);
-                            if newer {
-                                read.reports.insert(r.instance.clone(), r);
-                            }
+                    // Keyed by the instance it speaks of (the reporter's key), the latest in the
+                    // log winning (one partition: log order is the order they were sent in).
+                    (Some(key), Some(payload)) => match serde_json::from_slice::<Report>(payload) {
+                        Ok(r) if r.instance == key && payload.len() <= MAX_REPORT => {
+                            read.reports.insert(key, (r, now_ms()));
                         }
+                        Ok(_) => debug!(%topic, offset = m.offset(), "a status report keyed apart from its instance (or too large); skipped"),
                         Err(e) => debug!(%topic, offset = m.offset(), error = %e, "a record on the status topic is not a status report; skipped"),
                     },
-                    (None, None) => {}
+                    (None, _) => {}
                 }
                 read.error = None;
                 drop(read);

@@ -516,8 +516,8 @@ pub enum PayloadVisibility {
     #[default]
     Visible,
     /// The record explorer and the dead letter listing leave values and payloads out (each
-    /// record says `"masked": true`) and secret-looking headers too; keys, event types and
-    /// the other headers stay. Republishing still works.
+    /// record says `"masked": true`), dead letters' error text, and every header but those
+    /// that name and place an event; keys and event types stay. Republishing still works.
     Masked,
 }
 

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -32,6 +33,8 @@ pub(crate) fn reader(config: &Config, name: &str) -> Result<BaseConsumer<KitCont
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", if config.embedded { "10" } else { "100" });
     crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
+    // Readers end at the end-of-partition event, whatever the user's consumer settings say.
+    client.set("enable.partition.eof", "true").set("enable.auto.commit", "false");
     Ok(client.create_with_context(KitContext)?)
 }
 
@@ -51,10 +54,27 @@ pub(crate) fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Re
 /// answered with a retriable error, can return one watermark for both (the high one as the
 /// low one, seen under `NOT_LEADER_FOR_PARTITION` answers), which would make a reader skip
 /// the partition's records.
+///
+/// A transient error (a leader moving, a broker restarting) is asked again, within
+/// [`TIMEOUT`]; an unknown topic or partition is not. (Readers that must not miss a record read
+/// to the end-of-partition event instead, as the control topic's does.)
 pub(crate) fn watermarks(consumer: &BaseConsumer<KitContext>, topic: &str, partition: i32) -> Result<(i64, i64)> {
-    let mut last = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+    let until = Instant::now() + TIMEOUT;
+    let ask = || loop {
+        match consumer.fetch_watermarks(topic, partition, TIMEOUT) {
+            Ok(w) => return Ok(w),
+            Err(e) => {
+                let permanent = matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::UnknownTopic));
+                if permanent || Instant::now() >= until {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let mut last = ask()?;
     for _ in 0..5 {
-        let again = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+        let again = ask()?;
         if again.0 == last.0 && 0 <= again.0 && again.0 <= again.1 {
             return Ok(again);
         }

@@ -1,11 +1,13 @@
 //! The record explorer: `GET /explore` reads the records of one partition, from an offset or a
 //! time, decoded where the service knows their event type; `POST /explore/republish` publishes
 //! one of them again, as it is (same key, value and headers, so the same event id: consumers
-//! see a redelivery, which the inbox drops where it is installed).
+//! see a redelivery, which the inbox drops where it is installed). Its reach is the service's
+//! own topics (its events' and its groups') and, for reading, their dead letter queues.
 //!
 //! With `EVENTKIT_ADMIN_PAYLOADS=masked` neither values nor payloads leave the service (each
-//! record says `"masked": true`), nor secret-looking headers (authorization, tokens, cookies,
-//! passwords, ...); keys, event types and the other headers do. The dead letter listing masks
+//! record says `"masked": true`), nor any header but those that name and place an event (the
+//! CloudEvents id, type, source, time and versions, content type, trace context, eventkit's own
+//! headers but an error's text); keys and event types do. The dead letter listing masks
 //! the same way ([`mask_listed`]).
 
 use std::sync::Arc;
@@ -30,13 +32,18 @@ use crate::kafka::offsets;
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 200;
 
-/// Header names that look like they carry secrets: never shown when payloads are masked.
-const SECRET_LOOKING: &[&str] = &["auth", "token", "secret", "password", "passwd", "cookie", "credential", "apikey", "api-key", "api_key", "signature", "session", "private"];
+/// The bytes of records one answer reads, at most (past the first record): a page of large
+/// records stops early, and its `next` says where the following one starts.
+const MAX_BYTES: usize = 8 << 20;
 
-/// Whether a header's name looks like it carries a secret.
-pub(super) fn secret_looking(name: &str) -> bool {
+/// The headers shown when payloads are masked (an allow-list: a name cannot say whether a
+/// header carries data or a secret): the CloudEvents attributes that name and place an event,
+/// the content type, trace context, and eventkit's own headers, except an error's text (a
+/// decode error quotes the data it could not read).
+pub(super) fn shown_when_masked(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    SECRET_LOOKING.iter().any(|s| name.contains(s))
+    matches!(name.as_str(), "ce_id" | "ce_type" | "ce_source" | "ce_specversion" | "ce_time" | "ce_schemaversion" | "ce_datacontenttype" | "content-type" | "traceparent")
+        || (name.starts_with("eventkit-") && !name.contains("error"))
 }
 
 /// The query of `GET /explore`: every value as text, so that a bad one is refused by name.
@@ -74,12 +81,47 @@ fn topic_name(field: &str, topic: Option<&str>) -> std::result::Result<String, A
     Ok(topic.to_owned())
 }
 
+/// What a topic is for the explorer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// One of this service's topics: read and republish.
+    Own,
+    /// The dead letter queue of one: read only.
+    DeadLetters,
+}
+
 impl Admin {
-    /// The names a topic may have on the wire, most likely first: as events declare it (with
-    /// the topic prefix), then as given.
-    fn wire_candidates(&self, topic: &str) -> Vec<String> {
+    /// The names a topic may have on the wire, most likely first (as events declare it, with
+    /// the topic prefix, then as given), among this service's topics (its events' and its
+    /// groups') and their dead letter queues only: the control and status topics, other
+    /// services' topics and Kafka's own are not the explorer's to read or write. None: 404.
+    fn wire_candidates(&self, topic: &str, need: Reach) -> std::result::Result<Vec<String>, ApiError> {
         let declared = self.config.topic_name(&self.declared_topic(topic));
-        if declared == topic { vec![declared] } else { vec![declared, topic.to_owned()] }
+        let candidates = if declared == topic { vec![declared] } else { vec![declared, topic.to_owned()] };
+        let mut own: std::collections::BTreeSet<String> = crate::app::topics::declared(&self.registry, &self.config).map(|d| d.into_keys().collect()).unwrap_or_default();
+        for plan in self.registry.groups(&self.config) {
+            own.extend(plan.topics);
+        }
+        let reach = |t: &String| {
+            if own.contains(t) {
+                Some(Reach::Own)
+            } else if own.iter().any(|o| &self.config.dlq_topic(o) == t) {
+                Some(Reach::DeadLetters)
+            } else {
+                None
+            }
+        };
+        let known: Vec<(String, Reach)> = candidates.into_iter().filter_map(|t| reach(&t).map(|r| (t, r))).collect();
+        if known.is_empty() {
+            let mut names: Vec<&String> = own.iter().collect();
+            names.sort();
+            let names: Vec<&str> = names.into_iter().map(String::as_str).collect();
+            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("`{topic}` is not one of this service's topics or their dead letter queues ({})", names.join(", "))).field("topic"));
+        }
+        if need == Reach::Own && known.iter().all(|(_, r)| *r == Reach::DeadLetters) {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("`{topic}` is a dead letter queue: republish to its topic, or replay the dead letter (POST /dlq/replay)")).field("topic"));
+        }
+        Ok(known.into_iter().filter(|(_, r)| need == Reach::DeadLetters || *r == Reach::Own).map(|(t, _)| t).collect())
     }
 }
 
@@ -97,6 +139,11 @@ impl Raw {
     fn of(m: &rdkafka::message::BorrowedMessage<'_>) -> Raw {
         let headers = m.headers().map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect()).unwrap_or_default();
         Raw { partition: m.partition(), offset: m.offset(), timestamp_ms: m.timestamp().to_millis(), key: m.key().map(<[u8]>::to_vec), value: m.payload().map(<[u8]>::to_vec), headers }
+    }
+
+    /// Its bytes: key, value and headers.
+    fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len)).sum::<usize>()
     }
 
     fn owned_headers(&self) -> OwnedHeaders {
@@ -137,10 +184,13 @@ fn read(config: &Config, candidates: &[String], partition: i32, start: Start, li
         Start::Offset(o) => o.clamp(low, high),
         Start::Time(ms) => offsets::offsets_for_time(&consumer, &topic, &[partition], ms)?.first().map_or(high, |&(_, o)| o),
     };
-    let mut records = Vec::new();
+    let (mut records, mut bytes) = (Vec::new(), 0usize);
     offsets::read_range(&consumer, &topic, &[(partition, from, high)], |m| {
-        records.push(Raw::of(m));
-        Ok(records.len() < limit)
+        let raw = Raw::of(m);
+        bytes += raw.size();
+        records.push(raw);
+        // At least one record, then no more than the byte budget (`next` says where to go on).
+        Ok(records.len() < limit && bytes < MAX_BYTES)
     })?;
     Ok(Found { topic, low, high, from, records })
 }
@@ -178,7 +228,7 @@ fn show(admin: &Admin, topic: &str, hints: &crate::wire::TopicHints, r: &Raw, ma
     let headers: Vec<Value> = r
         .headers
         .iter()
-        .filter(|(name, _)| !(masked && secret_looking(name)))
+        .filter(|(name, _)| !masked || shown_when_masked(name))
         .map(|(name, value)| json!({ "name": name, "value": value.as_deref().map(lossy) }))
         .collect();
     let mut out = json!({
@@ -256,7 +306,7 @@ pub(super) async fn explore(State(admin): State<Arc<Admin>>, query: std::result:
         (None, Some(t)) => Start::Time(crate::flows::replay::parse_time(t).map_err(|e| bad("time", format!("`time` is RFC 3339 or milliseconds since the epoch: {e}")))?),
         (None, None) => Start::Latest,
     };
-    let candidates = admin.wire_candidates(&topic);
+    let candidates = admin.wire_candidates(&topic, Reach::DeadLetters)?;
     let _turn = admin.slow_turn()?;
     let config = admin.config.clone();
     let found = tokio::task::spawn_blocking(move || read(&config, &candidates, partition, start, limit))
@@ -308,7 +358,7 @@ async fn republish_body(admin: &Admin, b: RepublishBody) -> std::result::Result<
         return Err(invalid("offset", format!("`offset` is an offset (a number from 0), not {}", b.offset)));
     }
     let publisher = admin.publisher()?;
-    let candidates = admin.wire_candidates(&topic);
+    let candidates = admin.wire_candidates(&topic, Reach::Own)?;
     let _turn = admin.slow_turn()?;
     let config = admin.config.clone();
     let (partition, offset) = (b.partition, b.offset);
@@ -333,13 +383,15 @@ async fn republish_body(admin: &Admin, b: RepublishBody) -> std::result::Result<
         .into_response())
 }
 
-/// A dead letter as `GET /dlq` lists it, masked: without its value and secret-looking headers.
+/// A dead letter as `GET /dlq` lists it, masked: without its value, its error's text (which can
+/// quote the data) and the headers [`shown_when_masked`] leaves out; its kind stays.
 pub(super) fn mask_listed(entry: &mut Value) {
     let Value::Object(fields) = entry else { return };
     fields.remove("value");
     fields.remove("value_omitted");
+    fields.remove("error");
     if let Some(Value::Array(headers)) = fields.get_mut("headers") {
-        headers.retain(|h| !h["name"].as_str().is_some_and(secret_looking));
+        headers.retain(|h| h["name"].as_str().is_some_and(shown_when_masked));
     }
     fields.insert("masked".into(), Value::Bool(true));
 }
@@ -349,18 +401,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secret_looking_headers_are_named_so() {
-        for name in ["Authorization", "x-api-key", "X-Auth-Token", "cookie", "db_password", "client-secret", "x-session-id"] {
-            assert!(secret_looking(name), "{name}");
+    fn masked_records_show_only_the_headers_that_name_and_place_an_event() {
+        for name in ["ce_type", "CE_ID", "traceparent", "content-type", "eventkit-dlq-kind", "eventkit-dlq-topic"] {
+            assert!(shown_when_masked(name), "{name}");
         }
-        for name in ["ce_type", "ce_id", "traceparent", "content-type", "x-tenant"] {
-            assert!(!secret_looking(name), "{name}");
+        for name in ["Authorization", "x-api-key", "x-jwt", "x-access-key", "cookie", "x-tenant", "ce_subject", "eventkit-dlq-error"] {
+            assert!(!shown_when_masked(name), "{name}");
         }
     }
 
     #[test]
     fn a_masked_dead_letter_keeps_its_key_and_plain_headers() {
-        let mut entry = json!({ "key": { "text": "k" }, "value": { "text": "secret" }, "value_omitted": null, "headers": [{ "name": "ce_type", "value": { "text": "T" } }, { "name": "authorization", "value": { "text": "Bearer x" } }] });
+        let mut entry = json!({ "key": { "text": "k" }, "value": { "text": "secret" }, "value_omitted": null, "error": "invalid type: string \"secret\"", "headers": [{ "name": "ce_type", "value": { "text": "T" } }, { "name": "authorization", "value": { "text": "Bearer x" } }] });
         mask_listed(&mut entry);
         assert_eq!(entry, json!({ "key": { "text": "k" }, "headers": [{ "name": "ce_type", "value": { "text": "T" } }], "masked": true }));
     }

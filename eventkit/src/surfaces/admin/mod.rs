@@ -33,7 +33,7 @@
 //!
 //! | setting | | default |
 //! |---|---|---|
-//! | `EVENTKIT_ADMIN_PAYLOADS` | `visible`, or `masked`: `/explore` and `/dlq` leave records' values and secret-looking headers out (`"masked": true`), keys, types and other headers stay; republishing still works ([`crate::AppBuilder::admin_payloads`]) | `visible` |
+//! | `EVENTKIT_ADMIN_PAYLOADS` | `visible`, or `masked`: `/explore` and `/dlq` leave records' values, dead letters' error text and every header but those that name and place an event out (`"masked": true`), keys and types stay; republishing still works ([`crate::AppBuilder::admin_payloads`]) | `visible` |
 
 mod access;
 mod explore;

@@ -68,7 +68,7 @@ async function overview(page) {
   const groups = await api("/groups");
   let metrics = {};
   try { metrics = metricsByGroup(await api("/metrics")); } catch (e) { /* metrics off or not readable */ }
-  const fleet = await api("/fleet");
+  const fleet = await fleetOrNote();
   const now = Date.now();
   const rate = (group, name) => {
     if (!previous || !previous.metrics[group]) return null;
@@ -101,6 +101,16 @@ async function overview(page) {
       })),
     fleetTable(fleet));
   previous = { at: now, metrics };
+}
+
+// The fleet, or (where /fleet is not readable: a deployment that opened only some endpoints)
+// this page without it, saying why.
+async function fleetOrNote() {
+  try {
+    return await api("/fleet");
+  } catch (e) {
+    return { instances: [], interval_s: 0, stale_after_s: 0, note: "the fleet is not shown: " + e.message };
+  }
 }
 
 // Every instance of the service, from their status reports (GET /fleet).
@@ -162,7 +172,7 @@ async function hold(action, body) {
 
 async function groupsPage(page) {
   const groups = await api("/groups");
-  const fleet = await api("/fleet");
+  const fleet = await fleetOrNote();
   page.replaceChildren(el("h2", {}, "Consumer groups"), ...groups.groups.map((g) => {
     const members = Array.isArray(g.members) ? g.members : [];
     return el("div", { "data-group": g.group },
