@@ -107,6 +107,18 @@ try {
   if (!message.includes(`as offset ${second.offset + 1}`)) throw new Error(`republished where? ${message}`);
   await until("the republished order handled", async () => (await handled(page)) === 3);
 
+  step = "a page of one record, then the next page: the republished copy";
+  await page.click("nav a[data-page=explorer]");
+  await page.selectOption("[data-testid=explore-topic]", TOPIC);
+  await page.fill("[data-testid=explore-partition]", String(second.partition));
+  await page.fill("[data-testid=explore-limit]", "1");
+  await page.fill("[data-testid=explore-offset]", String(second.offset));
+  await page.click("[data-testid=explore-go]");
+  const onlyRow = page.locator("[data-testid=records] tr[data-offset]");
+  await until(`one record, offset ${second.offset}`, async () => (await onlyRow.count()) === 1 && (await onlyRow.first().getAttribute("data-offset")) === String(second.offset));
+  await page.click("[data-testid=explore-next]");
+  await until(`the next page starts at ${second.offset + 1}`, async () => (await onlyRow.count()) === 1 && (await onlyRow.first().getAttribute("data-offset")) === String(second.offset + 1));
+
   step = "the publish page refuses a missing required field";
   await page.click("nav a[data-page=publish]");
   await page.selectOption("[data-testid=publish-type]", EVENT_TYPE);

@@ -79,6 +79,7 @@ async function explorerPage(page) {
   const range = el("p", { "data-testid": "explore-range" }, "");
   const table = el("table", { "data-testid": "records" });
   const box = el("div", { class: "detail", "data-testid": "record-detail" });
+  const more = el("p", {});
 
   const load = async (from) => {
     sessionStorage.setItem(EXPLORE_KEY, JSON.stringify({ topic: topic.value, partition: partition.value }));
@@ -103,6 +104,10 @@ async function explorerPage(page) {
         detail(box, d.topic, r);
       } }, cell(r.offset), cell(r.time), cell(r.key), cell(r.event_type), el("td", { class: r.decoded ? "" : "raw" }, summary(r)))));
     if (d.records.length === 0) table.append(el("tr", {}, el("td", { colspan: "5" }, "No records there.")));
+    // The following page starts where this one ended (`next`); none past the partition's end.
+    more.replaceChildren(d.next < d.high
+      ? el("button", { "data-testid": "explore-next", onclick: () => { offset.value = String(d.next); load({ offset: String(d.next) }); } }, "Next page (from offset " + d.next + ")")
+      : "");
   };
 
   const go = () => load(offset.value === "" ? {} : { offset: offset.value });
@@ -123,7 +128,7 @@ async function explorerPage(page) {
       el("button", { "data-testid": "explore-go", onclick: go }, "Read"), " · ",
       el("label", {}, "Jump to time ", time), " ",
       el("button", { "data-testid": "explore-jump", onclick: jump }, "Jump")),
-    range, table, box));
+    range, table, more, box));
   if (topic.value) await load({});
 }
 
