@@ -5,7 +5,6 @@
 //! them handled. `scripts/test.sh` installs Chromium and Playwright; elsewhere the test says it
 //! skips, except in CI. With `EVENTKIT_UI_SCREENSHOTS=DIR` it saves each page (the README's).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventkit::{handler, integration_event, Context};
@@ -27,21 +26,9 @@ async fn work(job: ConsoleJob, done: &Done, _ctx: &Context) -> eventkit::Result<
     Ok(())
 }
 
-fn browser_kit() -> Option<(PathBuf, PathBuf)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
-    let chromium = std::env::var_os("EVENTKIT_TEST_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    if chromium.exists() && dir.join("node_modules/playwright-core").exists() {
-        return Some((dir, chromium));
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("no Chromium or Playwright in CI: scripts/test.sh installs them");
-    }
-    eprintln!("note: no Chromium ({}) or Playwright (tests/ui-browser/node_modules): the console test did not run (use scripts/test.sh)", chromium.display());
-    None
-}
 
 async fn the_console_in_a_browser(target: Target) {
-    let Some((dir, chromium)) = browser_kit() else { return };
+    let Some(script) = eventkit_tests::browser_script("console.mjs") else { return };
     const TOKEN: &str = "console-admin-token";
     const READ_TOKEN: &str = "console-read-token";
     let done = Done::default();
@@ -59,24 +46,15 @@ async fn the_console_in_a_browser(target: Target) {
         .await
         .unwrap();
     assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await);
-    let mut command = std::process::Command::new("node");
-    command
-        .arg("console.mjs")
-        .current_dir(&dir)
+    let stdout = script
         .env("BASE", format!("http://{}", running.admin_addr().unwrap()))
         .env("TOKEN", TOKEN)
         .env("READ_TOKEN", READ_TOKEN)
         .env("GROUP", target.group("console-workers"))
         .env("TOPIC", target.topic("console.jobs"))
         .env("EVENT_TYPE", "ConsoleJob")
-        .env("CHROMIUM", &chromium);
-    if let Some(shots) = std::env::var_os("EVENTKIT_UI_SCREENSHOTS") {
-        command.env("SHOTS", shots);
-    }
-    // Each step of the script has its own 30 s bound, so it always ends.
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("node runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "[{}] the console in Chromium:\n{stdout}\n{stderr}", target.kind);
+        .run(&format!("[{}] the console in Chromium", target.kind))
+        .await;
     // What the browser saw, checked from the inside: each event handled exactly once.
     let mut handled = done.0.snapshot();
     handled.sort_unstable();

@@ -6,7 +6,6 @@
 //! Explorer and Publish pages in Chromium (`tests/ui-browser/explorer.mjs`, as tests/console.rs
 //! runs console.mjs).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventkit::{handler, integration_event, Context, Error, PayloadVisibility};
@@ -264,40 +263,19 @@ async fn masked_payloads(target: Target) {
 
 on_both_brokers!(masked_payloads);
 
-fn browser_kit() -> Option<(PathBuf, PathBuf)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
-    let chromium = std::env::var_os("EVENTKIT_TEST_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    if chromium.exists() && dir.join("node_modules/playwright-core").exists() {
-        return Some((dir, chromium));
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("no Chromium or Playwright in CI: scripts/test.sh installs them");
-    }
-    eprintln!("note: no Chromium ({}) or Playwright (tests/ui-browser/node_modules): the explorer's browser test did not run (use scripts/test.sh)", chromium.display());
-    None
-}
 
 async fn the_explorer_in_a_browser(target: Target) {
-    let Some((dir, chromium)) = browser_kit() else { return };
+    let Some(script) = eventkit_tests::browser_script("explorer.mjs") else { return };
     let seen = Seen::default();
     let (running, _api) = start(&target, &seen, PayloadVisibility::Visible).await;
-    let mut command = std::process::Command::new("node");
-    command
-        .arg("explorer.mjs")
-        .current_dir(&dir)
+    let stdout = script
         .env("BASE", format!("http://{}", running.admin_addr().unwrap()))
         .env("TOKEN", TOKEN)
         .env("GROUP", target.group("explorer-workers"))
         .env("TOPIC", target.topic("explorer.orders"))
         .env("EVENT_TYPE", "ExplorerOrder")
-        .env("CHROMIUM", &chromium);
-    if let Some(shots) = std::env::var_os("EVENTKIT_UI_SCREENSHOTS") {
-        command.env("SHOTS", shots);
-    }
-    // Each step of the script has its own 30 s bound, so it always ends.
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("node runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "[{}] the explorer in Chromium:\n{stdout}\n{stderr}", target.kind);
+        .run(&format!("[{}] the explorer in Chromium", target.kind))
+        .await;
     // What the browser saw, checked from the inside: 1 and 2 published, 2 republished, 3 from the Publish page.
     let mut handled = seen.0.snapshot();
     handled.sort_unstable();

@@ -5,7 +5,7 @@
 //! time, refused over a record in flight until forced. The handler fails the events 3 and 6
 //! (permanently) and 5 (retries exhausted) until the browser script opens its gate; what it handled is checked here, event by event.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use eventkit::{handler, integration_event, Context, Error};
@@ -45,18 +45,6 @@ async fn work(job: OperateJob, jobs: &Jobs, _ctx: &Context) -> eventkit::Result<
 
 const TOKEN: &str = "operate-admin-token";
 
-fn browser_kit() -> Option<(PathBuf, PathBuf)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
-    let chromium = std::env::var_os("EVENTKIT_TEST_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    if chromium.exists() && dir.join("node_modules/playwright-core").exists() {
-        return Some((dir, chromium));
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("no Chromium or Playwright in CI: scripts/test.sh installs them");
-    }
-    eprintln!("note: no Chromium ({}) or Playwright (tests/ui-browser/node_modules): the operating controls' browser test did not run (use scripts/test.sh)", chromium.display());
-    None
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -79,7 +67,7 @@ fn counts(log: &Log<u32>) -> std::collections::BTreeMap<u32, usize> {
 }
 
 async fn dead_letters_and_group_controls_in_a_browser(target: Target) {
-    let Some((dir, chromium)) = browser_kit() else { return };
+    let Some(script) = eventkit_tests::browser_script("operate.mjs") else { return };
     let kind = target.kind;
     let gate = std::env::temp_dir().join(format!("eventkit-operate-gate-{}", uuid::Uuid::new_v4().simple()));
     let jobs = Jobs { seen: Log::default(), gate: gate.clone() };
@@ -114,10 +102,7 @@ async fn dead_letters_and_group_controls_in_a_browser(target: Target) {
     let end = next_second().await;
     assert!(eventually(Duration::from_secs(60), || jobs.seen.len() == 6).await, "[{kind}] handled once each: {:?}", jobs.seen.snapshot());
 
-    let mut command = std::process::Command::new("node");
-    command
-        .arg("operate.mjs")
-        .current_dir(&dir)
+    let stdout = script
         .env("BASE", format!("http://{}", running.admin_addr().unwrap()))
         .env("TOKEN", TOKEN)
         .env("GROUP", target.group("operate-workers"))
@@ -128,16 +113,10 @@ async fn dead_letters_and_group_controls_in_a_browser(target: Target) {
         .env("BEFORE", before.to_string())
         .env("FROM", middle.to_string())
         .env("TO", end.to_string())
-        .env("CHROMIUM", &chromium);
-    if let Some(shots) = std::env::var_os("EVENTKIT_UI_SCREENSHOTS") {
-        command.env("SHOTS", shots);
-    }
-    // Each step of the script has its own 30 s bound, so it always ends.
-    let out = tokio::task::spawn_blocking(move || command.output()).await.unwrap().expect("node runs");
+        .run(&format!("[{kind}] the operating controls in Chromium"))
+        .await;
     let _ = std::fs::remove_file(&gate);
     let _ = std::fs::remove_file(gate.with_extension("release"));
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "[{kind}] the operating controls in Chromium:\n{stdout}\n{stderr}");
 
     // From the inside, what each click delivered (and a dismissed confirmation nothing):
     // 1 to 6 once; 3, then 6 (all permanent ones), then 5 (the selection) from the dead letters;

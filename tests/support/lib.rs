@@ -346,3 +346,48 @@ impl Target {
 #[cfg(doctest)]
 #[doc = include_str!(concat!(env!("OUT_DIR"), "/readme.md"))]
 pub struct ReadmeSnippets;
+
+/// One of the console's browser scripts (`tests/ui-browser/NAME.mjs`), run by node with
+/// Debian's Chromium through Playwright.
+pub struct BrowserScript {
+    command: std::process::Command,
+}
+
+/// `tests/ui-browser/SCRIPT`, ready to run, when Chromium (`EVENTKIT_TEST_CHROMIUM`, default
+/// `/usr/bin/chromium`) and Playwright (`tests/ui-browser/node_modules`) are installed
+/// (`scripts/test.sh` installs them). Otherwise `None`, after saying that the test did not run;
+/// under `CI=true`, a panic. With `EVENTKIT_UI_SCREENSHOTS=DIR` the script saves its pages there.
+pub fn browser_script(script: &str) -> Option<BrowserScript> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-browser");
+    let chromium = std::env::var_os("EVENTKIT_TEST_CHROMIUM").map(std::path::PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
+    if !(chromium.exists() && dir.join("node_modules/playwright-core").exists()) {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("no Chromium or Playwright in CI: scripts/test.sh installs them");
+        }
+        eprintln!("note: no Chromium ({}) or Playwright (tests/ui-browser/node_modules): {script} did not run (use scripts/test.sh)", chromium.display());
+        return None;
+    }
+    let mut command = std::process::Command::new("node");
+    command.arg(script).current_dir(&dir).env("CHROMIUM", &chromium);
+    if let Some(shots) = std::env::var_os("EVENTKIT_UI_SCREENSHOTS") {
+        command.env("SHOTS", shots);
+    }
+    Some(BrowserScript { command })
+}
+
+impl BrowserScript {
+    /// Gives the script `name=value` in its environment.
+    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
+    /// Runs it to its end (each of its steps has its own bound, so it always ends) and
+    /// returns what it printed; panics with its output, naming `what`, when a step failed.
+    pub async fn run(mut self, what: &str) -> String {
+        let out = tokio::task::spawn_blocking(move || self.command.output()).await.unwrap().expect("node runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{what}:\n{stdout}\n{stderr}");
+        stdout
+    }
+}

@@ -5,30 +5,11 @@
 //   CHROMIUM (default /usr/bin/chromium), SHOTS (a directory for screenshots; optional)
 //
 // Exits 0 when every step held; otherwise prints the step that failed and exits 1.
-import { chromium } from "playwright-core";
+import { TIMEOUT, drive, shot, until } from "./kit.mjs";
 
 const env = process.env;
-const { BASE, TOKEN, READ_TOKEN, GROUP, TOPIC, EVENT_TYPE, SHOTS } = env;
-const TIMEOUT = 30000;
+const { BASE, TOKEN, READ_TOKEN, GROUP, TOPIC, EVENT_TYPE } = env;
 
-let step = "start";
-let current = null; // the page, to show what it showed when a step fails
-const browser = await chromium.launch({ executablePath: env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-const errors = [];
-
-async function shot(page, name) {
-  if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-}
-
-async function until(what, check) {
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 // Publishes through the admin API (as the console's future Publish page would).
 async function publish(n) {
@@ -59,37 +40,29 @@ async function partitionState(page, partition) {
   return page.locator(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:${partition}"] [data-testid=state]`).textContent();
 }
 
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  current = page;
-  page.setDefaultTimeout(TIMEOUT);
-  page.on("pageerror", (e) => errors.push(e.message));
-  // The refusals the steps provoke show as failed loads; anything else is an error.
-  page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 40[134]/.test(m.text())) errors.push(m.text());
-  });
+await drive({ viewport: { width: 1400, height: 900 }, expected: /status of 40[134]/ }, async (page, run) => {
 
-  step = "without a token, the page says what it needs";
+  run.step = "without a token, the page says what it needs";
   await page.goto(`${BASE}/ui`);
   await page.waitForSelector("#message.error:has-text('401')");
 
-  step = "a read token: the overview shows the group";
+  run.step = "a read token: the overview shows the group";
   await useToken(page, READ_TOKEN);
   await page.waitForSelector(`[data-testid=overview] tr[data-group="${GROUP}"]`);
   await page.waitForSelector("[data-testid=health]:has-text('ready')");
 
-  step = "the fleet table shows this instance up, with the group's two partitions";
+  run.step = "the fleet table shows this instance up, with the group's two partitions";
   await page.waitForSelector("[data-testid=fleet] tr[data-instance] [data-testid=instance-state]:has-text('up')");
   await until("this instance's two partitions", async () => (await page.locator("[data-testid=fleet] tr[data-instance] [data-testid=instance-partitions]").first().textContent()) === "2");
 
-  step = "a read token cannot pause";
+  run.step = "a read token cannot pause";
   await page.click("nav a[data-page=groups]");
   await page.waitForSelector(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
   await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
   await page.waitForSelector("#message.error:has-text('403')");
   if ((await partitionState(page, 0)) !== "running") throw new Error("a refused pause paused");
 
-  step = "the admin token pauses partition 0";
+  run.step = "the admin token pauses partition 0";
   await useToken(page, TOKEN);
   await page.click("nav a[data-page=groups]");
   await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=pause]`);
@@ -98,7 +71,7 @@ try {
   await page.waitForSelector(`div[data-group="${GROUP}"] [data-testid=group-instances] [data-testid=instance-partitions]:has-text('${TOPIC}[0] paused')`);
   await shot(page, "groups");
 
-  step = "events stop being handled on the paused partition only";
+  run.step = "events stop being handled on the paused partition only";
   const before = await handled(page);
   const sent = [];
   for (let n = 1; sent.filter((p) => p === 0).length < 2 || sent.filter((p) => p === 1).length < 2; n++) {
@@ -113,17 +86,17 @@ try {
   if (paused !== before + on1) throw new Error(`handled ${paused - before} while partition 0 was paused; want ${on1}`);
   await shot(page, "overview");
 
-  step = "resume: the waiting events are handled";
+  run.step = "resume: the waiting events are handled";
   await page.click("nav a[data-page=groups]");
   await page.click(`div[data-group="${GROUP}"] tr[data-partition="${TOPIC}:0"] [data-testid=resume]`);
   await until("partition 0 shown running", async () => (await partitionState(page, 0)) === "running");
   await until(`all ${sent.length} events handled`, async () => (await handled(page)) === before + sent.length);
 
-  step = "the topology page lists the event and the handler";
+  run.step = "the topology page lists the event and the handler";
   await page.click("nav a[data-page=topology]");
   await page.waitForSelector(`[data-testid=events] td:has-text('${EVENT_TYPE}')`);
   await page.waitForSelector(`[data-testid=handlers] td:has-text('${GROUP}')`);
-  step = "the topology page renders the AsyncAPI document: the topic, both operations, the event's fields";
+  run.step = "the topology page renders the AsyncAPI document: the topic, both operations, the event's fields";
   await page.waitForSelector(`[data-testid=asyncapi-channels] td:has-text('${TOPIC}')`);
   await page.waitForSelector(`[data-testid=asyncapi-operations] td:text-is('send')`);
   await page.waitForSelector(`[data-testid=asyncapi-operations] td:text-is('receive')`);
@@ -131,22 +104,10 @@ try {
   await until("the field n shown as a required integer", async () => (await field.count()) >= 3 && /integer/.test(await field.nth(1).textContent()) && (await field.nth(2).textContent()) === "yes");
   await shot(page, "topology");
 
-  step = "the dead letters page reads the topic's queue";
+  run.step = "the dead letters page reads the topic's queue";
   await page.click("nav a[data-page=dlq]");
   await page.waitForSelector("[data-testid=dlq-count]");
   await shot(page, "dead-letters");
 
-  step = "no script error";
-  if (errors.length) throw new Error(errors.join("; "));
-  console.log(`ok: ${sent.length} events (${on0} on the paused partition)`);
-} catch (e) {
-  console.error(`FAIL at "${step}": ${e.message}`);
-  if (current) {
-    const shown = await current.evaluate(() => `message: ${document.getElementById("message").textContent}\npage: ${document.getElementById("page").innerText.slice(0, 2000)}`).catch(() => "");
-    console.error(shown);
-    if (errors.length) console.error(`script errors: ${errors.join("; ")}`);
-  }
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+  return `ok: ${sent.length} events (${on0} on the paused partition)`;
+});

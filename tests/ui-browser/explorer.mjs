@@ -5,30 +5,11 @@
 //   CHROMIUM (default /usr/bin/chromium), SHOTS (a directory for screenshots; optional)
 //
 // Exits 0 when every step held; otherwise prints the step that failed and exits 1.
-import { chromium } from "playwright-core";
+import { TIMEOUT, drive, shot, until } from "./kit.mjs";
 
 const env = process.env;
-const { BASE, TOKEN, GROUP, TOPIC, EVENT_TYPE, SHOTS } = env;
-const TIMEOUT = 30000;
+const { BASE, TOKEN, GROUP, TOPIC, EVENT_TYPE } = env;
 
-let step = "start";
-let current = null; // the page, to show what it showed when a step fails
-const browser = await chromium.launch({ executablePath: env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-const errors = [];
-
-async function shot(page, name) {
-  if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-}
-
-async function until(what, check) {
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 // Publishes through the admin API; the record's partition and offset.
 async function publish(id, amount) {
@@ -56,23 +37,15 @@ function localInput(ms) {
   return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  current = page;
-  page.setDefaultTimeout(TIMEOUT);
-  page.on("pageerror", (e) => errors.push(e.message));
-  // The refusals the steps provoke show as failed loads; anything else is an error.
-  page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 4(01|03|04|22)/.test(m.text())) errors.push(m.text());
-  });
+await drive({ viewport: { width: 1400, height: 900 }, expected: /status of 4(01|03|04|22)/ }, async (page, run) => {
 
-  step = "the admin token";
+  run.step = "the admin token";
   await page.goto(`${BASE}/ui`);
   await page.fill("#token", TOKEN);
   await page.click("#token-form button");
   await page.waitForSelector("#token-state:has-text('token set')");
 
-  step = "two orders, a whole second between them";
+  run.step = "two orders, a whole second between them";
   const first = await publish("o-1", 1);
   // The time to jump to: the next whole second (a datetime-local input's precision), then the second order after it.
   const at = Math.ceil((Date.now() + 1) / 1000) * 1000;
@@ -81,7 +54,7 @@ try {
   if (second.partition !== first.partition) throw new Error("one key, two partitions");
   await until("both handled", async () => (await handled(page)) === 2);
 
-  step = "the explorer jumps to the time between them";
+  run.step = "the explorer jumps to the time between them";
   await page.click("nav a[data-page=explorer]");
   await page.selectOption("[data-testid=explore-topic]", TOPIC);
   await page.fill("[data-testid=explore-partition]", String(second.partition));
@@ -90,14 +63,14 @@ try {
   const firstRow = page.locator("[data-testid=records] tr[data-offset]").first();
   await until(`the first record shown is offset ${second.offset}`, async () => (await firstRow.getAttribute("data-offset").catch(() => null)) === String(second.offset));
 
-  step = "a record opens with its headers and decoded event";
+  run.step = "a record opens with its headers and decoded event";
   await firstRow.click();
   await page.waitForSelector(`[data-testid=record-headers] td:has-text('${EVENT_TYPE}')`);
   const shown = JSON.parse(await page.locator("[data-testid=record-json]").textContent());
   if (shown.amount !== 2 || shown.order_id !== "o-1") throw new Error(`decoded: ${JSON.stringify(shown)}`);
   await shot(page, "explorer");
 
-  step = "republish after the confirmation: the handler gets it again";
+  run.step = "republish after the confirmation: the handler gets it again";
   let asked = "";
   page.once("dialog", (d) => { asked = d.message(); d.accept(); });
   await page.click("[data-testid=republish]");
@@ -107,7 +80,7 @@ try {
   if (!message.includes(`as offset ${second.offset + 1}`)) throw new Error(`republished where? ${message}`);
   await until("the republished order handled", async () => (await handled(page)) === 3);
 
-  step = "a page of one record, then the next page: the republished copy";
+  run.step = "a page of one record, then the next page: the republished copy";
   await page.click("nav a[data-page=explorer]");
   await page.selectOption("[data-testid=explore-topic]", TOPIC);
   await page.fill("[data-testid=explore-partition]", String(second.partition));
@@ -119,7 +92,7 @@ try {
   await page.click("[data-testid=explore-next]");
   await until(`the next page starts at ${second.offset + 1}`, async () => (await onlyRow.count()) === 1 && (await onlyRow.first().getAttribute("data-offset")) === String(second.offset + 1));
 
-  step = "the publish page refuses a missing required field";
+  run.step = "the publish page refuses a missing required field";
   await page.click("nav a[data-page=publish]");
   await page.selectOption("[data-testid=publish-type]", EVENT_TYPE);
   const form = page.locator(`[data-testid=publish-form][data-type="${EVENT_TYPE}"]`);
@@ -131,37 +104,25 @@ try {
   await page.waitForSelector("[data-error-for=order_id]:has-text('required')");
   await page.waitForSelector("#message.error:has-text('not sent')");
 
-  step = "the publish page refuses a number that is not one";
+  run.step = "the publish page refuses a number that is not one";
   await form.locator("[name=order_id]").fill("o-9");
   await form.locator("[name=amount]").fill("three");
   await page.click("[data-testid=publish-submit]");
   await page.waitForSelector("[data-error-for=amount]:has-text('not an integer')");
 
-  step = "the server's refusal shows next to its field";
+  run.step = "the server's refusal shows next to its field";
   await form.locator("[name=amount]").fill("5000000000");
   await page.click("[data-testid=publish-submit]");
   await page.waitForSelector("#message.error:has-text('422')");
   if (!(await page.locator("[data-error-for=amount]").textContent())) throw new Error("the 422 names no field on the page");
   await shot(page, "publish");
 
-  step = "a valid event is published and handled";
+  run.step = "a valid event is published and handled";
   await form.locator("[name=amount]").fill("3");
   await form.locator("[name=note]").fill("from the console");
   await page.click("[data-testid=publish-submit]");
   await page.waitForSelector(`#message:has-text('published ${EVENT_TYPE} to ${TOPIC}')`);
   await until("the published order handled", async () => (await handled(page)) === 4);
 
-  step = "no script error";
-  if (errors.length) throw new Error(errors.join("; "));
-  console.log(`ok: jumped to ${TOPIC}[${second.partition}]@${second.offset}, republished it, published from the form`);
-} catch (e) {
-  console.error(`FAIL at "${step}": ${e.message}`);
-  if (current) {
-    const shown = await current.evaluate(() => `message: ${document.getElementById("message").textContent}\npage: ${document.getElementById("page").innerText.slice(0, 2000)}`).catch(() => "");
-    console.error(shown);
-    if (errors.length) console.error(`script errors: ${errors.join("; ")}`);
-  }
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+  return `ok: jumped to ${TOPIC}[${second.partition}]@${second.offset}, republished it, published from the form`;
+});

@@ -10,31 +10,12 @@
 //
 // Exits 0 when every step held; otherwise prints the step that failed and exits 1.
 import { writeFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { TIMEOUT, drive, shot, until } from "./kit.mjs";
 
 const env = process.env;
-const { BASE, TOKEN, GROUP, TOPIC, HANDLER, GATE, RELEASE, SHOTS } = env;
+const { BASE, TOKEN, GROUP, TOPIC, HANDLER, GATE, RELEASE } = env;
 const [BEFORE, FROM, TO] = [env.BEFORE, env.FROM, env.TO].map(Number);
-const TIMEOUT = 30000;
 
-let step = "start";
-let current = null; // the page, to show what it showed when a step fails
-const browser = await chromium.launch({ executablePath: env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox", "--disable-dev-shm-usage"] });
-const errors = [];
-
-async function shot(page, name) {
-  if (SHOTS) await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: true });
-}
-
-async function until(what, check) {
-  const deadline = Date.now() + TIMEOUT;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 // The group's handled records (successes), from the metrics.
 async function handled() {
@@ -84,17 +65,9 @@ async function stillHandled(n, what) {
   if (now !== n) throw new Error(`${what}: handled ${now}, want still ${n}`);
 }
 
-try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  current = page;
-  page.setDefaultTimeout(TIMEOUT);
-  page.on("pageerror", (e) => errors.push(e.message));
-  // The dead letter topic does not exist until the first dead letter: a 404 then.
-  page.on("console", (m) => {
-    if (m.type() === "error" && !/status of 4(01|03|04|09|22)/.test(m.text())) errors.push(m.text());
-  });
+await drive({ viewport: { width: 1400, height: 1000 }, expected: /status of 4(01|03|04|09|22)/ }, async (page, run) => {
 
-  step = "the admin token";
+  run.step = "the admin token";
   await page.goto(`${BASE}/ui`);
   await page.fill("#token", TOKEN);
   await page.click("#token-form button");
@@ -102,13 +75,13 @@ try {
   const base = await handled();
   if (base !== 3) throw new Error(`handled before the dead letters: ${base}, want 3 (jobs 1, 2 and 4)`);
 
-  step = "the dead letters of the topic: three";
+  run.step = "the dead letters of the topic: three";
   await page.click("nav a[data-page=dlq]");
   await page.waitForSelector("[data-view=dlq]");
   await page.selectOption("[data-testid=dlq-topic]", TOPIC);
   await dlqCount(page, 3, "all kinds");
 
-  step = "filtered by kind: the two permanent ones";
+  run.step = "filtered by kind: the two permanent ones";
   await page.selectOption("[data-testid=dlq-kind]", "permanent");
   await dlqCount(page, 2, "kind permanent");
   await page.fill("[data-testid=dlq-handler]", HANDLER);
@@ -118,7 +91,7 @@ try {
   await page.fill("[data-testid=dlq-handler]", HANDLER);
   await dlqCount(page, 2, "the handler again");
 
-  step = "an entry opens with its error, value and origin";
+  run.step = "an entry opens with its error, value and origin";
   const row = page.locator("[data-testid=dlq-entries] tr[data-entry]").first();
   const entry = await row.getAttribute("data-entry");
   await row.click();
@@ -132,7 +105,7 @@ try {
   await page.waitForSelector("[data-testid=dlq-headers] td:has-text('ce_type')");
   await shot(page, "dead-letters");
 
-  step = "replay this one, dismissed: nothing replayed";
+  run.step = "replay this one, dismissed: nothing replayed";
   const dismissed = answerNext(page, false);
   await page.click("[data-testid=dlq-replay-one]");
   const asked = await dismissed;
@@ -140,7 +113,7 @@ try {
   await stillHandled(3, "after the dismissed replay");
   await dlqCount(page, 2, "after the dismissed replay");
 
-  step = "the fix is out; replay this one: the handler gets job 3";
+  run.step = "the fix is out; replay this one: the handler gets job 3";
   writeFileSync(GATE, "open");
   await page.locator(`[data-testid=dlq-entries] tr[data-entry="${entry}"]`).click();
   const one = answerNext(page, true);
@@ -150,7 +123,7 @@ try {
   await until("job 3 handled", async () => (await handled()) === 4);
   await dlqCount(page, 1, "kind permanent, after the replay");
 
-  step = "replay all matching the filters: job 6";
+  run.step = "replay all matching the filters: job 6";
   const all = answerNext(page, true);
   await page.click("[data-testid=dlq-replay-all]");
   const allAsked = await all;
@@ -159,7 +132,7 @@ try {
   await until("job 6 handled", async () => (await handled()) === 5);
   await dlqCount(page, 0, "kind permanent, after replaying all");
 
-  step = "the rest (job 5) selected: dismissed, then replayed";
+  run.step = "the rest (job 5) selected: dismissed, then replayed";
   await page.selectOption("[data-testid=dlq-kind]", "");
   await dlqCount(page, 1, "any kind");
   await page.locator("[data-testid=dlq-entries] input[data-select]").first().check();
@@ -179,14 +152,14 @@ try {
   await page.check("[data-testid=dlq-include-replayed]");
   await dlqCount(page, 3, "the replayed ones too");
 
-  step = "the groups page shows the group's controls";
+  run.step = "the groups page shows the group's controls";
   await page.click("nav a[data-page=groups]");
   const group = page.locator(`div[data-group="${GROUP}"]`);
   await group.locator("[data-testid=group-controls]").waitFor();
   await group.locator(`tr[data-partition="${TOPIC}:0"]`).waitFor();
   const controls = group.locator("[data-testid=group-controls]");
 
-  step = "reset the group to a time before job 1, dismissed: nothing moves";
+  run.step = "reset the group to a time before job 1, dismissed: nothing moves";
   await controls.locator("[data-testid=reset-scope]").selectOption("group");
   await controls.locator("[data-testid=reset-to]").selectOption("time");
   await controls.locator("[data-testid=reset-time]").fill(localInput(BEFORE));
@@ -196,7 +169,7 @@ try {
   if (!resetAsked.includes(`Reset group ${GROUP}, all its topics (${TOPIC})`) || !resetAsked.includes(new Date(BEFORE).toISOString())) throw new Error(`the confirmation said: ${resetAsked}`);
   await stillHandled(6, "after the dismissed reset");
 
-  step = "reset the group to a time before job 1: everything handled again";
+  run.step = "reset the group to a time before job 1: everything handled again";
   if ((await controls.locator("[data-testid=reset-time]").inputValue()) !== localInput(BEFORE)) throw new Error("the time typed was lost when the page redrew");
   const reset = answerNext(page, true);
   await controls.locator("[data-testid=reset-go]").click();
@@ -206,7 +179,7 @@ try {
   // The six jobs and the three copies the dead letter replays put on the topic.
   await until("the topic handled again", async () => (await handled()) === 15);
 
-  step = "replay by time: jobs 4 to 6 again";
+  run.step = "replay by time: jobs 4 to 6 again";
   await controls.locator("[data-testid=replay-topic]").selectOption(TOPIC);
   await controls.locator("[data-testid=replay-from]").fill(localInput(FROM));
   await controls.locator("[data-testid=replay-to]").fill(localInput(TO));
@@ -218,7 +191,7 @@ try {
   await until("the window handled again", async () => (await handled()) === 18);
   await shot(page, "group-controls");
 
-  step = "the same replay again: done before, nothing replayed";
+  run.step = "the same replay again: done before, nothing replayed";
   const repeated = answerNext(page, true);
   await controls.locator("[data-testid=replay-go]").click();
   await repeated;
@@ -226,7 +199,7 @@ try {
   await controls.locator("[data-testid=replay-result]:has-text('Done before')").waitFor();
   await stillHandled(18, "after the repeated replay");
 
-  step = "a reset over a record in flight: refused (409) with a hint, then forced";
+  run.step = "a reset over a record in flight: refused (409) with a hint, then forced";
   const published = await fetch(`${BASE}/publish`, {
     method: "POST",
     headers: { "Content-Type": "application/json", Authorization: `Bearer ${TOKEN}` },
@@ -257,17 +230,5 @@ try {
   await shot(page, "reset-refused-then-forced");
   writeFileSync(RELEASE, "go");
 
-  step = "no script error";
-  if (errors.length) throw new Error(errors.join("; "));
-  console.log(`ok: dead letters filtered, opened and replayed (one, all matching, a selection); ${GROUP} reset to ${new Date(BEFORE).toISOString()} and replayed from ${new Date(FROM).toISOString()}`);
-} catch (e) {
-  console.error(`FAIL at "${step}": ${e.message}`);
-  if (current) {
-    const shown = await current.evaluate(() => `message: ${document.getElementById("message").textContent}\npage: ${document.getElementById("page").innerText.slice(0, 2000)}`).catch(() => "");
-    console.error(shown);
-    if (errors.length) console.error(`script errors: ${errors.join("; ")}`);
-  }
-  process.exitCode = 1;
-} finally {
-  await browser.close();
-}
+  return `ok: dead letters filtered, opened and replayed (one, all matching, a selection); ${GROUP} reset to ${new Date(BEFORE).toISOString()} and replayed from ${new Date(FROM).toISOString()}`;
+});

@@ -105,8 +105,20 @@ pub(crate) async fn create_markers_topic(config: &Config, name: &str) -> Result<
 /// Creates a compacted topic of one partition (replay markers, the control topic; `what` names
 /// it in logs); a cluster that cannot create it is left to its auto-creation.
 pub(crate) async fn create_compacted_topic(config: &Config, name: &str, what: &str) -> Result<()> {
+    create_internal_topic(config, name, what, markers_config()).await
+}
+
+/// Creates the status topic (the fleet's reports: one partition, compacted, kept a day); a
+/// cluster that cannot create it is left to its auto-creation.
+pub(crate) async fn create_status_topic(config: &Config, name: &str) -> Result<()> {
+    let settings = TopicConfig { partitions: Some(1), cleanup_policy: Some("compact,delete".into()), retention_ms: Some(24 * 3600 * 1000), ..Default::default() };
+    create_internal_topic(config, name, "status", settings).await
+}
+
+/// Creates one of eventkit's own topics with `settings`; a cluster that cannot create it is
+/// left to its auto-creation.
+async fn create_internal_topic(config: &Config, name: &str, what: &str, settings: TopicConfig) -> Result<()> {
     let admin = admin_client(config)?;
-    let settings = markers_config();
     let entries = settings.entries();
     match admin.create_topics(&[new_topic(name, &settings, &entries, config)], &create_options()).await {
         Ok(results) => {
@@ -123,27 +135,6 @@ pub(crate) async fn create_compacted_topic(config: &Config, name: &str, what: &s
     Ok(())
 }
 
-
-/// Creates the status topic (the fleet's reports: one partition, compacted, kept a day); a
-/// cluster that cannot create it is left to its auto-creation.
-pub(crate) async fn create_status_topic(config: &Config, name: &str) -> Result<()> {
-    let admin = admin_client(config)?;
-    let settings = TopicConfig { partitions: Some(1), cleanup_policy: Some("compact,delete".into()), retention_ms: Some(24 * 3600 * 1000), ..Default::default() };
-    let entries = settings.entries();
-    match admin.create_topics(&[new_topic(name, &settings, &entries, config)], &create_options()).await {
-        Ok(results) => {
-            for r in results {
-                match r {
-                    Ok(t) => info!(topic = %t, "status topic created"),
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((t, code)) => warn!(topic = %t, error = %code, "cannot create the status topic; relying on the broker's auto-creation"),
-                }
-            }
-        }
-        Err(e) => debug!(error = %e, topic = name, "cannot create the status topic; relying on the broker's auto-creation"),
-    }
-    Ok(())
-}
 
 /// Warns about each existing topic that differs from its declared settings.
 async fn check_existing(admin: &AdminClient<KitContext>, declared: &BTreeMap<String, TopicConfig>) {

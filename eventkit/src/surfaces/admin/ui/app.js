@@ -44,6 +44,17 @@ async function api(path, options) {
   return body;
 }
 
+// A request whose refusal keeps its JSON body (the error and the field it names), for the
+// pages that show a refusal beside what it refuses (explore.js, operate.js).
+async function answer(path, options) {
+  const headers = Object.assign({}, (options || {}).headers);
+  if (token()) headers["Authorization"] = "Bearer " + token();
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  return { status: response.status, ok: response.ok, body: body || {} };
+}
+
 // Sums of each metric's samples per group label, from the Prometheus text format.
 function metricsByGroup(text) {
   const out = {};

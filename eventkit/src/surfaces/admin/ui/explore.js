@@ -14,16 +14,6 @@ function built(page, view) {
   return first && first.dataset.view === view;
 }
 
-// A request whose refusal keeps the JSON body (the field a 422 names).
-async function answer(path, options) {
-  const headers = Object.assign({}, (options || {}).headers);
-  if (token()) headers["Authorization"] = "Bearer " + token();
-  const response = await fetch(path, Object.assign({}, options, { headers }));
-  let body = null;
-  try { body = await response.json(); } catch (_) { /* not JSON */ }
-  return { status: response.status, ok: response.ok, body: body || {} };
-}
-
 function explorerState() {
   try { return JSON.parse(sessionStorage.getItem(EXPLORE_KEY) || "{}"); } catch (_) { return {}; }
 }

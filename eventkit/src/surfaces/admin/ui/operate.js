@@ -12,18 +12,8 @@ const DLQ_FILTERS_KEY = "eventkit-console-dlq-filters";
 const DLQ_KINDS = ["handler-error", "permanent", "panic", "extract", "deserialization", "unknown-type", "envelope", "foreign"];
 const DLQ_FILTER_NAMES = ["kind", "handler", "event_type", "group"];
 
-// A request whose refusal keeps its JSON body (the error and the field it names).
-async function operateCall(path, options) {
-  const headers = Object.assign({}, (options || {}).headers);
-  if (token()) headers["Authorization"] = "Bearer " + token();
-  const response = await fetch(path, Object.assign({}, options, { headers }));
-  let body = null;
-  try { body = await response.json(); } catch (_) { /* not JSON */ }
-  return { status: response.status, ok: response.ok, body: body || {} };
-}
-
 function operatePost(path, body) {
-  return operateCall(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  return answer(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 function refusal(a) {
@@ -138,7 +128,7 @@ async function deadLettersPage(page) {
     if (replayed.checked) q.set("include_replayed", "true");
     const mine = ++loads;
     count.dataset.loading = "true";
-    const a = await operateCall("/dlq?" + q);
+    const a = await answer("/dlq?" + q);
     if (mine !== loads) return; // a later load (the filters changed meanwhile) answers instead
     delete count.dataset.loading;
     const ticked = new Set(selected()); // kept ticked where still listed
@@ -206,7 +196,7 @@ async function deadLettersPage(page) {
     const f = filters();
     const q = new URLSearchParams({ topic: topic.value, limit: "1" });
     for (const n of DLQ_FILTER_NAMES) if (f[n]) q.set(n, f[n]);
-    const counted = await operateCall("/dlq?" + q);
+    const counted = await answer("/dlq?" + q);
     if (!counted.ok) { say("dead letters: " + refusal(counted), true); return; }
     const n = counted.body.count;
     if (!n) { say("nothing to replay: no dead letter of " + topic.value + " matches " + dlqFilterText(f) + " that was not replayed already"); return; }
