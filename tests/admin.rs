@@ -308,20 +308,16 @@ async fn every_action_needs_the_admin_token_and_a_read_token_cannot_act() {
     const READ: &str = "read-t0ken-for-tests";
     let target = Target::embedded("admin-token-rules");
     let gate = Gate::default();
-    let running = target
-        .app()
-        .groups(["admin-billing"])
-        .state(gate.clone())
-        .admin_addr("127.0.0.1:0")
-        .admin_token(TOKEN)
-        .admin_read_token(READ)
-        .readiness(eventkit_tests::groups_only_readiness())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await);
+    let running = eventkit_tests::start_ready(
+        target
+            .app()
+            .groups(["admin-billing"])
+            .state(gate.clone())
+            .admin_addr("127.0.0.1:0")
+            .admin_token(TOKEN)
+            .admin_read_token(READ)
+    )
+    .await;
     let api = Api { base: format!("http://{}", running.admin_addr().unwrap()), http: reqwest::Client::new() };
     let group = target.group("admin-billing");
     let topic = target.topic("admin.orders");

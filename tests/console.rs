@@ -5,10 +5,9 @@
 //! them handled. `scripts/test.sh` installs Chromium and Playwright; elsewhere the test says it
 //! skips, except in CI. With `EVENTKIT_UI_SCREENSHOTS=DIR` it saves each page (the README's).
 
-use std::time::Duration;
 
 use eventkit::{handler, integration_event, Context};
-use eventkit_tests::{eventually, on_both_brokers, Log, Target};
+use eventkit_tests::{on_both_brokers, Log, Target};
 
 #[integration_event(topic = "console.jobs", key = id, partitions = 2)]
 #[derive(Debug, Clone, PartialEq)]
@@ -32,20 +31,16 @@ async fn the_console_in_a_browser(target: Target) {
     const TOKEN: &str = "console-admin-token";
     const READ_TOKEN: &str = "console-read-token";
     let done = Done::default();
-    let running = target
-        .app()
-        .groups(["console-workers"])
-        .state(done.clone())
-        .admin_addr("127.0.0.1:0")
-        .admin_token(TOKEN)
-        .admin_read_token(READ_TOKEN)
-        .readiness(eventkit_tests::groups_only_readiness())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await);
+    let running = eventkit_tests::start_ready(
+        target
+            .app()
+            .groups(["console-workers"])
+            .state(done.clone())
+            .admin_addr("127.0.0.1:0")
+            .admin_token(TOKEN)
+            .admin_read_token(READ_TOKEN)
+    )
+    .await;
     let stdout = script
         .env("BASE", format!("http://{}", running.admin_addr().unwrap()))
         .env("TOKEN", TOKEN)

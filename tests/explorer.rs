@@ -73,21 +73,17 @@ impl Api {
 }
 
 async fn start(target: &Target, seen: &Seen, payloads: PayloadVisibility) -> (eventkit::Running, Api) {
-    let running = target
-        .app()
-        .groups(["explorer-workers"])
-        .state(seen.clone())
-        .admin_addr("127.0.0.1:0")
-        .admin_token(TOKEN)
-        .admin_read_token(READ_TOKEN)
-        .admin_payloads(payloads)
-        .readiness(eventkit_tests::groups_only_readiness())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await, "[{}] ready", target.kind);
+    let running = eventkit_tests::start_ready(
+        target
+            .app()
+            .groups(["explorer-workers"])
+            .state(seen.clone())
+            .admin_addr("127.0.0.1:0")
+            .admin_token(TOKEN)
+            .admin_read_token(READ_TOKEN)
+            .admin_payloads(payloads)
+    )
+    .await;
     let api = Api { base: format!("http://{}", running.admin_addr().unwrap()), http: reqwest::Client::new() };
     (running, api)
 }

@@ -71,19 +71,15 @@ async fn dead_letters_and_group_controls_in_a_browser(target: Target) {
     let kind = target.kind;
     let gate = std::env::temp_dir().join(format!("eventkit-operate-gate-{}", uuid::Uuid::new_v4().simple()));
     let jobs = Jobs { seen: Log::default(), gate: gate.clone() };
-    let running = target
-        .app()
-        .groups(["operate-workers"])
-        .state(jobs.clone())
-        .admin_addr("127.0.0.1:0")
-        .admin_token(TOKEN)
-        .readiness(eventkit_tests::groups_only_readiness())
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
-    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await, "[{kind}] ready");
+    let running = eventkit_tests::start_ready(
+        target
+            .app()
+            .groups(["operate-workers"])
+            .state(jobs.clone())
+            .admin_addr("127.0.0.1:0")
+            .admin_token(TOKEN)
+    )
+    .await;
     let publisher = running.publisher();
     let publish = |n: u32| {
         let publisher = publisher.clone();

@@ -391,3 +391,10 @@ impl BrowserScript {
         stdout
     }
 }
+
+/// Starts `app`, ready by its groups alone ([`groups_only_readiness`]), and waits until it is.
+pub async fn start_ready(app: eventkit::AppBuilder) -> eventkit::Running {
+    let running = app.readiness(groups_only_readiness()).build().unwrap().start().await.unwrap();
+    assert!(eventually(Duration::from_secs(60), || running.readiness().is_ready()).await, "the app became ready");
+    running
+}

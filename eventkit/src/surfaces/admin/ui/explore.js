@@ -71,12 +71,17 @@ async function explorerPage(page) {
   const box = el("div", { class: "detail", "data-testid": "record-detail" });
   const more = el("p", {});
 
+  // Only the latest read shows: an earlier one answering later (the first page's read of the
+  // last records, overtaken by a jump) must not overwrite it.
+  let reads = 0;
   const load = async (from) => {
+    const mine = ++reads;
     sessionStorage.setItem(EXPLORE_KEY, JSON.stringify({ topic: topic.value, partition: partition.value }));
     const q = new URLSearchParams({ topic: topic.value, partition: partition.value || "0", limit: limit.value || "20" });
     if (from.offset !== undefined) q.set("offset", from.offset);
     if (from.time !== undefined) q.set("time", from.time);
     const a = await answer("/explore?" + q);
+    if (mine !== reads) return;
     box.replaceChildren();
     if (!a.ok) {
       say("explore: " + a.status + " " + (a.body.error || "") + (a.body.field ? " (" + a.body.field + ")" : ""), true);
