@@ -183,27 +183,12 @@ impl std::fmt::Debug for Fleet {
 fn instance_name(service: &str) -> String {
     static APPS: AtomicUsize = AtomicUsize::new(0);
     let n = APPS.fetch_add(1, Ordering::Relaxed) + 1;
-    let base = format!("{service}@{}:{}", host(), std::process::id());
+    let base = format!("{service}@{}:{}", crate::core::config::host_name(), std::process::id());
     if n == 1 {
         base
     } else {
         format!("{base}#{n}")
     }
-}
-
-/// `HOSTNAME`, else the kernel's host name, else `localhost`.
-fn host() -> String {
-    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into())
-    })
-    .clone()
 }
 
 fn now_ms() -> i64 {
@@ -356,7 +341,7 @@ fn report(shared: &Shared, stopped: bool) -> Report {
     Report {
         instance: shared.instance.clone(),
         service: shared.config.service_name.clone(),
-        host: host(),
+        host: crate::core::config::host_name(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
         started_at: shared.started_at.clone(),
@@ -376,11 +361,7 @@ async fn send(shared: &Shared, publisher: &Publisher, stopped: bool) -> Result<(
 }
 
 async fn ensure_topic(config: &Config, topic: &str) -> Result<()> {
-    let (config2, topic2) = (config.clone(), topic.to_owned());
-    let exists = tokio::task::spawn_blocking(move || crate::kafka::offsets::partitions(&crate::kafka::offsets::reader(&config2, "fleet-reader")?, &topic2))
-        .await
-        .map_err(|e| Error::msg(format!("reading the status topic's metadata: {e}")))??;
-    if exists.is_none() {
+    if crate::kafka::offsets::partition_count(config, topic).await?.is_none() {
         crate::kafka::topics::create_status_topic(config, topic).await?;
     }
     Ok(())

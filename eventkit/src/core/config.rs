@@ -569,6 +569,22 @@ impl std::fmt::Debug for AdminSettings {
     }
 }
 
+/// This machine's name, as instances are named (`SERVICE@HOST:PID`): `HOSTNAME`, else the
+/// kernel's host name, else `localhost`.
+pub(crate) fn host_name() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
+    .clone()
+}
+
 impl AdminSettings {
     /// The read-only endpoints a token guards (or `EVENTKIT_ADMIN_OPEN` opens).
     pub const READ_ENDPOINTS: &'static [&'static str] = &["metrics", "topology", "asyncapi.json", "groups", "fleet", "dlq", "explore"];

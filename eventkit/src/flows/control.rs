@@ -502,24 +502,13 @@ pub async fn replay_by_time(config: &Config, r: &crate::flows::replay::TimeRepla
     Ok(outcome)
 }
 
-/// How many partitions `topic` has (none when it does not exist).
-#[cfg_attr(not(any(feature = "admin", feature = "cli")), allow(dead_code))]
-pub(crate) async fn partition_count(config: &Config, topic: &str) -> Result<Option<usize>> {
-    let (config, topic) = (config.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || partitions(&reader(&config)?, &topic)).await.map_err(|e| Error::msg(format!("reading metadata: {e}")))?
-}
-
 /// Writes `command` to the control topic (creating the topic where it is missing and the
 /// cluster can). Returns its offset.
 pub(crate) async fn write(config: &Config, publisher: &Publisher, command: &Command) -> Result<i64> {
     let topic = config.control_topic();
     let value = serde_json::to_vec(command)?;
     let key = command.key();
-    let config2 = config.clone();
-    let exists = tokio::task::spawn_blocking(move || partitions(&reader(&config2)?, &config2.control_topic()))
-        .await
-        .map_err(|e| Error::msg(format!("reading the control topic's metadata: {e}")))??;
-    if exists.is_none() {
+    if crate::kafka::offsets::partition_count(config, &topic).await?.is_none() {
         crate::kafka::topics::create_compacted_topic(config, &topic, "control").await?;
     }
     let (_, offset) = publisher.send_headers(&topic, Some(key.as_bytes()), Some(PARTITION), Some(&value), rdkafka::message::OwnedHeaders::new()).await?;
@@ -822,8 +811,8 @@ impl Control {
             resets.insert(g.clone(), tx);
             reset_receivers.insert(g.clone(), rx);
         }
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        let reply = Replier { runtime: tokio::runtime::Handle::current(), config: config.clone(), publisher: publisher.clone(), member: format!("{}@{host}:{}", config.service_name, std::process::id()) };
+        let member = format!("{}@{}:{}", config.service_name, crate::core::config::host_name(), std::process::id());
+        let reply = Replier { runtime: tokio::runtime::Handle::current(), config: config.clone(), publisher: publisher.clone(), member };
         let shared = Arc::new(Shared { stop: Default::default(), state: Mutex::new(state), applied, groups: senders, resets, reset_receivers: Mutex::new(reset_receivers), reply, replays_running: Default::default() });
         debug!(%topic, "following the control topic");
         let follower = shared.clone();

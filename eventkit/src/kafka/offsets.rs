@@ -28,8 +28,6 @@ pub(crate) fn reader(config: &Config, name: &str) -> Result<BaseConsumer<KitCont
     let mut client = crate::kafka::client_config(config)?;
     client
         .set("group.id", format!("eventkit-{name}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", if config.embedded { "10" } else { "100" });
     crate::kafka::apply_overrides(&mut client, config, crate::kafka::Client::Consumer);
@@ -45,6 +43,14 @@ pub(crate) fn partitions(consumer: &BaseConsumer<KitContext>, topic: &str) -> Re
     let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
     ids.sort_unstable();
     Ok((!ids.is_empty()).then_some(ids))
+}
+
+/// How many partitions `topic` has (none when it does not exist), asked by a client of its own.
+pub(crate) async fn partition_count(config: &Config, topic: &str) -> Result<Option<usize>> {
+    let (config, topic) = (config.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || Ok(partitions(&reader(&config, "metadata")?, &topic)?.map(|p| p.len())))
+        .await
+        .map_err(|e| Error::msg(format!("reading metadata: {e}")))?
 }
 
 /// The first and one-past-last offsets of a partition.

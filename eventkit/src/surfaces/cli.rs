@@ -436,7 +436,7 @@ async fn groups(command: Groups, config: &Config, registry: Option<&Registry>) -
         }
     }
     if let (Some(topic), Some(partition)) = (&topic, scope.partition) {
-        let count = control::partition_count(config, topic).await?;
+        let count = crate::kafka::offsets::partition_count(config, topic).await?;
         if partition < 0 || count.is_some_and(|n| partition as usize >= n) {
             return Err(Error::Usage(format!("--partition: topic `{topic}` has no partition {partition}")));
         }

@@ -74,8 +74,7 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
 /// A topic name Kafka allows (`a-z A-Z 0-9 . _ -`, at most 249, not `.` or `..`).
 fn topic_name(field: &str, topic: Option<&str>) -> std::result::Result<String, ApiError> {
     let topic = topic.filter(|t| !t.is_empty()).ok_or_else(|| bad(field, format!("`{field}` is required")))?;
-    let legal = topic.len() <= 249 && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !legal {
+    if !super::legal_topic(topic, 249) {
         return Err(bad(field, format!("{topic:?} is not a topic name: 1 to 249 of a-z, A-Z, 0-9, `.`, `_` and `-`, not `.` or `..`")));
     }
     Ok(topic.to_owned())

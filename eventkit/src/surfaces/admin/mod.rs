@@ -288,9 +288,14 @@ impl Admin {
         })
     }
 
-    fn publisher(&self) -> std::result::Result<Publisher, ApiError> {
+    /// What `pick` takes of the running app; a 503 until it runs.
+    fn live<T>(&self, pick: impl FnOnce(&Live) -> T) -> std::result::Result<T, ApiError> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.as_ref().map(|l| l.publisher.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
+        live.as_ref().map(pick).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
+    }
+
+    fn publisher(&self) -> std::result::Result<Publisher, ApiError> {
+        self.live(|l| l.publisher.clone())
     }
 
     fn groups(&self) -> Vec<Arc<GroupStatus>> {
@@ -308,13 +313,11 @@ impl Admin {
     }
 
     fn control(&self) -> std::result::Result<Control, ApiError> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.as_ref().map(|l| l.control.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
+        self.live(|l| l.control.clone())
     }
 
     fn fleet(&self) -> std::result::Result<Fleet, ApiError> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.as_ref().map(|l| l.fleet.clone()).ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the app has not started yet"))
+        self.live(|l| l.fleet.clone())
     }
 
     fn dead_letters(&self) -> std::result::Result<DeadLetterQueue, ApiError> {
@@ -460,6 +463,11 @@ async fn fleet(State(admin): State<Arc<Admin>>) -> ApiResult {
     Ok(Json(fleet.view().await).into_response())
 }
 
+/// Whether `topic` is a name Kafka allows: 1 to `longest` of `a-z A-Z 0-9 . _ -`, not `.` or `..`.
+fn legal_topic(topic: &str, longest: usize) -> bool {
+    !topic.is_empty() && topic.len() <= longest && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Filters of `GET /dlq` and `POST /dlq/replay`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -481,8 +489,7 @@ impl DlqQuery {
     fn topic(&self, config: &Config) -> std::result::Result<&str, ApiError> {
         let topic = self.topic.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "`topic` is required").field("topic"))?;
         let longest = 249usize.saturating_sub(config.topic_prefix.len() + config.dlq_suffix.len());
-        let legal = topic.len() <= longest && topic != "." && topic != ".." && topic.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-        if !legal {
+        if !legal_topic(topic, longest) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("{topic:?} is not a topic name: 1 to {longest} of a-z, A-Z, 0-9, `.`, `_` and `-` (with the prefix and the dead letter suffix, 249), not `.` or `..`"),
@@ -671,7 +678,7 @@ async fn hold_body(admin: &Admin, b: HoldBody, action: Action, client: &str) -> 
             return Err(invalid("partition", "a partition needs its `topic`".into()));
         };
         let _turn = admin.slow_turn()?;
-        let count = crate::flows::control::partition_count(config, topic).await?;
+        let count = crate::kafka::offsets::partition_count(config, topic).await?;
         if partition < 0 || count.is_some_and(|n| partition as usize >= n) {
             return Err(invalid("partition", format!("topic `{topic}` has no partition {partition} (it has {})", count.map_or("none".to_owned(), |n| n.to_string()))));
         }
