@@ -18,7 +18,8 @@
 //!
 //! Each throughput figure is the median of alternating rounds. Run `scripts/bench.sh` (it starts
 //! the pinned noida-db broker), or `EVENTKIT_BENCH_BOOTSTRAP=host:port cargo bench -p eventkit-kafka
-//! --bench engine` for any other Kafka. Prints a table and writes `BENCHMARKS.md`.
+//! --bench engine` for any other Kafka. Prints a table and writes it at the head of
+//! `BENCHMARKS.md` (the sections after it stay).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -848,6 +849,9 @@ async fn main() {
     );
     println!("\n{table}");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../BENCHMARKS.md");
-    std::fs::write(&path, report).unwrap();
+    // This table is the file's head; the sections after it (`## ...`: the first build, other
+    // measurements) are kept as they are.
+    let kept = std::fs::read_to_string(&path).ok().and_then(|old| old.find("\n## ").map(|at| old[at..].to_owned())).unwrap_or_default();
+    std::fs::write(&path, format!("{report}{kept}")).unwrap();
     eprintln!("wrote {}", path.display());
 }
